@@ -1,0 +1,307 @@
+//! SOQL statements built with every value escaped.
+//!
+//! Strings are single-quoted with backslash escapes (`\'`, `\\`, `\n`, `\r`, `\t`); numbers, booleans and `null`
+//! are bare; date-time literals are bare ISO 8601 in UTC (`2024-01-15T10:30:00.000Z`). JSON strings are always
+//! quoted — a date or date-time comparison goes through [`Soql::compare_datetime`], because a JSON string does not
+//! say whether it is text or a date.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::ConnectorError;
+
+fn bad(message: String, field: Option<&str>) -> ConnectorError {
+    ConnectorError::Validation { code: "invalid_query".into(), message, field: field.map(str::to_string) }
+}
+
+/// Checks an sObject name (`Account`, `Invoice__c`).
+pub fn check_object(object: &str) -> Result<(), ConnectorError> {
+    if !object.is_empty()
+        && object.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && object.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        Ok(())
+    } else {
+        Err(bad(format!("`{object}` is not a Salesforce object name"), None))
+    }
+}
+
+/// Checks a field path (`Name`, `Account.Name`, `Amount__c`).
+pub fn check_field(field: &str) -> Result<(), ConnectorError> {
+    let ok = !field.is_empty()
+        && field.split('.').all(|p| {
+            p.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+    if ok { Ok(()) } else { Err(bad(format!("`{field}` is not a Salesforce field name"), Some(field))) }
+}
+
+/// Quotes a string literal.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A date-time literal (unquoted, UTC, milliseconds).
+pub fn datetime(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// A JSON value as a SOQL literal.
+pub fn literal(field: &str, value: &Value) -> Result<String, ConnectorError> {
+    match value {
+        Value::String(s) => Ok(quote(s)),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        Value::Null => Ok("null".into()),
+        Value::Array(_) | Value::Object(_) => {
+            Err(bad(format!("the value for `{field}` must be a string, number, boolean or null"), Some(field)))
+        }
+    }
+}
+
+/// Default fields read for the objects the flows use, so a find without a field list returns what mapping needs.
+pub fn default_fields(object: &str) -> &'static [&'static str] {
+    match object {
+        "Account" => &[
+            "Id",
+            "Name",
+            "BillingStreet",
+            "BillingCity",
+            "BillingState",
+            "BillingPostalCode",
+            "BillingCountry",
+            "Phone",
+            "Website",
+            "OwnerId",
+            "SystemModstamp",
+        ],
+        "Contact" => &["Id", "AccountId", "FirstName", "LastName", "Email", "SystemModstamp"],
+        "Opportunity" => &[
+            "Id",
+            "AccountId",
+            "Name",
+            "StageName",
+            "IsClosed",
+            "IsWon",
+            "Amount",
+            "CloseDate",
+            "Pricebook2Id",
+            "OwnerId",
+            "HasOpportunityLineItem",
+            "SystemModstamp",
+        ],
+        "OpportunityLineItem" => &[
+            "Id",
+            "OpportunityId",
+            "PricebookEntryId",
+            "Product2Id",
+            "Quantity",
+            "UnitPrice",
+            "ListPrice",
+            "TotalPrice",
+            "Discount",
+            "ServiceDate",
+            "Description",
+            "SystemModstamp",
+        ],
+        "Product2" => &["Id", "Name", "ProductCode", "IsActive", "Description", "SystemModstamp"],
+        "PricebookEntry" => &["Id", "Pricebook2Id", "Product2Id", "UnitPrice", "IsActive", "SystemModstamp"],
+        _ => &["Id"],
+    }
+}
+
+/// A `SELECT … FROM …` statement under construction.
+#[derive(Debug, Clone)]
+pub struct Soql {
+    object: String,
+    fields: Vec<String>,
+    conditions: Vec<String>,
+    order_by: Vec<String>,
+    limit: Option<u32>,
+}
+
+impl Soql {
+    /// A query on `object` selecting its default fields until [`Soql::fields`] says otherwise.
+    pub fn new(object: &str) -> Result<Self, ConnectorError> {
+        check_object(object)?;
+        Ok(Soql {
+            object: object.to_string(),
+            fields: default_fields(object).iter().map(|s| s.to_string()).collect(),
+            conditions: Vec::new(),
+            order_by: Vec::new(),
+            limit: None,
+        })
+    }
+
+    /// Selects exactly `fields` (plus `Id`, always), or the defaults when `fields` is empty.
+    pub fn fields<S: AsRef<str>>(mut self, fields: &[S]) -> Result<Self, ConnectorError> {
+        if fields.is_empty() {
+            return Ok(self);
+        }
+        let mut out = vec!["Id".to_string()];
+        for f in fields {
+            let f = f.as_ref().trim();
+            check_field(f)?;
+            if !out.iter().any(|o| o.eq_ignore_ascii_case(f)) {
+                out.push(f.to_string());
+            }
+        }
+        self.fields = out;
+        Ok(self)
+    }
+
+    /// Adds a field to the selection if missing.
+    pub fn with_field(mut self, field: &str) -> Result<Self, ConnectorError> {
+        check_field(field)?;
+        if !self.fields.iter().any(|o| o.eq_ignore_ascii_case(field)) {
+            self.fields.push(field.to_string());
+        }
+        Ok(self)
+    }
+
+    pub fn eq(self, field: &str, value: &Value) -> Result<Self, ConnectorError> {
+        self.compare(field, "=", value)
+    }
+
+    /// `field op value` with `op` one of `=`, `!=`, `<`, `>`, `<=`, `>=`, `LIKE`.
+    pub fn compare(self, field: &str, op: &str, value: &Value) -> Result<Self, ConnectorError> {
+        let lit = literal(field, value)?;
+        self.push_condition(field, op, lit)
+    }
+
+    /// `field op <datetime>` with an unquoted date-time literal.
+    pub fn compare_datetime(self, field: &str, op: &str, value: DateTime<Utc>) -> Result<Self, ConnectorError> {
+        self.push_condition(field, op, datetime(value))
+    }
+
+    /// `field IN (…)`.
+    pub fn in_list(mut self, field: &str, values: &[Value]) -> Result<Self, ConnectorError> {
+        check_field(field)?;
+        if values.is_empty() {
+            return Err(bad(format!("`{field}` IN needs at least one value"), Some(field)));
+        }
+        let lits = values.iter().map(|v| literal(field, v)).collect::<Result<Vec<_>, _>>()?;
+        self.conditions.push(format!("{field} IN ({})", lits.join(", ")));
+        Ok(self)
+    }
+
+    fn push_condition(mut self, field: &str, op: &str, literal: String) -> Result<Self, ConnectorError> {
+        check_field(field)?;
+        let op = op.trim().to_ascii_uppercase();
+        if !matches!(op.as_str(), "=" | "!=" | "<" | ">" | "<=" | ">=" | "LIKE") {
+            return Err(bad(format!("`{op}` is not a supported SOQL operator"), Some(field)));
+        }
+        self.conditions.push(format!("{field} {op} {literal}"));
+        Ok(self)
+    }
+
+    pub fn order_by(mut self, field: &str) -> Result<Self, ConnectorError> {
+        check_field(field)?;
+        self.order_by.push(field.to_string());
+        Ok(self)
+    }
+
+    pub fn limit(mut self, n: u32) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    pub fn build(&self) -> String {
+        let mut q = format!("SELECT {} FROM {}", self.fields.join(", "), self.object);
+        if !self.conditions.is_empty() {
+            q.push_str(" WHERE ");
+            q.push_str(&self.conditions.join(" AND "));
+        }
+        if !self.order_by.is_empty() {
+            q.push_str(" ORDER BY ");
+            q.push_str(&self.order_by.join(", "));
+        }
+        if let Some(n) = self.limit {
+            q.push_str(&format!(" LIMIT {n}"));
+        }
+        q
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    #[test]
+    fn quoting_escapes_everything_soql_needs() {
+        assert_eq!(quote("O'Brien"), r"'O\'Brien'");
+        assert_eq!(quote("a\\b"), r"'a\\b'");
+        assert_eq!(quote("line1\nline2\r\tx"), r"'line1\nline2\r\tx'");
+    }
+
+    #[test]
+    fn literals_by_type() {
+        assert_eq!(literal("A", &json!(12.5)).unwrap(), "12.5");
+        assert_eq!(literal("A", &json!(-3)).unwrap(), "-3");
+        assert_eq!(literal("A", &json!(true)).unwrap(), "true");
+        assert_eq!(literal("A", &Value::Null).unwrap(), "null");
+        assert_eq!(literal("A", &json!("x")).unwrap(), "'x'");
+        assert!(literal("A", &json!({"a": 1})).unwrap_err().to_string().contains("`A`"));
+        let t = Utc.with_ymd_and_hms(2024, 1, 15, 10, 30, 0).unwrap();
+        assert_eq!(datetime(t), "2024-01-15T10:30:00.000Z");
+    }
+
+    #[test]
+    fn builds_full_statements() {
+        let t = Utc.with_ymd_and_hms(2024, 1, 15, 10, 30, 0).unwrap() + chrono::TimeDelta::milliseconds(250);
+        let q = Soql::new("Account")
+            .unwrap()
+            .fields(&["Name", "Id", "BillingCity"])
+            .unwrap()
+            .eq("Name", &json!("Amy's \"Birds\""))
+            .unwrap()
+            .compare_datetime("SystemModstamp", ">=", t)
+            .unwrap()
+            .in_list("BillingState", &[json!("CA"), json!("NY")])
+            .unwrap()
+            .order_by("SystemModstamp")
+            .unwrap()
+            .order_by("Id")
+            .unwrap()
+            .limit(10)
+            .build();
+        assert_eq!(
+            q,
+            r#"SELECT Id, Name, BillingCity FROM Account WHERE Name = 'Amy\'s "Birds"' AND SystemModstamp >= 2024-01-15T10:30:00.250Z AND BillingState IN ('CA', 'NY') ORDER BY SystemModstamp, Id LIMIT 10"#
+        );
+    }
+
+    #[test]
+    fn defaults_per_object() {
+        assert!(Soql::new("Opportunity").unwrap().build().starts_with("SELECT Id, AccountId, Name, StageName"));
+        assert_eq!(Soql::new("Task").unwrap().build(), "SELECT Id FROM Task");
+        let q = Soql::new("Task").unwrap().with_field("SystemModstamp").unwrap().with_field("Id").unwrap();
+        assert_eq!(q.build(), "SELECT Id, SystemModstamp FROM Task");
+    }
+
+    #[test]
+    fn injection_is_refused() {
+        assert!(Soql::new("Account WHERE").is_err());
+        assert!(Soql::new("1Account").is_err());
+        assert!(Soql::new("Account").unwrap().fields(&["Name FROM User"]).is_err());
+        assert!(Soql::new("Account").unwrap().eq("Name OR Id", &json!("x")).is_err());
+        assert!(Soql::new("Account").unwrap().compare("Name", "; DELETE", &json!("x")).is_err());
+        assert!(check_field("Account.Name").is_ok());
+        assert!(check_field("Amount__c").is_ok());
+    }
+}

@@ -1,0 +1,779 @@
+//! Runs one flow for one source record.
+//!
+//! Steps run in order; each result is bound under the step id for later expressions. The guarantees live here:
+//! - a create is preceded by the link lookup and the match cascade, so an existing record is found, not doubled;
+//! - every create carries [`crate::keys::action_key`] (flow, source record, step) as its idempotency key, and its
+//!   intent is stored before the call and completed after, so a crash in between is healed by the same key;
+//! - an update that would change nothing is not sent (our own write-back coming back as a change stays quiet);
+//! - anything the engine must not guess (several candidates, data that fails validation) becomes a review item
+//!   with the reason in words, and nothing is written for that record.
+
+use std::sync::atomic::AtomicU64;
+
+use chrono::NaiveDate;
+use ledgerlink_connectors::{ConnectorError, FindQuery, Record};
+use ledgerlink_flow::{Expr, Flow, Mapping, SourceRef, Step, StepKind, Vars};
+use ledgerlink_model::{Currency, Invoice, InvoiceLine, Money, RecordRef, parse_decimal};
+use ledgerlink_store::{IntentStatus, Link, NewAuditEntry, NewReviewItem, NewWriteIntent, ReviewId, StoreError};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use crate::{Engine, Stats, keys};
+
+/// How a record's run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every step ran; `writes` external writes were made.
+    Done { writes: u32 },
+    /// The condition was false for this record.
+    Skipped,
+    /// A decision is needed; the job waits on this review item.
+    Review(ReviewId),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("step `{step}`: {source}")]
+    Connector { step: String, source: ConnectorError },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl ExecError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExecError::Connector { source, .. } => source.is_retryable(),
+            ExecError::Store(_) => true,
+            ExecError::Other(_) => false,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ExecError::Connector { source, .. } => source.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// A problem with the data or the mapping of one record: it goes to review, it is not retried.
+struct Invalid {
+    step: String,
+    kind: &'static str,
+    reason: String,
+    details: Value,
+}
+
+enum StepError {
+    Exec(ExecError),
+    Invalid(Invalid),
+    Review(ReviewId),
+}
+
+impl From<ExecError> for StepError {
+    fn from(e: ExecError) -> Self {
+        StepError::Exec(e)
+    }
+}
+
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
+        StepError::Exec(ExecError::Store(e))
+    }
+}
+
+/// The context of one run: which job, which flow, the variables so far.
+struct Run<'a> {
+    engine: &'a Engine,
+    flow: &'a Flow,
+    job_id: Option<i64>,
+    vars: Vars,
+    writes: u32,
+}
+
+/// Runs `flow` for `record` (a snapshot of the trigger's source record).
+pub async fn run_flow(engine: &Engine, flow: &Flow, record: Value, job_id: Option<i64>) -> Result<Outcome, ExecError> {
+    let mut vars = Vars::new();
+    vars.insert("record".into(), record);
+    vars.insert(
+        "params".into(),
+        Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
+    );
+    vars.insert("now".into(), Value::String(crate::now().to_rfc3339()));
+    let mut run = Run { engine, flow, job_id, vars, writes: 0 };
+
+    if let Some(cond) = &flow.condition {
+        match cond.eval(&run.vars) {
+            Ok(Value::Bool(true)) => {}
+            Ok(Value::Bool(false)) => return Ok(Outcome::Skipped),
+            Ok(other) => {
+                return run.to_review(Invalid {
+                    step: "when".into(),
+                    kind: "mapping_error",
+                    reason: format!("the flow's condition must be true or false, but it gave {other}"),
+                    details: json!({"expression": cond.source()}),
+                })
+                .await;
+            }
+            Err(e) => {
+                return run
+                    .to_review(Invalid {
+                        step: "when".into(),
+                        kind: "mapping_error",
+                        reason: format!("the flow's condition could not be evaluated: {e}"),
+                        details: json!({"expression": cond.source()}),
+                    })
+                    .await;
+            }
+        }
+    }
+
+    for step in &flow.steps {
+        let result = match &step.for_each {
+            None => run.step(step).await,
+            Some(over) => run.for_each(step, over).await,
+        };
+        match result {
+            Ok(value) => {
+                run.vars.insert(step.id.clone(), value);
+            }
+            Err(StepError::Exec(e)) => return Err(e),
+            Err(StepError::Review(id)) => return Ok(Outcome::Review(id)),
+            Err(StepError::Invalid(inv)) => return run.to_review(inv).await,
+        }
+    }
+    Ok(Outcome::Done { writes: run.writes })
+}
+
+impl Run<'_> {
+    fn stats(&self) -> &Stats {
+        &self.engine.stats
+    }
+
+    fn count(&self, pick: impl Fn(&Stats) -> &AtomicU64) {
+        Stats::inc(pick(self.stats()));
+    }
+
+    async fn to_review(&mut self, inv: Invalid) -> Result<Outcome, ExecError> {
+        let subject = self.trigger_ref();
+        let id = self
+            .engine
+            .store
+            .create_review(&NewReviewItem {
+                flow: Some(self.flow.name.clone()),
+                job_id: self.job_id,
+                kind: inv.kind.to_string(),
+                reason: format!("step `{}`: {}", inv.step, inv.reason),
+                subject,
+                details: inv.details,
+                created_at: crate::now(),
+            })
+            .await?;
+        Ok(Outcome::Review(id))
+    }
+
+    fn trigger_ref(&self) -> Option<RecordRef> {
+        let ledgerlink_flow::Trigger::Poll { connection, object, .. } = &self.flow.trigger;
+        let id = self.vars.get("record")?.get("Id")?.as_str()?;
+        Some(RecordRef::new(connection.clone(), object.clone(), id))
+    }
+
+    fn eval(&self, step: &Step, expr: &Expr) -> Result<Value, StepError> {
+        expr.eval(&self.vars).map_err(|e| {
+            StepError::Invalid(Invalid {
+                step: step.id.clone(),
+                kind: "mapping_error",
+                reason: format!("{}: {e}", self.flow.file),
+                details: json!({"expression": expr.source()}),
+            })
+        })
+    }
+
+    fn eval_string(&self, step: &Step, expr: &Expr, what: &str) -> Result<Option<String>, StepError> {
+        match self.eval(step, expr)? {
+            Value::Null => Ok(None),
+            Value::String(s) if s.is_empty() => Ok(None),
+            Value::String(s) => Ok(Some(s)),
+            Value::Number(n) => Ok(Some(n.to_string())),
+            other => Err(invalid(step, format!("{what} must be text, but `{}` gave {other}", expr.source()))),
+        }
+    }
+
+    async fn for_each(&mut self, step: &Step, over: &Expr) -> Result<Value, StepError> {
+        let items = match self.eval(step, over)? {
+            Value::Array(items) => items,
+            Value::Null => Vec::new(),
+            other => return Err(invalid(step, format!("for_each `{}` must be a list, but it gave {other}", over.source()))),
+        };
+        let mut results = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            self.vars.insert(step.as_name.clone(), item);
+            self.vars.insert("index".into(), json!(i));
+            let r = self.step(step).await;
+            self.vars.remove(&step.as_name);
+            self.vars.remove("index");
+            results.push(r?);
+        }
+        Ok(Value::Array(results))
+    }
+
+    fn connector(&self, step: &Step, name: &str) -> Result<std::sync::Arc<dyn ledgerlink_connectors::Connector>, StepError> {
+        self.engine
+            .connectors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StepError::Exec(ExecError::Other(format!("step `{}`: connection `{name}` is not configured", step.id))))
+    }
+
+    async fn step(&mut self, step: &Step) -> Result<Value, StepError> {
+        match &step.kind {
+            StepKind::Get { connection, object, id, fields } => {
+                let Some(id) = self.eval_string(step, id, "record_id")? else { return Ok(Value::Null) };
+                let conn = self.connector(step, connection)?;
+                let rec = conn.get(object, &id, fields).await.map_err(|e| conn_err(step, e))?;
+                Ok(rec.map(Value::Object).unwrap_or(Value::Null))
+            }
+            StepKind::Find { connection, object, equals, fields } => {
+                let mut pairs = Vec::new();
+                for (field, expr) in equals {
+                    match self.eval(step, expr)? {
+                        Value::Null => return Ok(Value::Array(Vec::new())),
+                        v => pairs.push((field.clone(), v)),
+                    }
+                }
+                let conn = self.connector(step, connection)?;
+                let q = FindQuery { object: object.clone(), equals: pairs, fields: fields.clone(), limit: None };
+                let recs = conn.find(&q).await.map_err(|e| conn_err(step, e))?;
+                Ok(Value::Array(recs.into_iter().map(Value::Object).collect()))
+            }
+            StepKind::FindOrCreate { connection, object, source, match_rules, create } => {
+                self.find_or_create(step, connection, object, source, match_rules, create).await
+            }
+            StepKind::CreateInvoice { connection, source, header, lines, line, expected_total } => {
+                self.create_invoice(step, connection, source, header, lines, line, expected_total.as_ref()).await
+            }
+            StepKind::Update { connection, object, id, fields } => self.update(step, connection, object, id, fields).await,
+        }
+    }
+
+    fn source_ref(&self, step: &Step, source: &SourceRef) -> Result<RecordRef, StepError> {
+        let id = self
+            .eval_string(step, &source.id, "source id")?
+            .ok_or_else(|| invalid(step, format!("the source {} has no id (`{}` is empty)", source.object, source.id.source())))?;
+        Ok(RecordRef::new(source.connection.clone(), source.object.clone(), id))
+    }
+
+    async fn find_or_create(
+        &mut self,
+        step: &Step,
+        connection: &str,
+        object: &str,
+        source: &SourceRef,
+        match_rules: &[ledgerlink_flow::MatchRule],
+        create: &Mapping,
+    ) -> Result<Value, StepError> {
+        let src = self.source_ref(step, source)?;
+        let conn = self.connector(step, connection)?;
+        let store = self.engine.store.clone();
+        let locks = self.engine.locks.clone();
+        let _turn = locks.lock(&keys::action_key(&self.flow.name, &src, &step.id)).await;
+        let is_customer = object.eq_ignore_ascii_case("Customer");
+
+        // 1. The link table: we have seen this source before.
+        if let Some(link) = store.find_link(&src, connection, object).await? {
+            let target = other_side(&link, &src);
+            if let Some(rec) = conn.get(object, &target.id, &[]).await.map_err(|e| conn_err(step, e))? {
+                return Ok(Value::Object(rec));
+            }
+            tracing::warn!(flow = %self.flow.name, %src, target = %target, "linked record no longer exists; matching again");
+        }
+
+        // 2. The match cascade, in the order the flow gives.
+        for rule in match_rules {
+            let value = match self.eval(step, &rule.value)? {
+                Value::Null => continue,
+                Value::String(s) if s.trim().is_empty() => continue,
+                v => v,
+            };
+            let q = FindQuery { object: object.to_string(), equals: vec![(rule.field.clone(), value.clone())], fields: vec![], limit: Some(10) };
+            let candidates = conn.find(&q).await.map_err(|e| conn_err(step, e))?;
+            match candidates.len() {
+                0 => continue,
+                1 => {
+                    let rec = candidates.into_iter().next().unwrap_or_default();
+                    let id = conn.record_id(&rec).unwrap_or_default();
+                    self.link(&src, RecordRef::new(connection, object, id), None).await?;
+                    self.count(|s| &s.records_matched);
+                    if is_customer {
+                        self.count(|s| &s.customers_matched);
+                    }
+                    return Ok(Value::Object(rec));
+                }
+                n => {
+                    let listed: Vec<Value> = candidates
+                        .iter()
+                        .map(|c| json!({"id": conn.record_id(c), "record": Value::Object(c.clone())}))
+                        .collect();
+                    let id = self
+                        .engine
+                        .store
+                        .create_review(&NewReviewItem {
+                            flow: Some(self.flow.name.clone()),
+                            job_id: self.job_id,
+                            kind: "ambiguous_match".into(),
+                            reason: format!(
+                                "step `{}`: {n} {object} records in {connection} have {} = {value}; choose the right one or create a new one",
+                                step.id, rule.field
+                            ),
+                            subject: Some(src.clone()),
+                            details: json!({"field": rule.field, "value": value, "candidates": listed}),
+                            created_at: crate::now(),
+                        })
+                        .await?;
+                    return Err(StepError::Review(id));
+                }
+            }
+        }
+
+        // 3. Nothing found: create it, exactly once.
+        let record = self.build_record(step, create)?;
+        let key = keys::action_key(&self.flow.name, &src, &step.id);
+        let created = self.create_once(step, &conn, connection, object, &record, &key).await?;
+        let id = conn.record_id(&created).unwrap_or_default();
+        self.link(&src, RecordRef::new(connection, object, id), Some(keys::value_hash(&Value::Object(record)))).await?;
+        if is_customer {
+            self.count(|s| &s.customers_created);
+        }
+        Ok(Value::Object(created))
+    }
+
+    /// Creates `record` under `key`: the intent is stored first; a completed intent returns the record it made.
+    async fn create_once(
+        &mut self,
+        step: &Step,
+        conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>,
+        connection: &str,
+        object: &str,
+        record: &Record,
+        key: &str,
+    ) -> Result<Record, StepError> {
+        let store = self.engine.store.clone();
+        let intent = store
+            .begin_intent(&NewWriteIntent {
+                key: key.to_string(),
+                flow: self.flow.name.clone(),
+                job_id: self.job_id,
+                connection: connection.to_string(),
+                object: object.to_string(),
+                action: step.id.clone(),
+                payload: Value::Object(record.clone()),
+                created_at: crate::now(),
+            })
+            .await?;
+        if intent.status == IntentStatus::Done {
+            if let Some(id) = &intent.result_id {
+                if let Some(rec) = conn.get(object, id, &[]).await.map_err(|e| conn_err(step, e))? {
+                    self.count(|s| &s.duplicates_prevented);
+                    return Ok(rec);
+                }
+            }
+        }
+        match conn.create(object, record, key).await {
+            Ok(created) => {
+                let id = conn.record_id(&created).unwrap_or_default();
+                let now = crate::now();
+                store.complete_intent(key, &id, &Value::Object(created.clone()), now).await?;
+                self.audit(connection, object, Some(id), "create", "ok", None, Some(Value::Object(created.clone())), None).await?;
+                self.writes += 1;
+                self.count(|s| &s.records_created);
+                Ok(created)
+            }
+            Err(e) => {
+                self.audit(connection, object, None, "create", "error", None, Some(Value::Object(record.clone())), Some(e.to_string()))
+                    .await?;
+                if let ConnectorError::Validation { code, message, field } = &e {
+                    return Err(StepError::Invalid(Invalid {
+                        step: step.id.clone(),
+                        kind: "rejected",
+                        reason: format!("{connection} refused to create the {object}: {message}"),
+                        details: json!({"code": code, "field": field, "payload": Value::Object(record.clone())}),
+                    }));
+                }
+                Err(conn_err(step, e))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn create_invoice(
+        &mut self,
+        step: &Step,
+        connection: &str,
+        source: &SourceRef,
+        header: &Mapping,
+        lines: &Expr,
+        line: &Mapping,
+        expected_total: Option<&Expr>,
+    ) -> Result<Value, StepError> {
+        let src = self.source_ref(step, source)?;
+        let conn = self.connector(step, connection)?;
+        let store = self.engine.store.clone();
+        let locks = self.engine.locks.clone();
+        let _turn = locks.lock(&keys::action_key(&self.flow.name, &src, &step.id)).await;
+
+        // Already invoiced: the link says so. Never a second invoice for the same source.
+        if let Some(link) = store.find_link(&src, connection, "Invoice").await? {
+            let target = other_side(&link, &src);
+            self.count(|s| &s.duplicates_prevented);
+            return match conn.get("Invoice", &target.id, &[]).await.map_err(|e| conn_err(step, e))? {
+                Some(rec) => Ok(Value::Object(rec)),
+                None => Err(StepError::Invalid(Invalid {
+                    step: step.id.clone(),
+                    kind: "linked_record_missing",
+                    reason: format!(
+                        "{src} was invoiced as {target}, which no longer exists in {connection}; it is not re-created automatically (it may have been deleted on purpose)"
+                    ),
+                    details: json!({"invoice": target}),
+                })),
+            };
+        }
+
+        let invoice = self.build_invoice(step, header, lines, line)?;
+        if let Err(e) = invoice.validate() {
+            return Err(StepError::Invalid(Invalid {
+                step: step.id.clone(),
+                kind: "validation",
+                reason: format!("the invoice for {src} is not valid: {e}"),
+                details: serde_json::to_value(&invoice).unwrap_or(Value::Null),
+            }));
+        }
+        if let Some(expr) = expected_total {
+            let v = self.eval(step, expr)?;
+            if !v.is_null() {
+                let expected = to_decimal(&v).map_err(|m| invalid(step, format!("expected_total: {m}")))?;
+                if let Err(e) = invoice.check_total(Money::new(expected, invoice.currency)) {
+                    return Err(StepError::Invalid(Invalid {
+                        step: step.id.clone(),
+                        kind: "validation",
+                        reason: format!("the invoice for {src} does not add up: {e}"),
+                        details: serde_json::to_value(&invoice).unwrap_or(Value::Null),
+                    }));
+                }
+            }
+        }
+        let payload = conn.encode_invoice(&invoice).map_err(|e| conn_err(step, e))?;
+        let key = keys::action_key(&self.flow.name, &src, &step.id);
+        let created = self.create_once(step, &conn, connection, "Invoice", &payload, &key).await?;
+        let id = conn.record_id(&created).unwrap_or_default();
+        self.link(&src, RecordRef::new(connection, "Invoice", id), Some(keys::value_hash(&Value::Object(payload)))).await?;
+        self.count(|s| &s.invoices_created);
+        Ok(Value::Object(created))
+    }
+
+    fn build_invoice(&mut self, step: &Step, header: &Mapping, lines: &Expr, line: &Mapping) -> Result<Invoice, StepError> {
+        let mut h = serde_json::Map::new();
+        for (k, e) in header {
+            h.insert(k.clone(), self.eval(step, e)?);
+        }
+        let currency = match h.get("currency") {
+            Some(Value::String(c)) => Currency::parse(c).map_err(|e| invalid(step, e.to_string()))?,
+            Some(Value::Null) | None => Currency::USD,
+            Some(other) => return Err(invalid(step, format!("currency must be an ISO code, got {other}"))),
+        };
+        let source_lines = match self.eval(step, lines)? {
+            Value::Array(a) => a,
+            Value::Null => Vec::new(),
+            other => return Err(invalid(step, format!("lines `{}` must be a list, got {other}", lines.source()))),
+        };
+        let mut out_lines = Vec::with_capacity(source_lines.len());
+        for (i, l) in source_lines.into_iter().enumerate() {
+            self.vars.insert("line".into(), l);
+            self.vars.insert("index".into(), json!(i));
+            let mut m = serde_json::Map::new();
+            let mut failed = None;
+            for (k, e) in line {
+                match self.eval(step, e) {
+                    Ok(v) => {
+                        m.insert(k.clone(), v);
+                    }
+                    Err(err) => {
+                        failed = Some(err);
+                        break;
+                    }
+                }
+            }
+            self.vars.remove("line");
+            self.vars.remove("index");
+            if let Some(err) = failed {
+                return Err(err);
+            }
+            let n = i + 1;
+            let dec = |key: &str, default: Option<Decimal>| -> Result<Decimal, StepError> {
+                match m.get(key) {
+                    None | Some(Value::Null) => {
+                        default.ok_or_else(|| invalid(step, format!("line {n}: `{key}` is missing")))
+                    }
+                    Some(v) => to_decimal(v).map_err(|msg| invalid(step, format!("line {n}: `{key}`: {msg}"))),
+                }
+            };
+            out_lines.push(InvoiceLine {
+                item_id: opt_string(m.get("item_id")).unwrap_or_default(),
+                item_name: opt_string(m.get("item_name")),
+                description: opt_string(m.get("description")),
+                quantity: dec("quantity", None)?,
+                unit_price: dec("unit_price", None)?,
+                discount_percent: dec("discount_percent", Some(Decimal::ZERO))?,
+                service_date: opt_date(m.get("service_date")).map_err(|msg| invalid(step, format!("line {n}: {msg}")))?,
+            });
+        }
+        Ok(Invoice {
+            customer_id: opt_string(h.get("customer_id")).unwrap_or_default(),
+            customer_name: opt_string(h.get("customer_name")),
+            doc_number: opt_string(h.get("doc_number")),
+            txn_date: opt_date(h.get("txn_date")).map_err(|m| invalid(step, m))?,
+            due_date: opt_date(h.get("due_date")).map_err(|m| invalid(step, m))?,
+            currency,
+            lines: out_lines,
+            memo: opt_string(h.get("memo")),
+            source_reference: self.trigger_ref().map(|r| r.to_string()),
+        })
+    }
+
+    async fn update(&mut self, step: &Step, connection: &str, object: &str, id: &Expr, fields: &Mapping) -> Result<Value, StepError> {
+        let Some(id) = self.eval_string(step, id, "record_id")? else {
+            return Err(invalid(step, format!("no {object} id to update (`{}` is empty)", id.source())));
+        };
+        let record = self.build_record(step, fields)?;
+        let conn = self.connector(step, connection)?;
+        let names: Vec<String> = record.keys().cloned().collect();
+        let current = conn.get(object, &id, &names).await.map_err(|e| conn_err(step, e))?;
+        let Some(current) = current else {
+            return Err(invalid(step, format!("{object} {id} does not exist in {connection}")));
+        };
+        let unchanged = record.iter().all(|(k, v)| current.get(k).is_some_and(|c| same_value(c, v)));
+        if unchanged {
+            self.count(|s| &s.writes_skipped_unchanged);
+            return Ok(Value::Object(current));
+        }
+        let before: Record = names.iter().filter_map(|k| current.get(k).map(|v| (k.clone(), v.clone()))).collect();
+        match conn.update(object, &id, &record).await {
+            Ok(updated) => {
+                self.mark_own_write(connection, object, &id, &conn, &updated).await?;
+                self.audit(connection, object, Some(id), "update", "ok", Some(Value::Object(before)), Some(Value::Object(record)), None)
+                    .await?;
+                self.writes += 1;
+                self.count(|s| &s.records_updated);
+                Ok(Value::Object(updated))
+            }
+            Err(e) => {
+                self.audit(connection, object, Some(id), "update", "error", Some(Value::Object(before)), Some(Value::Object(record.clone())), Some(e.to_string()))
+                    .await?;
+                if let ConnectorError::Validation { message, code, field } = &e {
+                    return Err(StepError::Invalid(Invalid {
+                        step: step.id.clone(),
+                        kind: "rejected",
+                        reason: format!("{connection} refused to update the {object}: {message}"),
+                        details: json!({"code": code, "field": field, "payload": Value::Object(record)}),
+                    }));
+                }
+                Err(conn_err(step, e))
+            }
+        }
+    }
+
+    /// When we just wrote to the very record that triggered this run, the new version will come back through the
+    /// poll. Occupying that version's change key now makes the poll recognise it as handled: no loop, no wasted run.
+    async fn mark_own_write(
+        &self,
+        connection: &str,
+        object: &str,
+        id: &str,
+        conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>,
+        updated: &Record,
+    ) -> Result<(), StoreError> {
+        let Some(trigger) = self.trigger_ref() else { return Ok(()) };
+        if trigger.connection != connection || trigger.object != object || trigger.id != id {
+            return Ok(());
+        }
+        let Some(ts) = conn.change_timestamp(updated) else { return Ok(()) };
+        let version = ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let now = crate::now();
+        self.engine
+            .store
+            .enqueue(&ledgerlink_store::NewJob {
+                kind: crate::poller::JOB_OWN_WRITE.into(),
+                idempotency_key: keys::change_job_key(&self.flow.name, connection, object, id, &version),
+                flow: Some(self.flow.name.clone()),
+                connection: Some(connection.to_string()),
+                payload: json!({"own_write": {"object": object, "id": id, "version": version}}),
+                run_at: now,
+                max_attempts: 1,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Evaluates a mapping into a record; dotted names build nested objects; null values are left out.
+    fn build_record(&self, step: &Step, mapping: &Mapping) -> Result<Record, StepError> {
+        let mut out = Record::new();
+        for (name, expr) in mapping {
+            let v = self.eval(step, expr)?;
+            if v.is_null() {
+                continue;
+            }
+            insert_path(&mut out, name, v);
+        }
+        Ok(out)
+    }
+
+    async fn link(&mut self, src: &RecordRef, target: RecordRef, hash: Option<String>) -> Result<(), StoreError> {
+        self.engine
+            .store
+            .put_link(&Link {
+                a: src.clone(),
+                b: target,
+                a_version: None,
+                b_version: None,
+                a_hash: None,
+                b_hash: hash,
+                flow: Some(self.flow.name.clone()),
+                updated_at: crate::now(),
+            })
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        connection: &str,
+        object: &str,
+        record_id: Option<String>,
+        action: &str,
+        outcome: &str,
+        before: Option<Value>,
+        after: Option<Value>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        if outcome != "ok" {
+            self.count(|s| &s.errors);
+        }
+        self.engine
+            .store
+            .append_audit(&NewAuditEntry {
+                at: crate::now(),
+                flow: Some(self.flow.name.clone()),
+                job_id: self.job_id,
+                connection: connection.to_string(),
+                object: object.to_string(),
+                record_id,
+                action: action.to_string(),
+                outcome: outcome.to_string(),
+                before,
+                after,
+                error,
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn invalid(step: &Step, reason: String) -> StepError {
+    StepError::Invalid(Invalid { step: step.id.clone(), kind: "mapping_error", reason, details: Value::Null })
+}
+
+fn conn_err(step: &Step, e: ConnectorError) -> StepError {
+    StepError::Exec(ExecError::Connector { step: step.id.clone(), source: e })
+}
+
+fn other_side(link: &Link, from: &RecordRef) -> RecordRef {
+    if &link.a == from { link.b.clone() } else { link.a.clone() }
+}
+
+fn insert_path(out: &mut Record, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            out.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = out.entry(head.to_string()).or_insert_with(|| Value::Object(Record::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Record::new());
+            }
+            if let Value::Object(inner) = entry {
+                insert_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Whether a stored value already equals what we would write (numbers compared exactly as decimals).
+fn same_value(current: &Value, wanted: &Value) -> bool {
+    match (current, wanted) {
+        (Value::Number(_), _) | (_, Value::Number(_)) => match (to_decimal(current), to_decimal(wanted)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => current == wanted,
+        },
+        _ => current == wanted,
+    }
+}
+
+/// A JSON value as an exact decimal. JSON numbers are read through their shortest text form, so `1500.1` is
+/// exactly 1500.1 (no binary fraction leaks in); text is parsed as written.
+pub fn to_decimal(v: &Value) -> Result<Decimal, String> {
+    match v {
+        Value::Number(n) => parse_decimal(&n.to_string()).map_err(|e| e.to_string()),
+        Value::String(s) => parse_decimal(s).map_err(|e| e.to_string()),
+        other => Err(format!("expected an amount, got {other}")),
+    }
+}
+
+fn opt_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn opt_date(v: Option<&Value>) -> Result<Option<NaiveDate>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => {
+            let day = s.get(..10).unwrap_or(s);
+            NaiveDate::parse_from_str(day, "%Y-%m-%d").map(Some).map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD)"))
+        }
+        Some(other) => Err(format!("expected a date, got {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_paths_build_nested_records() {
+        let mut r = Record::new();
+        insert_path(&mut r, "PrimaryEmailAddr.Address", json!("a@b.c"));
+        insert_path(&mut r, "BillAddr.City", json!("Austin"));
+        insert_path(&mut r, "BillAddr.Line1", json!("1 Main"));
+        assert_eq!(Value::Object(r), json!({"PrimaryEmailAddr": {"Address": "a@b.c"}, "BillAddr": {"City": "Austin", "Line1": "1 Main"}}));
+    }
+
+    #[test]
+    fn decimals_from_json_are_exact() {
+        assert_eq!(to_decimal(&json!(1500.1)).unwrap().to_string(), "1500.1");
+        assert_eq!(to_decimal(&json!(0.1)).unwrap().to_string(), "0.1");
+        assert_eq!(to_decimal(&json!("19.99")).unwrap().to_string(), "19.99");
+        assert!(to_decimal(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn equal_numbers_in_different_forms_are_the_same_value() {
+        assert!(same_value(&json!(10), &json!(10.0)));
+        assert!(same_value(&json!("123"), &json!("123")));
+        assert!(!same_value(&json!("123"), &json!("124")));
+    }
+}

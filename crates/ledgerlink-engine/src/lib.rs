@@ -1,0 +1,231 @@
+//! The ledgerlink runtime.
+//!
+//! Layout: a trigger ([`poller`]) reads each flow's source for changes and turns every new (id, version) into one
+//! durable job with an idempotency key; the [`worker`] claims due jobs from the store under a lease and hands each to
+//! the [`executor`], which runs the flow's steps: reads, matching through the link table, exactly-once creates
+//! (the intent is stored before the call, the call carries a deterministic idempotency key, the link is stored
+//! after), write-backs that are skipped when nothing would change. Failures are classified: retryable ones are
+//! retried with exponential backoff and jitter (honouring Retry-After), the rest go to review with the reason.
+//! [`connections`] builds connectors from stored connections, with tokens kept sealed in the store.
+//! [`Engine`] ties them together; [`config`] is the one typed settings struct.
+
+pub mod config;
+pub mod connections;
+pub mod executor;
+pub mod keys;
+pub mod locks;
+pub mod poller;
+pub mod stats;
+pub mod templates;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ledgerlink_connectors::Connector;
+use ledgerlink_flow::Flow;
+use ledgerlink_store::Store;
+
+pub use config::{Config, ConnectionConfig, FlowConfig};
+pub use stats::{Stats, StatsSnapshot};
+
+/// The time source of the engine. Tests and the demo share one so retries and cursors agree.
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// Everything a running engine needs: the store, one connector per connection, the loaded flows.
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub connectors: Arc<BTreeMap<String, Arc<dyn Connector>>>,
+    pub flows: Arc<BTreeMap<String, Arc<Flow>>>,
+    pub stats: Arc<Stats>,
+    pub settings: EngineSettings,
+    /// Serialises creates of the same target record within this process.
+    pub locks: Arc<locks::KeyedLocks>,
+}
+
+/// Runtime knobs (part of [`Config`]).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Identifies this process in job leases.
+    pub worker_id: String,
+    /// Jobs run at once by this process.
+    pub concurrency: usize,
+    /// How long a claimed job is leased before another worker may take it over.
+    pub lease: chrono::Duration,
+    /// Attempts before a job is dead-lettered.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt (with jitter), capped at `retry_max`.
+    pub retry_base: chrono::Duration,
+    pub retry_max: chrono::Duration,
+    /// How long the worker waits when no job is due.
+    pub idle_wait: std::time::Duration,
+    /// Overrides every flow's poll interval (the demo polls faster than a production default).
+    pub poll_interval: Option<std::time::Duration>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            worker_id: format!("worker-{}", std::process::id()),
+            concurrency: 4,
+            lease: chrono::Duration::seconds(60),
+            max_attempts: 8,
+            retry_base: chrono::Duration::milliseconds(500),
+            retry_max: chrono::Duration::minutes(10),
+            idle_wait: std::time::Duration::from_millis(100),
+            poll_interval: None,
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+        flows: Vec<Flow>,
+        settings: EngineSettings,
+    ) -> anyhow::Result<Engine> {
+        let mut by_name = BTreeMap::new();
+        for flow in flows {
+            for conn in flow_connections(&flow) {
+                if !connectors.contains_key(&conn) {
+                    anyhow::bail!(
+                        "flow `{}` ({}) uses connection `{}`, which is not configured (configured: {})",
+                        flow.name,
+                        flow.file,
+                        conn,
+                        connectors.keys().cloned().collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            if by_name.insert(flow.name.clone(), Arc::new(flow)).is_some() {
+                anyhow::bail!("two flows are named the same; flow names must be unique");
+            }
+        }
+        Ok(Engine {
+            store,
+            connectors: Arc::new(connectors),
+            flows: Arc::new(by_name),
+            stats: Arc::new(Stats::default()),
+            settings,
+            locks: Arc::new(locks::KeyedLocks::default()),
+        })
+    }
+
+    pub fn connector(&self, name: &str) -> anyhow::Result<&Arc<dyn Connector>> {
+        self.connectors.get(name).ok_or_else(|| anyhow::anyhow!("connection `{name}` is not configured"))
+    }
+}
+
+/// Every connection a flow's trigger and steps use.
+pub fn flow_connections(flow: &Flow) -> Vec<String> {
+    let mut out = Vec::new();
+    match &flow.trigger {
+        ledgerlink_flow::Trigger::Poll { connection, .. } => out.push(connection.clone()),
+    }
+    for step in &flow.steps {
+        out.push(step.kind.connection().to_string());
+        if let ledgerlink_flow::StepKind::FindOrCreate { source, .. } | ledgerlink_flow::StepKind::CreateInvoice { source, .. } =
+            &step.kind
+        {
+            out.push(source.connection.clone());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+impl Engine {
+    /// Polls every flow once, so that a new flow's baseline is taken before anything else happens: changes made
+    /// after this returns are handled; changes from before a flow existed are not.
+    pub async fn prime(&self) -> anyhow::Result<()> {
+        for flow in self.flows.values() {
+            poller::poll_and_record(self, flow).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs every flow's poll trigger and the worker until `shutdown` turns true.
+    pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for flow in self.flows.values() {
+            let engine = self.clone();
+            let flow = flow.clone();
+            let mut stop = shutdown.clone();
+            tasks.spawn(async move {
+                let ledgerlink_flow::Trigger::Poll { interval_seconds, .. } = &flow.trigger;
+                let every = engine.settings.poll_interval.unwrap_or(std::time::Duration::from_secs((*interval_seconds).max(1)));
+                loop {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    match poller::poll_and_record(&engine, &flow).await {
+                        Ok(r) if r.enqueued > 0 => tracing::info!(flow = %flow.name, new = r.new_changes, enqueued = r.enqueued, "poll"),
+                        Ok(_) => {}
+                        Err(e) => {
+                            Stats::inc(&engine.stats.errors);
+                            tracing::warn!(flow = %flow.name, error = %e, "poll failed; will try again");
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(every) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            });
+        }
+        let worker = worker::run(self.clone(), shutdown);
+        let result = worker.await;
+        while tasks.join_next().await.is_some() {}
+        result
+    }
+}
+
+/// Opens the store, imports configured connections, builds connectors and loads flows.
+///
+/// A connection from the config is imported the first time; afterwards the store's copy wins, because its
+/// refresh token has rotated since (the config's would be stale). Non-secret settings are refreshed from the file.
+pub async fn bootstrap(cfg: &Config) -> anyhow::Result<Engine> {
+    let data_dir = cfg.data_dir();
+    std::fs::create_dir_all(&data_dir)?;
+    let key = ledgerlink_store::MasterKey::load(&data_dir, cfg.master_key_env.as_deref())?;
+    let store = ledgerlink_store::open(&cfg.store_url(), ledgerlink_store::SecretCipher::new(key)).await?;
+    for c in &cfg.connections {
+        let new = c.to_new_connection();
+        let merged = match store.get_connection(&c.name).await? {
+            Some(existing) => ledgerlink_store::NewConnection { credentials: existing.credentials, ..new },
+            None => new,
+        };
+        store.put_connection(&merged).await?;
+    }
+    // Jobs left running by a previous process of ours are taken back now rather than when their leases expire:
+    // the embedded store has one process, so every running job there is orphaned; on PostgreSQL only a worker
+    // with an explicitly configured (stable) id knows which leases were its own.
+    let settings = cfg.settings();
+    let orphan_owner = if store.backend() == "sqlite" { None } else { cfg.engine.worker_id.as_deref() };
+    if store.backend() == "sqlite" || orphan_owner.is_some() {
+        let n = store.recover_leases(orphan_owner, now()).await?;
+        if n > 0 {
+            tracing::warn!(jobs = n, "took back jobs left running by a previous process");
+        }
+    }
+    let connectors = connections::build_all(store.clone()).await?;
+    let mut flows = Vec::new();
+    for f in &cfg.flows {
+        let flow = match (&f.template, &f.file) {
+            (Some(t), _) => templates::load(t, &f.params)?,
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read flow {}: {e}", path.display()))?;
+                ledgerlink_flow::parse_flow(&text, &path.display().to_string(), &f.params).map_err(|e| anyhow::anyhow!("{e}"))?
+            }
+            (None, None) => anyhow::bail!("a [[flows]] entry needs `template` or `file`"),
+        };
+        flows.push(flow);
+    }
+    Engine::new(store, connectors, flows, settings)
+}

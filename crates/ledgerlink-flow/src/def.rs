@@ -1,0 +1,147 @@
+//! The validated form of a flow file. The parser (`parse`) builds these; the engine's executor runs them.
+//! Every expression keeps its position in the file so a runtime error can still point at the source.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::expr::Expr;
+
+/// A position in a flow file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Pos {
+    pub line: u32,
+    pub column: u32,
+}
+
+/// A flow: trigger → condition → steps. Template parameters are already substituted.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    pub name: String,
+    pub description: String,
+    /// The file it came from (for error messages).
+    pub file: String,
+    /// Declared parameters with the values in force (defaults or `--set`). Also visible to expressions as `params`.
+    pub params: BTreeMap<String, ParamValue>,
+    pub trigger: Trigger,
+    /// Evaluated against `record`; the flow runs only when it is true.
+    pub condition: Option<Expr>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamDef {
+    pub name: String,
+    pub description: String,
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ParamValue {
+    pub description: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// Poll `object` in `connection` for records whose change timestamp moved, re-reading `overlap_seconds`
+    /// behind the cursor and skipping (id, version) pairs already seen.
+    Poll {
+        connection: String,
+        object: String,
+        /// Fields to read from each changed record (bound as `record`).
+        fields: Vec<String>,
+        interval_seconds: u64,
+        overlap_seconds: u64,
+    },
+}
+
+/// One step. Its result is bound under `id` for later steps. With `for_each`, the step runs once per element
+/// (bound as `as_name`, default `item`, with its 0-based position bound as `index`) and its result is the list
+/// of per-element results, in element order — so a later step can pair `steps_a[index]` with `steps_b[index]`.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub pos: Pos,
+    pub for_each: Option<Expr>,
+    pub as_name: String,
+    pub kind: StepKind,
+}
+
+/// A record in a connection, named by expressions (used to look up and store links).
+#[derive(Debug, Clone)]
+pub struct SourceRef {
+    pub connection: String,
+    pub object: String,
+    pub id: Expr,
+}
+
+/// One rule of a match cascade: records of the target whose `field` equals `value`.
+#[derive(Debug, Clone)]
+pub struct MatchRule {
+    pub field: String,
+    pub value: Expr,
+    pub pos: Pos,
+}
+
+/// Field name → expression. Dotted names (`PrimaryEmailAddr.Address`) build nested objects. Order is kept.
+/// A field whose expression yields null is left out of the record written (templates guard optional source
+/// fields with `has(x.F) ? x.F : null`).
+pub type Mapping = Vec<(String, Expr)>;
+
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// Read one record by id. Result: the record, or null when it does not exist.
+    Get { connection: String, object: String, id: Expr, fields: Vec<String> },
+    /// Records whose fields equal the given values. Result: a list.
+    Find { connection: String, object: String, equals: Vec<(String, Expr)>, fields: Vec<String> },
+    /// The target record for `source`: first the link table, then each match rule in order (a rule whose value
+    /// is null or empty is skipped); exactly one candidate links it, several go to review; none creates it from
+    /// `create`. The link is stored. Result: the target record.
+    FindOrCreate {
+        connection: String,
+        object: String,
+        source: SourceRef,
+        match_rules: Vec<MatchRule>,
+        create: Mapping,
+    },
+    /// Create a canonical invoice in `connection`, exactly once per `source` (the idempotency key is derived
+    /// from flow, source record and step id). `header` maps canonical invoice fields (customer_id, doc_number,
+    /// txn_date, due_date, currency, memo, customer_name); `lines` is evaluated to a list and each element is
+    /// mapped with `line` (item_id, item_name, description, quantity, unit_price, discount_percent,
+    /// service_date), the element bound as `line` and its 0-based position as `index` (so `items[index]` reaches
+    /// the result of a `for_each` step over the same list). `expected_total`, when given, must equal the sum of
+    /// the lines. Result: the created record.
+    CreateInvoice {
+        connection: String,
+        source: SourceRef,
+        header: Mapping,
+        lines: Expr,
+        line: Mapping,
+        expected_total: Option<Expr>,
+    },
+    /// Sparse update of one record. Result: the updated record.
+    Update { connection: String, object: String, id: Expr, fields: Mapping },
+}
+
+impl StepKind {
+    pub fn connection(&self) -> &str {
+        match self {
+            StepKind::Get { connection, .. }
+            | StepKind::Find { connection, .. }
+            | StepKind::FindOrCreate { connection, .. }
+            | StepKind::CreateInvoice { connection, .. }
+            | StepKind::Update { connection, .. } => connection,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Get { .. } => "get",
+            StepKind::Find { .. } => "find",
+            StepKind::FindOrCreate { .. } => "find_or_create",
+            StepKind::CreateInvoice { .. } => "create_invoice",
+            StepKind::Update { .. } => "update",
+        }
+    }
+}

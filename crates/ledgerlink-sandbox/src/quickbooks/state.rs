@@ -1,0 +1,291 @@
+//! Everything the QuickBooks sandbox remembers, and how it is saved.
+//!
+//! Layout: [`SandboxState`] is the whole persisted document: the app [`Credentials`], the OAuth grants
+//! ([`TokenBook`]), the company data ([`Company`]: one [`Table`] of JSON objects per entity, plus tombstones of
+//! deleted transactions for change feeds), the stored `requestid` replies and the clock offset. The call log is kept
+//! in memory only. [`save`] writes the document atomically (temporary file, then rename) so a crash never leaves
+//! a half-written state file behind.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The app's credentials and the company it is connected to.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub client_id: String,
+    pub client_secret: String,
+    pub realm_id: String,
+    pub verifier_token: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("realm_id", &self.realm_id)
+            .field("verifier_token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn generate() -> Self {
+        let mut rng = rand::rng();
+        let mut realm = String::from("9341");
+        for _ in 0..12 {
+            realm.push(char::from(b'0' + rng.random_range(0..10u8)));
+        }
+        Credentials {
+            client_id: format!("AB{}", random_alnum(48)),
+            client_secret: random_alnum(40),
+            realm_id: realm,
+            verifier_token: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+pub fn random_alnum(len: usize) -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// An access token; it dies at `expires_at` or when its grant is revoked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessToken {
+    pub realm_id: String,
+    pub grant: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A refresh token. Once a newer one is issued it keeps working for 24 h (`superseded_at` + 24 h).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshToken {
+    pub realm_id: String,
+    pub grant: String,
+    pub expires_at: DateTime<Utc>,
+    pub superseded_at: Option<DateTime<Utc>>,
+}
+
+/// A one-time authorization code minted by the admin API (and later by the authorize page).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorizationCode {
+    pub realm_id: String,
+    pub redirect_uri: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// All live tokens, keyed by their value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenBook {
+    pub access: BTreeMap<String, AccessToken>,
+    pub refresh: BTreeMap<String, RefreshToken>,
+    pub codes: BTreeMap<String, AuthorizationCode>,
+    /// The pair announced in the startup line, reused across restarts while both still work.
+    pub initial_access: String,
+    pub initial_refresh: String,
+}
+
+/// The rows of one entity; ids are handed out from `next_id` and never reused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Table {
+    pub next_id: u64,
+    pub rows: BTreeMap<u64, Value>,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            next_id: 1,
+            rows: BTreeMap::new(),
+        }
+    }
+}
+
+/// A deleted transaction, kept for change-data-capture style reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Tombstone {
+    pub entity: String,
+    pub id: String,
+    pub deleted_at: String,
+}
+
+/// The company's data: one table per entity name (`"Customer"`, `"Invoice"`, …).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Company {
+    pub tables: BTreeMap<String, Table>,
+    pub deleted: Vec<Tombstone>,
+}
+
+impl Company {
+    pub fn table(&self, entity: &str) -> Option<&Table> {
+        self.tables.get(entity)
+    }
+
+    /// The row whose `Id` is `id`. Ids are numeric for most entities (the table key); a few, such as the US
+    /// tax codes `TAX` and `NON`, are words and are found by their `Id` field.
+    pub fn get(&self, entity: &str, id: &str) -> Option<&Value> {
+        let key = self.key_of(entity, id)?;
+        self.tables.get(entity)?.rows.get(&key)
+    }
+
+    pub fn get_mut(&mut self, entity: &str, id: &str) -> Option<&mut Value> {
+        let key = self.key_of(entity, id)?;
+        self.tables.get_mut(entity)?.rows.get_mut(&key)
+    }
+
+    fn key_of(&self, entity: &str, id: &str) -> Option<u64> {
+        let id = id.trim();
+        let table = self.tables.get(entity)?;
+        if let Ok(key) = id.parse::<u64>()
+            && table
+                .rows
+                .get(&key)
+                .and_then(|r| r.get("Id"))
+                .and_then(Value::as_str)
+                == Some(id)
+        {
+            return Some(key);
+        }
+        table
+            .rows
+            .iter()
+            .find(|(_, row)| row.get("Id").and_then(Value::as_str) == Some(id))
+            .map(|(k, _)| *k)
+    }
+
+    /// Reserves the next id of `entity`.
+    pub fn allocate_id(&mut self, entity: &str) -> u64 {
+        let table = self.tables.entry(entity.to_string()).or_default();
+        let id = table.next_id;
+        table.next_id += 1;
+        id
+    }
+
+    pub fn put(&mut self, entity: &str, id: u64, row: Value) {
+        let table = self.tables.entry(entity.to_string()).or_default();
+        table.next_id = table.next_id.max(id + 1);
+        table.rows.insert(id, row);
+    }
+
+    pub fn remove(&mut self, entity: &str, id: &str) -> Option<Value> {
+        let key = self.key_of(entity, id)?;
+        self.tables.get_mut(entity)?.rows.remove(&key)
+    }
+
+    /// All rows of `entity` in id order.
+    pub fn rows(&self, entity: &str) -> impl Iterator<Item = &Value> {
+        self.tables
+            .get(entity)
+            .into_iter()
+            .flat_map(|t| t.rows.values())
+    }
+}
+
+/// A reply stored under a `requestid`, replayed verbatim on a repeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredReply {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One API call, for `GET /sandbox/admin/calls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub time: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    pub requestid: Option<String>,
+}
+
+/// The persisted document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxState {
+    pub credentials: Credentials,
+    pub tokens: TokenBook,
+    pub company: Company,
+    /// `requestid` → first reply, per realm.
+    pub replies: BTreeMap<String, BTreeMap<String, StoredReply>>,
+    /// The sandbox clock's offset when last saved, so a restart does not move time backwards.
+    pub clock_offset_ms: i64,
+    #[serde(skip)]
+    pub calls: Vec<CallRecord>,
+}
+
+impl SandboxState {
+    pub fn new(credentials: Credentials) -> Self {
+        SandboxState {
+            credentials,
+            tokens: TokenBook::default(),
+            company: Company::default(),
+            replies: BTreeMap::new(),
+            clock_offset_ms: 0,
+            calls: Vec::new(),
+        }
+    }
+}
+
+/// Errors reading or writing the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateFileError {
+    #[error("cannot read state file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("state file {path} is not a valid QuickBooks sandbox state: {source}")]
+    Parse {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("cannot write state file {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Loads the state file if it exists.
+pub async fn load(path: &Path) -> Result<Option<SandboxState>, StateFileError> {
+    let text = match tokio::fs::read_to_string(path).await {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateFileError::Read {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| StateFileError::Parse {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Writes the whole state to `path` through a temporary sibling file and a rename.
+pub async fn save(path: &Path, state: &SandboxState) -> Result<(), StateFileError> {
+    let err = |source| StateFileError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let text = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    tokio::fs::write(&tmp, &text).await.map_err(err)?;
+    tokio::fs::rename(&tmp, path).await.map_err(err)?;
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! Timestamps as QBO writes them.
+//!
+//! Layout: the sample company lives in a fixed Pacific offset ([`company_offset`]); [`api_time`] is the envelope
+//! `time` (milliseconds), [`meta_time`] the `MetaData` stamps (seconds), [`company_today`] the default `TxnDate`.
+//! [`parse_instant`] reads either a full timestamp or a bare date so queries can compare both kinds.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, TimeZone, Utc};
+
+/// QBO reports times in the company's zone; the sandbox company is on Pacific daylight time all year, so that
+/// timestamps are stable and comparisons never hit a DST gap.
+pub fn company_offset() -> FixedOffset {
+    FixedOffset::west_opt(7 * 3600).expect("valid offset")
+}
+
+/// `2015-07-23T11:04:15.496-07:00`.
+pub fn api_time(now: DateTime<Utc>) -> String {
+    now.with_timezone(&company_offset())
+        .to_rfc3339_opts(SecondsFormat::Millis, false)
+}
+
+/// `2015-07-23T11:04:15-07:00`.
+pub fn meta_time(now: DateTime<Utc>) -> String {
+    now.with_timezone(&company_offset())
+        .to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// The company's calendar date at `now`.
+pub fn company_today(now: DateTime<Utc>) -> NaiveDate {
+    now.with_timezone(&company_offset()).date_naive()
+}
+
+/// Reads `YYYY-MM-DD` (midnight in the company zone) or an RFC 3339 timestamp.
+pub fn parse_instant(text: &str) -> Option<DateTime<FixedOffset>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t);
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    company_offset()
+        .from_local_datetime(&date.and_hms_opt(0, 0, 0)?)
+        .single()
+}

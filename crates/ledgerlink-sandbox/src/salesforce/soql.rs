@@ -1,0 +1,1390 @@
+//! The SOQL subset the connectors and the usual client libraries send.
+//!
+//! Layout: a hand-written [`lex`]er (tokens with their character positions), a recursive-descent [`parse`]r that
+//! builds a [`Query`] (select list, FROM, WHERE tree, ORDER BY, LIMIT, OFFSET), [`resolve`] which checks every field
+//! path against the org's schema and every literal against its field's type, and [`run`] which filters, orders and
+//! renders records. Errors carry Salesforce's `ERROR at Row:r:Column:c` pointer so a bad query is easy to fix.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use ledgerlink_model::SalesforceId;
+use rust_decimal::Decimal;
+
+use super::error::SfError;
+use super::objects::{FieldDef, FieldType, ObjectDef};
+use super::records::{Out, OutRecord, attributes};
+use super::state::{Org, Record};
+use super::value::{FieldValue, parse_date, parse_datetime, parse_decimal};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tok {
+    Ident(String),
+    Str(String),
+    Num(Decimal),
+    Date(NaiveDate),
+    DateTime(DateTime<Utc>),
+    Comma,
+    LParen,
+    RParen,
+    Dot,
+    Colon,
+    Op(&'static str),
+    Eof,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub tok: Tok,
+    /// Character offset in the query.
+    pub pos: usize,
+}
+
+fn describe(tok: &Tok) -> String {
+    match tok {
+        Tok::Ident(s) => s.clone(),
+        Tok::Str(s) => format!("'{s}'"),
+        Tok::Num(n) => n.to_string(),
+        Tok::Date(d) => d.to_string(),
+        Tok::DateTime(t) => t.to_rfc3339(),
+        Tok::Comma => ",".into(),
+        Tok::LParen => "(".into(),
+        Tok::RParen => ")".into(),
+        Tok::Dot => ".".into(),
+        Tok::Colon => ":".into(),
+        Tok::Op(o) => (*o).into(),
+        Tok::Eof => "<EOF>".into(),
+    }
+}
+
+/// Builds a SOQL error in Salesforce's shape: the query line, a caret, the row and column, then the detail.
+pub fn query_error(query: &str, pos: usize, code: &str, detail: &str) -> SfError {
+    let mut row = 1;
+    let mut col = 1;
+    let mut line_start = 0;
+    for (i, c) in query.chars().enumerate() {
+        if i == pos {
+            break;
+        }
+        if c == '\n' {
+            row += 1;
+            col = 1;
+            line_start = i + 1;
+        } else {
+            col += 1;
+        }
+    }
+    let line: String = query
+        .chars()
+        .skip(line_start)
+        .take_while(|c| *c != '\n')
+        .collect();
+    let caret = format!("{}^", " ".repeat(col - 1));
+    SfError::bad_request(
+        code,
+        format!("\n{line}\n{caret}\nERROR at Row:{row}:Column:{col}\n{detail}"),
+    )
+}
+
+/// Splits a query into tokens.
+pub fn lex(query: &str) -> Result<Vec<Token>, SfError> {
+    let chars: Vec<char> = query.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let malformed = |pos: usize, detail: &str| query_error(query, pos, "MALFORMED_QUERY", detail);
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        if c.is_whitespace() {
+            i += 1;
+            continue;
+        }
+        let tok = match c {
+            ',' => {
+                i += 1;
+                Tok::Comma
+            }
+            '(' => {
+                i += 1;
+                Tok::LParen
+            }
+            ')' => {
+                i += 1;
+                Tok::RParen
+            }
+            '.' => {
+                i += 1;
+                Tok::Dot
+            }
+            ':' => {
+                i += 1;
+                Tok::Colon
+            }
+            '=' => {
+                i += 1;
+                Tok::Op("=")
+            }
+            '!' if chars.get(i + 1) == Some(&'=') => {
+                i += 2;
+                Tok::Op("!=")
+            }
+            '<' => match chars.get(i + 1) {
+                Some('=') => {
+                    i += 2;
+                    Tok::Op("<=")
+                }
+                Some('>') => {
+                    i += 2;
+                    Tok::Op("!=")
+                }
+                _ => {
+                    i += 1;
+                    Tok::Op("<")
+                }
+            },
+            '>' => {
+                if chars.get(i + 1) == Some(&'=') {
+                    i += 2;
+                    Tok::Op(">=")
+                } else {
+                    i += 1;
+                    Tok::Op(">")
+                }
+            }
+            '\'' => {
+                i += 1;
+                let mut s = String::new();
+                loop {
+                    match chars.get(i) {
+                        None => {
+                            return Err(malformed(
+                                start,
+                                "unterminated string literal: expected a closing '",
+                            ));
+                        }
+                        Some('\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some('\\') => {
+                            let escaped = chars.get(i + 1).copied();
+                            match escaped {
+                                Some('\'') => s.push('\''),
+                                Some('"') => s.push('"'),
+                                Some('\\') => s.push_str("\\\\"),
+                                Some('n') => s.push('\n'),
+                                Some('r') => s.push('\r'),
+                                Some('t') => s.push('\t'),
+                                Some('b') => s.push('\u{8}'),
+                                Some('f') => s.push('\u{c}'),
+                                // Kept escaped: they only mean something to LIKE, which unescapes them itself.
+                                Some('%') => s.push_str("\\%"),
+                                Some('_') => s.push_str("\\_"),
+                                _ => {
+                                    return Err(malformed(
+                                        i,
+                                        "invalid escape sequence: expected one of \\' \\\" \\\\ \\n \\r \\t \\b \\f \\% \\_",
+                                    ));
+                                }
+                            }
+                            i += 2;
+                        }
+                        Some(ch) => {
+                            s.push(*ch);
+                            i += 1;
+                        }
+                    }
+                }
+                Tok::Str(s)
+            }
+            c if c.is_ascii_digit()
+                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
+                || (c == '+' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
+            {
+                i += 1;
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric()
+                        || matches!(chars[i], '-' | ':' | '.' | '+'))
+                {
+                    i += 1;
+                }
+                let text: String = chars[start..i].iter().collect();
+                if text.len() >= 10 && text.as_bytes().get(4) == Some(&b'-') {
+                    if let Some(d) = parse_date(&text) {
+                        Tok::Date(d)
+                    } else if let Some(t) = parse_datetime(&text) {
+                        Tok::DateTime(t)
+                    } else {
+                        return Err(malformed(
+                            start,
+                            &format!(
+                                "invalid date or datetime literal '{text}': expected YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ"
+                            ),
+                        ));
+                    }
+                } else if text
+                    .chars()
+                    .skip(1)
+                    .all(|ch| ch.is_ascii_digit() || ch == '.')
+                    && text.matches('.').count() <= 1
+                    && !text.ends_with('.')
+                {
+                    Tok::Num(
+                        parse_decimal(text.trim_start_matches('+'))
+                            .map_err(|e| malformed(start, &e))?,
+                    )
+                } else {
+                    return Err(malformed(start, &format!("invalid number '{text}'")));
+                }
+            }
+            c if c.is_alphabetic() || c == '_' => {
+                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                    i += 1;
+                }
+                Tok::Ident(chars[start..i].iter().collect())
+            }
+            other => return Err(malformed(start, &format!("unexpected character '{other}'"))),
+        };
+        out.push(Token { tok, pos: start });
+    }
+    out.push(Token {
+        tok: Tok::Eof,
+        pos: chars.len(),
+    });
+    Ok(out)
+}
+
+/// A dotted field path as written, with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Path {
+    pub segments: Vec<String>,
+    pub pos: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Literal {
+    Str(String),
+    Num(Decimal),
+    Bool(bool),
+    Null,
+    Date(NaiveDate),
+    DateTime(DateTime<Utc>),
+    /// `TODAY`, `LAST_N_DAYS:30`, …
+    DateRange {
+        name: String,
+        n: Option<i64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value {
+    pub lit: Literal,
+    pub pos: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    Not(Box<Cond>),
+    Cmp {
+        path: Path,
+        op: &'static str,
+        value: Value,
+    },
+    Like {
+        path: Path,
+        pattern: Value,
+    },
+    In {
+        path: Path,
+        values: Vec<Value>,
+        negated: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderItem {
+    pub path: Path,
+    pub descending: bool,
+    pub nulls_last: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelectItem {
+    Field(Path),
+    Count,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub select: Vec<SelectItem>,
+    pub object: String,
+    pub object_pos: usize,
+    pub filter: Option<Cond>,
+    pub order: Vec<OrderItem>,
+    pub limit: Option<usize>,
+    pub offset: Option<usize>,
+}
+
+struct Parser<'q> {
+    query: &'q str,
+    toks: Vec<Token>,
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> &Token {
+        &self.toks[self.at.min(self.toks.len() - 1)]
+    }
+
+    fn next(&mut self) -> Token {
+        let t = self.peek().clone();
+        if self.at < self.toks.len() - 1 {
+            self.at += 1;
+        }
+        t
+    }
+
+    fn unexpected(&self, expected: &str) -> SfError {
+        let t = self.peek();
+        query_error(
+            self.query,
+            t.pos,
+            "MALFORMED_QUERY",
+            &format!(
+                "unexpected token: '{}' (expected {expected})",
+                describe(&t.tok)
+            ),
+        )
+    }
+
+    fn is_keyword(&self, kw: &str) -> bool {
+        matches!(&self.peek().tok, Tok::Ident(s) if s.eq_ignore_ascii_case(kw))
+    }
+
+    fn eat_keyword(&mut self, kw: &str) -> bool {
+        if self.is_keyword(kw) {
+            self.next();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect_keyword(&mut self, kw: &str) -> Result<(), SfError> {
+        if self.eat_keyword(kw) {
+            Ok(())
+        } else {
+            Err(self.unexpected(kw))
+        }
+    }
+
+    fn expect(&mut self, tok: Tok, what: &str) -> Result<(), SfError> {
+        if self.peek().tok == tok {
+            self.next();
+            Ok(())
+        } else {
+            Err(self.unexpected(what))
+        }
+    }
+
+    fn ident(&mut self, what: &str) -> Result<(String, usize), SfError> {
+        match &self.peek().tok {
+            Tok::Ident(s) => {
+                let s = s.clone();
+                let pos = self.next().pos;
+                Ok((s, pos))
+            }
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    fn path(&mut self, what: &str) -> Result<Path, SfError> {
+        let (first, pos) = self.ident(what)?;
+        let mut segments = vec![first];
+        while self.peek().tok == Tok::Dot {
+            self.next();
+            segments.push(self.ident("a field name after '.'")?.0);
+        }
+        Ok(Path { segments, pos })
+    }
+
+    fn query(&mut self) -> Result<Query, SfError> {
+        self.expect_keyword("SELECT")?;
+        let mut select = Vec::new();
+        loop {
+            if self.is_keyword("COUNT")
+                && self
+                    .toks
+                    .get(self.at + 1)
+                    .is_some_and(|t| t.tok == Tok::LParen)
+            {
+                self.next();
+                self.next();
+                self.expect(
+                    Tok::RParen,
+                    "')' (only COUNT() without a field is supported)",
+                )?;
+                select.push(SelectItem::Count);
+            } else if self.is_keyword("FROM") {
+                return Err(self.unexpected("a field name"));
+            } else {
+                select.push(SelectItem::Field(self.path("a field name")?));
+            }
+            if self.peek().tok == Tok::Comma {
+                self.next();
+            } else {
+                break;
+            }
+        }
+        if select.contains(&SelectItem::Count) && select.len() > 1 {
+            return Err(query_error(
+                self.query,
+                0,
+                "MALFORMED_QUERY",
+                "COUNT() must be the only element in the SELECT list",
+            ));
+        }
+        if !self.is_keyword("FROM") {
+            return Err(self.unexpected("FROM or ','"));
+        }
+        self.next();
+        let (object, object_pos) = self.ident("an object name after FROM")?;
+        let mut filter = None;
+        if self.eat_keyword("WHERE") {
+            filter = Some(self.or_cond()?);
+        }
+        let mut order = Vec::new();
+        if self.eat_keyword("ORDER") {
+            self.expect_keyword("BY")?;
+            loop {
+                let path = self.path("a field name to order by")?;
+                let descending = if self.eat_keyword("DESC") {
+                    true
+                } else {
+                    self.eat_keyword("ASC");
+                    false
+                };
+                let mut nulls_last = descending;
+                if self.eat_keyword("NULLS") {
+                    if self.eat_keyword("FIRST") {
+                        nulls_last = false;
+                    } else if self.eat_keyword("LAST") {
+                        nulls_last = true;
+                    } else {
+                        return Err(self.unexpected("FIRST or LAST after NULLS"));
+                    }
+                }
+                order.push(OrderItem {
+                    path,
+                    descending,
+                    nulls_last,
+                });
+                if self.peek().tok == Tok::Comma {
+                    self.next();
+                } else {
+                    break;
+                }
+            }
+        }
+        let mut limit = None;
+        if self.eat_keyword("LIMIT") {
+            limit = Some(self.count("a number after LIMIT")?);
+        }
+        let mut offset = None;
+        if self.eat_keyword("OFFSET") {
+            offset = Some(self.count("a number after OFFSET")?);
+        }
+        if self.peek().tok != Tok::Eof {
+            let expected = match (filter.is_some(), order.is_empty(), limit.is_some()) {
+                (false, true, false) => "WHERE, ORDER BY, LIMIT, OFFSET or the end of the query",
+                (_, true, false) => "AND, OR, ORDER BY, LIMIT, OFFSET or the end of the query",
+                (_, false, false) => "',', LIMIT, OFFSET or the end of the query",
+                _ => "OFFSET or the end of the query",
+            };
+            return Err(self.unexpected(expected));
+        }
+        Ok(Query {
+            select,
+            object,
+            object_pos,
+            filter,
+            order,
+            limit,
+            offset,
+        })
+    }
+
+    fn count(&mut self, what: &str) -> Result<usize, SfError> {
+        match &self.peek().tok {
+            Tok::Num(n) if n.fract().is_zero() && !n.is_sign_negative() => {
+                let v = usize::try_from(n.mantissa()).map_err(|_| self.unexpected(what))?;
+                self.next();
+                Ok(v)
+            }
+            _ => Err(self.unexpected(what)),
+        }
+    }
+
+    /// `a OR b OR …`; AND and OR can't be mixed at one level without parentheses, as in Salesforce.
+    fn or_cond(&mut self) -> Result<Cond, SfError> {
+        let first = self.not_cond()?;
+        let joiner = if self.is_keyword("AND") {
+            "AND"
+        } else if self.is_keyword("OR") {
+            "OR"
+        } else {
+            return Ok(first);
+        };
+        let mut parts = vec![first];
+        loop {
+            if self.eat_keyword(joiner) {
+                parts.push(self.not_cond()?);
+            } else if self.is_keyword(if joiner == "AND" { "OR" } else { "AND" }) {
+                let t = self.peek();
+                return Err(query_error(
+                    self.query,
+                    t.pos,
+                    "MALFORMED_QUERY",
+                    &format!(
+                        "unexpected token: '{}' (AND and OR can't be mixed without parentheses)",
+                        describe(&t.tok)
+                    ),
+                ));
+            } else {
+                break;
+            }
+        }
+        Ok(if joiner == "AND" {
+            Cond::And(parts)
+        } else {
+            Cond::Or(parts)
+        })
+    }
+
+    fn not_cond(&mut self) -> Result<Cond, SfError> {
+        if self.eat_keyword("NOT") {
+            return Ok(Cond::Not(Box::new(self.not_cond()?)));
+        }
+        if self.peek().tok == Tok::LParen {
+            self.next();
+            let inner = self.or_cond()?;
+            self.expect(Tok::RParen, "')'")?;
+            return Ok(inner);
+        }
+        let path = self.path("a field name or '(' in the condition")?;
+        if self.eat_keyword("LIKE") {
+            let pattern = self.value()?;
+            return Ok(Cond::Like { path, pattern });
+        }
+        let negated = if self.is_keyword("NOT")
+            && self
+                .toks
+                .get(self.at + 1)
+                .is_some_and(|t| matches!(&t.tok, Tok::Ident(s) if s.eq_ignore_ascii_case("IN")))
+        {
+            self.next();
+            true
+        } else {
+            false
+        };
+        if self.eat_keyword("IN") {
+            self.expect(Tok::LParen, "'(' after IN")?;
+            let mut values = vec![self.value()?];
+            while self.peek().tok == Tok::Comma {
+                self.next();
+                values.push(self.value()?);
+            }
+            self.expect(Tok::RParen, "',' or ')' in the IN list")?;
+            return Ok(Cond::In {
+                path,
+                values,
+                negated,
+            });
+        }
+        let op = match self.peek().tok {
+            Tok::Op(op) => op,
+            _ => {
+                return Err(self
+                    .unexpected("a comparison operator (=, !=, <, <=, >, >=, LIKE, IN, NOT IN)"));
+            }
+        };
+        self.next();
+        let value = self.value()?;
+        Ok(Cond::Cmp { path, op, value })
+    }
+
+    fn value(&mut self) -> Result<Value, SfError> {
+        let t = self.peek().clone();
+        let lit =
+            match &t.tok {
+                Tok::Str(s) => Literal::Str(s.clone()),
+                Tok::Num(n) => Literal::Num(*n),
+                Tok::Date(d) => Literal::Date(*d),
+                Tok::DateTime(d) => Literal::DateTime(*d),
+                Tok::Ident(s) if s.eq_ignore_ascii_case("true") => Literal::Bool(true),
+                Tok::Ident(s) if s.eq_ignore_ascii_case("false") => Literal::Bool(false),
+                Tok::Ident(s) if s.eq_ignore_ascii_case("null") => Literal::Null,
+                Tok::Ident(s) if DATE_LITERALS.iter().any(|d| d.eq_ignore_ascii_case(s)) => {
+                    let name = s.to_ascii_uppercase();
+                    self.next();
+                    let n = if name.contains("_N_") {
+                        self.expect(Tok::Colon, &format!("':' and a number after {name}"))?;
+                        Some(self.count(&format!("a number after {name}:"))? as i64)
+                    } else {
+                        None
+                    };
+                    return Ok(Value {
+                        lit: Literal::DateRange { name, n },
+                        pos: t.pos,
+                    });
+                }
+                _ => return Err(self.unexpected(
+                    "a value: 'string', number, true, false, null, date, datetime or date literal",
+                )),
+            };
+        self.next();
+        Ok(Value { lit, pos: t.pos })
+    }
+}
+
+const DATE_LITERALS: &[&str] = &[
+    "TODAY",
+    "YESTERDAY",
+    "TOMORROW",
+    "THIS_MONTH",
+    "LAST_N_DAYS",
+    "NEXT_N_DAYS",
+    "N_DAYS_AGO",
+];
+
+/// Parses a query (syntax only; field names are checked by [`resolve`]).
+pub fn parse(query: &str) -> Result<Query, SfError> {
+    let toks = lex(query)?;
+    Parser { query, toks, at: 0 }.query()
+}
+
+/// One relationship hop of a resolved path.
+#[derive(Debug, Clone)]
+struct Hop {
+    relationship: String,
+    ref_field: String,
+    target: ObjectDef,
+}
+
+#[derive(Debug, Clone)]
+struct Resolved {
+    hops: Vec<Hop>,
+    field: FieldDef,
+}
+
+#[derive(Debug, Clone)]
+enum RCond {
+    And(Vec<RCond>),
+    Or(Vec<RCond>),
+    Not(Box<RCond>),
+    Cmp {
+        path: Resolved,
+        op: &'static str,
+        lit: Literal,
+    },
+    Like {
+        path: Resolved,
+        regex: Vec<LikePart>,
+    },
+    In {
+        path: Resolved,
+        lits: Vec<Literal>,
+        negated: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum LikePart {
+    Lit(char),
+    One,
+    Any,
+}
+
+fn resolve_path(
+    query: &str,
+    org: &Org,
+    root: &ObjectDef,
+    path: &Path,
+) -> Result<Resolved, SfError> {
+    let mut segments: &[String] = &path.segments;
+    if segments.len() > 1
+        && segments[0].eq_ignore_ascii_case(root.name)
+        && root.relationship(&segments[0]).is_none()
+    {
+        segments = &segments[1..];
+    }
+    let mut current = root.clone();
+    let mut hops = Vec::new();
+    for seg in &segments[..segments.len() - 1] {
+        let Some(rf) = current.relationship(seg) else {
+            return Err(query_error(
+                query,
+                path.pos,
+                "INVALID_FIELD",
+                &format!(
+                    "Didn't understand relationship '{seg}' in field path. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name."
+                ),
+            ));
+        };
+        let FieldType::Reference(targets) = &rf.ty else {
+            unreachable!("relationship fields are references")
+        };
+        let target = org.def(&targets[0]).ok_or_else(|| {
+            query_error(
+                query,
+                path.pos,
+                "INVALID_FIELD",
+                &format!("unknown relationship target {}", targets[0]),
+            )
+        })?;
+        hops.push(Hop {
+            relationship: rf.relationship_name().unwrap_or_default(),
+            ref_field: rf.name.clone(),
+            target: target.clone(),
+        });
+        current = target;
+    }
+    let last = &segments[segments.len() - 1];
+    let field = current.field(last).cloned().ok_or_else(|| {
+        query_error(
+            query,
+            path.pos,
+            "INVALID_FIELD",
+            &format!(
+                "No such column '{last}' on entity '{}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names.",
+                current.name
+            ),
+        )
+    })?;
+    Ok(Resolved { hops, field })
+}
+
+fn check_literal(
+    query: &str,
+    field: &FieldDef,
+    op: &str,
+    value: &Value,
+) -> Result<Literal, SfError> {
+    let mismatch = |expected: &str| {
+        query_error(
+            query,
+            value.pos,
+            "INVALID_FIELD",
+            &format!(
+                "value of filter criterion for field '{}' must be of type {expected} and should not be enclosed in quotes",
+                field.name
+            ),
+        )
+    };
+    let lit = value.lit.clone();
+    if lit == Literal::Null {
+        return if op == "=" || op == "!=" {
+            Ok(lit)
+        } else {
+            Err(query_error(
+                query,
+                value.pos,
+                "MALFORMED_QUERY",
+                &format!("null can only be compared with = or !=, not {op}"),
+            ))
+        };
+    }
+    let ty = &field.ty;
+    match (ty, &lit) {
+        (FieldType::Id | FieldType::Reference(_), Literal::Str(s)) => Ok(Literal::Str(
+            SalesforceId::parse(s)
+                .map(|id| id.to_string())
+                .unwrap_or_else(|_| s.clone()),
+        )),
+        (t, Literal::Str(_)) if t.is_textual() => Ok(lit),
+        (t, _) if t.is_textual() => Err(query_error(
+            query,
+            value.pos,
+            "INVALID_FIELD",
+            &format!(
+                "value of filter criterion for field '{}' must be of type {} and should be enclosed in quotes",
+                field.name,
+                t.name()
+            ),
+        )),
+        (t, Literal::Num(_)) if t.is_numeric() => Ok(lit),
+        (t, _) if t.is_numeric() => Err(mismatch("double")),
+        (FieldType::Boolean, Literal::Bool(_)) => Ok(lit),
+        (FieldType::Boolean, _) => Err(mismatch("boolean")),
+        (FieldType::Date, Literal::Date(_) | Literal::DateRange { .. }) => Ok(lit),
+        (FieldType::Date, _) => Err(mismatch("date")),
+        (FieldType::DateTime, Literal::DateTime(_) | Literal::DateRange { .. }) => Ok(lit),
+        (FieldType::DateTime, _) => Err(mismatch("dateTime")),
+        _ => Err(mismatch(ty.name())),
+    }
+}
+
+fn like_pattern(p: &str) -> Vec<LikePart> {
+    let mut out = Vec::new();
+    let mut chars = p.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    out.push(LikePart::Lit(n));
+                }
+            }
+            '%' => out.push(LikePart::Any),
+            '_' => out.push(LikePart::One),
+            c => out.push(LikePart::Lit(c)),
+        }
+    }
+    out
+}
+
+fn like_matches(pattern: &[LikePart], text: &[char]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((LikePart::Any, rest)) => (0..=text.len()).any(|i| like_matches(rest, &text[i..])),
+        Some((LikePart::One, rest)) => !text.is_empty() && like_matches(rest, &text[1..]),
+        Some((LikePart::Lit(c), rest)) => {
+            text.first()
+                .is_some_and(|t| t.to_lowercase().eq(c.to_lowercase()))
+                && like_matches(rest, &text[1..])
+        }
+    }
+}
+
+/// Removes the LIKE-only escapes (`\%`, `\_`, `\\`) for a plain comparison.
+fn unescape(s: &str) -> String {
+    s.replace("\\%", "%")
+        .replace("\\_", "_")
+        .replace("\\\\", "\\")
+}
+
+fn resolve_cond(query: &str, org: &Org, root: &ObjectDef, cond: &Cond) -> Result<RCond, SfError> {
+    Ok(match cond {
+        Cond::And(parts) => RCond::And(
+            parts
+                .iter()
+                .map(|c| resolve_cond(query, org, root, c))
+                .collect::<Result<_, _>>()?,
+        ),
+        Cond::Or(parts) => RCond::Or(
+            parts
+                .iter()
+                .map(|c| resolve_cond(query, org, root, c))
+                .collect::<Result<_, _>>()?,
+        ),
+        Cond::Not(c) => RCond::Not(Box::new(resolve_cond(query, org, root, c)?)),
+        Cond::Cmp { path, op, value } => {
+            let path = resolve_path(query, org, root, path)?;
+            let mut lit = check_literal(query, &path.field, op, value)?;
+            if let Literal::Str(s) = &lit {
+                lit = Literal::Str(unescape(s));
+            }
+            RCond::Cmp { path, op, lit }
+        }
+        Cond::Like { path, pattern } => {
+            let path = resolve_path(query, org, root, path)?;
+            let Literal::Str(p) = &pattern.lit else {
+                return Err(query_error(
+                    query,
+                    pattern.pos,
+                    "MALFORMED_QUERY",
+                    "LIKE needs a 'quoted pattern'",
+                ));
+            };
+            if !path.field.ty.is_textual() {
+                return Err(query_error(
+                    query,
+                    pattern.pos,
+                    "INVALID_FIELD",
+                    &format!(
+                        "invalid operator on {} field: {}",
+                        path.field.ty.name(),
+                        path.field.name
+                    ),
+                ));
+            }
+            RCond::Like {
+                path,
+                regex: like_pattern(p),
+            }
+        }
+        Cond::In {
+            path,
+            values,
+            negated,
+        } => {
+            let path = resolve_path(query, org, root, path)?;
+            let mut lits = Vec::new();
+            for v in values {
+                let lit = check_literal(query, &path.field, "=", v)?;
+                lits.push(if let Literal::Str(s) = lit {
+                    Literal::Str(unescape(&s))
+                } else {
+                    lit
+                });
+            }
+            RCond::In {
+                path,
+                lits,
+                negated: *negated,
+            }
+        }
+    })
+}
+
+/// The value a resolved path has on a record (null when a lookup on the way is empty).
+fn path_value(org: &Org, rec: &Record, path: &Resolved) -> FieldValue {
+    let mut current = rec;
+    for hop in &path.hops {
+        let Some(id) = current.get(&hop.ref_field).and_then(FieldValue::as_str) else {
+            return FieldValue::Null;
+        };
+        let Some(next) = org.get(hop.target.name, id) else {
+            return FieldValue::Null;
+        };
+        current = next;
+    }
+    current.get(&path.field.name).cloned().unwrap_or_default()
+}
+
+/// Orders two non-null stored values of one field type (text case-insensitively, as SOQL does).
+fn cmp_stored(ty: &FieldType, a: &FieldValue, b: &FieldValue) -> Ordering {
+    match (a, b) {
+        (FieldValue::Num(x), FieldValue::Num(y)) => x.cmp(y),
+        (FieldValue::Bool(x), FieldValue::Bool(y)) => x.cmp(y),
+        (FieldValue::Text(x), FieldValue::Text(y)) if *ty == FieldType::DateTime => {
+            parse_datetime(x).cmp(&parse_datetime(y))
+        }
+        (FieldValue::Text(x), FieldValue::Text(y)) => x.to_lowercase().cmp(&y.to_lowercase()),
+        _ => Ordering::Equal,
+    }
+}
+
+fn date_range(name: &str, n: Option<i64>, now: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
+    let today = now.date_naive();
+    let n = n.unwrap_or(0);
+    let day = |k: i64| today + Duration::days(k);
+    match name {
+        "TODAY" => (today, day(1)),
+        "YESTERDAY" => (day(-1), today),
+        "TOMORROW" => (day(1), day(2)),
+        "LAST_N_DAYS" => (day(-n), day(1)),
+        "NEXT_N_DAYS" => (today, day(n + 1)),
+        "N_DAYS_AGO" => (day(-n), day(-n + 1)),
+        _ => {
+            let first = today.with_day(1).unwrap_or(today);
+            let next = if first.month() == 12 {
+                NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+            } else {
+                NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+            };
+            (first, next.unwrap_or(first))
+        }
+    }
+}
+
+fn compare(ty: &FieldType, v: &FieldValue, op: &str, lit: &Literal, now: DateTime<Utc>) -> bool {
+    if *lit == Literal::Null {
+        return (op == "=") == v.is_null();
+    }
+    if v.is_null() {
+        return op == "!=";
+    }
+    let ord = match (lit, v) {
+        (Literal::DateRange { name, n }, _) => {
+            let (start, end) = date_range(name, *n, now);
+            let key = match (ty, v) {
+                (FieldType::DateTime, FieldValue::Text(t)) => {
+                    parse_datetime(t).map(|t| t.date_naive())
+                }
+                (_, FieldValue::Text(t)) => parse_date(t),
+                _ => None,
+            };
+            let Some(key) = key else { return false };
+            let inside = key >= start && key < end;
+            return match op {
+                "=" => inside,
+                "!=" => !inside,
+                "<" => key < start,
+                "<=" => key < end,
+                ">" => key >= end,
+                ">=" => key >= start,
+                _ => false,
+            };
+        }
+        (Literal::Str(s), FieldValue::Text(t)) => t.to_lowercase().cmp(&s.to_lowercase()),
+        (Literal::Num(n), FieldValue::Num(d)) => d.cmp(n),
+        (Literal::Bool(b), FieldValue::Bool(x)) => x.cmp(b),
+        (Literal::Date(d), FieldValue::Text(t)) => match parse_date(t) {
+            Some(x) => x.cmp(d),
+            None => return false,
+        },
+        (Literal::DateTime(d), FieldValue::Text(t)) => match parse_datetime(t) {
+            Some(x) => x.cmp(d),
+            None => return false,
+        },
+        _ => return false,
+    };
+    match op {
+        "=" => ord == Ordering::Equal,
+        "!=" => ord != Ordering::Equal,
+        "<" => ord == Ordering::Less,
+        "<=" => ord != Ordering::Greater,
+        ">" => ord == Ordering::Greater,
+        ">=" => ord != Ordering::Less,
+        _ => false,
+    }
+}
+
+fn eval(org: &Org, rec: &Record, cond: &RCond, now: DateTime<Utc>) -> bool {
+    match cond {
+        RCond::And(parts) => parts.iter().all(|c| eval(org, rec, c, now)),
+        RCond::Or(parts) => parts.iter().any(|c| eval(org, rec, c, now)),
+        RCond::Not(c) => !eval(org, rec, c, now),
+        RCond::Cmp { path, op, lit } => {
+            compare(&path.field.ty, &path_value(org, rec, path), op, lit, now)
+        }
+        RCond::Like { path, regex } => match path_value(org, rec, path) {
+            FieldValue::Text(t) => like_matches(regex, &t.chars().collect::<Vec<_>>()),
+            _ => false,
+        },
+        RCond::In {
+            path,
+            lits,
+            negated,
+        } => {
+            let v = path_value(org, rec, path);
+            let hit = !v.is_null()
+                && lits
+                    .iter()
+                    .any(|l| compare(&path.field.ty, &v, "=", l, now));
+            if *negated { !hit } else { hit }
+        }
+    }
+}
+
+/// The rows of a query (or only the count for `COUNT()`).
+#[derive(Debug)]
+pub struct QueryResult {
+    pub total_size: usize,
+    pub rows: Vec<OutRecord>,
+}
+
+fn insert_path(
+    org: &Org,
+    out: &mut Vec<(String, Out)>,
+    rec: Option<&Record>,
+    hops: &[Hop],
+    field: &FieldDef,
+    version: &str,
+) {
+    let Some((hop, rest)) = hops.split_first() else {
+        if !out.iter().any(|(k, _)| *k == field.name) {
+            let v = rec
+                .and_then(|r| r.get(&field.name))
+                .cloned()
+                .unwrap_or_default();
+            out.push((field.name.clone(), Out::Value(v)));
+        }
+        return;
+    };
+    let parent = rec
+        .and_then(|r| r.get(&hop.ref_field))
+        .and_then(FieldValue::as_str)
+        .and_then(|id| org.get(hop.target.name, id));
+    let slot = match out.iter().position(|(k, _)| *k == hop.relationship) {
+        Some(i) => i,
+        None => {
+            let value = parent.map(|p| {
+                let id = p.get("Id").and_then(FieldValue::as_str).unwrap_or_default();
+                OutRecord(vec![attributes(version, hop.target.name, id)])
+            });
+            out.push((hop.relationship.clone(), Out::Parent(value)));
+            out.len() - 1
+        }
+    };
+    if let Out::Parent(Some(sub)) = &mut out[slot].1 {
+        insert_path(org, &mut sub.0, parent, rest, field, version);
+    }
+}
+
+/// Parses, checks and runs a query. `all_rows` is `queryAll` (deleted records included).
+pub fn run(
+    org: &Org,
+    query: &str,
+    all_rows: bool,
+    now: DateTime<Utc>,
+    version: &str,
+) -> Result<QueryResult, SfError> {
+    let q = parse(query)?;
+    let def = org.def(&q.object).ok_or_else(|| {
+        query_error(
+            query,
+            q.object_pos,
+            "INVALID_TYPE",
+            &format!("sObject type '{}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name.", q.object),
+        )
+    })?;
+    let mut select = Vec::new();
+    for item in &q.select {
+        if let SelectItem::Field(p) = item {
+            let r = resolve_path(query, org, &def, p)?;
+            let key = (
+                r.hops
+                    .iter()
+                    .map(|h| h.relationship.clone())
+                    .collect::<Vec<_>>(),
+                r.field.name.clone(),
+            );
+            if select
+                .iter()
+                .any(|(k, _): &((Vec<String>, String), Resolved)| *k == key)
+            {
+                return Err(query_error(
+                    query,
+                    p.pos,
+                    "MALFORMED_QUERY",
+                    &format!("duplicate field selected: {}", p.segments.join(".")),
+                ));
+            }
+            select.push((key, r));
+        }
+    }
+    let filter = q
+        .filter
+        .as_ref()
+        .map(|c| resolve_cond(query, org, &def, c))
+        .transpose()?;
+    let order: Vec<(Resolved, &OrderItem)> = q
+        .order
+        .iter()
+        .map(|o| resolve_path(query, org, &def, &o.path).map(|r| (r, o)))
+        .collect::<Result<_, _>>()?;
+
+    let mut rows: Vec<&Record> = org
+        .all(def.name)
+        .filter(|r| all_rows || !Org::is_deleted(r))
+        .filter(|r| filter.as_ref().is_none_or(|f| eval(org, r, f, now)))
+        .collect();
+    if !order.is_empty() {
+        rows.sort_by(|a, b| {
+            for (path, item) in &order {
+                let (va, vb) = (path_value(org, a, path), path_value(org, b, path));
+                let ord = match (va.is_null(), vb.is_null()) {
+                    (true, true) => Ordering::Equal,
+                    (true, false) => {
+                        if item.nulls_last {
+                            Ordering::Greater
+                        } else {
+                            Ordering::Less
+                        }
+                    }
+                    (false, true) => {
+                        if item.nulls_last {
+                            Ordering::Less
+                        } else {
+                            Ordering::Greater
+                        }
+                    }
+                    (false, false) => {
+                        let o = cmp_stored(&path.field.ty, &va, &vb);
+                        if item.descending { o.reverse() } else { o }
+                    }
+                };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+            Ordering::Equal
+        });
+    }
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(usize::MAX);
+    let picked: Vec<&Record> = rows.into_iter().skip(offset).take(limit).collect();
+    if q.select.contains(&SelectItem::Count) {
+        return Ok(QueryResult {
+            total_size: picked.len(),
+            rows: Vec::new(),
+        });
+    }
+    let rendered: Vec<OutRecord> = picked
+        .iter()
+        .map(|rec| {
+            let id = rec
+                .get("Id")
+                .and_then(FieldValue::as_str)
+                .unwrap_or_default();
+            let mut out = vec![attributes(version, def.name, id)];
+            for (_, r) in &select {
+                insert_path(org, &mut out, Some(rec), &r.hops, &r.field, version);
+            }
+            OutRecord(out)
+        })
+        .collect();
+    Ok(QueryResult {
+        total_size: rendered.len(),
+        rows: rendered,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexes_strings_with_escapes_numbers_and_datetimes() {
+        let toks = lex(r"Name = 'O\'Brien' AND Amount >= -12.50 AND SystemModstamp > 2024-01-15T10:30:00.000+0000").unwrap();
+        let kinds: Vec<Tok> = toks.into_iter().map(|t| t.tok).collect();
+        assert_eq!(kinds[2], Tok::Str("O'Brien".into()));
+        assert_eq!(kinds[6], Tok::Num(Decimal::new(-1250, 2)));
+        assert_eq!(
+            kinds[10],
+            Tok::DateTime(parse_datetime("2024-01-15T10:30:00Z").unwrap())
+        );
+        assert_eq!(
+            lex("CloseDate < 2024-02-01").unwrap()[2].tok,
+            Tok::Date(NaiveDate::from_ymd_opt(2024, 2, 1).unwrap())
+        );
+    }
+
+    #[test]
+    fn parses_the_full_grammar() {
+        let q = parse(
+            "select Id, Account.Name from Opportunity where (StageName = 'Closed Won' or Amount > 100) and not Name like 'X%' \
+             and Id not in ('a', 'b') order by CloseDate desc nulls first, Name limit 10 offset 5",
+        )
+        .unwrap();
+        assert_eq!(q.object, "Opportunity");
+        assert_eq!(q.select.len(), 2);
+        assert_eq!(q.limit, Some(10));
+        assert_eq!(q.offset, Some(5));
+        assert!(q.order[0].descending && !q.order[0].nulls_last);
+        assert!(!q.order[1].descending && !q.order[1].nulls_last);
+        let Some(Cond::And(parts)) = q.filter else {
+            panic!("expected AND")
+        };
+        assert_eq!(parts.len(), 3);
+        assert!(matches!(parts[0], Cond::Or(_)));
+        assert!(matches!(parts[1], Cond::Not(_)));
+        assert!(matches!(parts[2], Cond::In { negated: true, .. }));
+    }
+
+    #[test]
+    fn count_and_date_literals() {
+        let q = parse("SELECT COUNT() FROM Account WHERE CreatedDate = LAST_N_DAYS:30").unwrap();
+        assert_eq!(q.select, vec![SelectItem::Count]);
+        let Some(Cond::Cmp { value, .. }) = q.filter else {
+            panic!()
+        };
+        assert_eq!(
+            value.lit,
+            Literal::DateRange {
+                name: "LAST_N_DAYS".into(),
+                n: Some(30)
+            }
+        );
+    }
+
+    #[test]
+    fn syntax_errors_say_what_was_expected_where() {
+        let e = parse("SELECT Id Name FROM Account").unwrap_err();
+        assert_eq!(e.code(), "MALFORMED_QUERY");
+        let msg = &e.errors[0].message;
+        assert!(
+            msg.contains("Row:1:Column:11") && msg.contains("expected FROM"),
+            "{msg}"
+        );
+        let e = parse("SELECT Id FROM Account WHERE").unwrap_err();
+        assert!(
+            e.errors[0].message.contains("<EOF>"),
+            "{}",
+            e.errors[0].message
+        );
+        let e = parse("SELECT Id FROM Account WHERE A = 1 AND B = 2 OR C = 3").unwrap_err();
+        assert!(e.errors[0].message.contains("can't be mixed"));
+        let e = parse("SELECT Id FROM Account WHERE Name = 'open").unwrap_err();
+        assert!(e.errors[0].message.contains("unterminated"));
+        let e = parse("SELECT Id FROM Account LIMIT ten").unwrap_err();
+        assert!(e.errors[0].message.contains("a number after LIMIT"));
+    }
+
+    #[test]
+    fn like_is_case_insensitive_with_wildcards_and_escapes() {
+        let text: Vec<char> = "O'Brien Logistics".chars().collect();
+        assert!(like_matches(&like_pattern("o'brien%"), &text));
+        assert!(like_matches(&like_pattern("%LOGISTIC_"), &text));
+        assert!(!like_matches(&like_pattern("%Freight%"), &text));
+        let pct: Vec<char> = "100% done".chars().collect();
+        assert!(like_matches(&like_pattern("100\\% %"), &pct));
+        assert!(!like_matches(
+            &like_pattern("100\\%"),
+            &"1000".chars().collect::<Vec<_>>()
+        ));
+    }
+
+    #[test]
+    fn nulls_and_date_ranges_compare_like_soql() {
+        let now = parse_datetime("2024-03-10T12:00:00Z").unwrap();
+        let t = FieldType::DateTime;
+        let v = FieldValue::text("2024-03-09T08:00:00.000+0000");
+        let yesterday = Literal::DateRange {
+            name: "YESTERDAY".into(),
+            n: None,
+        };
+        assert!(compare(&t, &v, "=", &yesterday, now));
+        assert!(compare(
+            &t,
+            &v,
+            "<",
+            &Literal::DateRange {
+                name: "TODAY".into(),
+                n: None
+            },
+            now
+        ));
+        assert!(compare(
+            &t,
+            &v,
+            "=",
+            &Literal::DateRange {
+                name: "LAST_N_DAYS".into(),
+                n: Some(7)
+            },
+            now
+        ));
+        assert!(compare(
+            &FieldType::Text,
+            &FieldValue::Null,
+            "=",
+            &Literal::Null,
+            now
+        ));
+        assert!(compare(
+            &FieldType::Text,
+            &FieldValue::Null,
+            "!=",
+            &Literal::Str("x".into()),
+            now
+        ));
+        assert!(!compare(
+            &FieldType::Currency,
+            &FieldValue::Null,
+            ">",
+            &Literal::Num(Decimal::ZERO),
+            now
+        ));
+        assert!(compare(
+            &FieldType::Text,
+            &FieldValue::text("ACME"),
+            "=",
+            &Literal::Str("acme".into()),
+            now
+        ));
+    }
+}

@@ -1,0 +1,135 @@
+//! The durable state of ledgerlink.
+//!
+//! Layout: [`Store`] is the one trait the engine talks to; [`open`] picks a backend from the URL
+//! (`sqlite://…` → [`sqlite::SqliteStore`], `postgres://…` → [`postgres::PgStore`]). [`crypto`] seals
+//! connection credentials with AES-256-GCM under a master key from `LEDGERLINK_MASTER_KEY` or a 0600 key file.
+//! [`types`] holds the rows: connections, jobs, links, write intents, change cursors, runs, audit entries,
+//! review items. Migrations live in `migrations/sqlite` and `migrations/postgres`; the same contract tests
+//! (`tests/contract.rs`) run against both backends.
+
+pub mod crypto;
+pub mod testing;
+pub mod types;
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+
+pub use crypto::{MasterKey, SecretCipher};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported store URL `{0}`: use sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    #[error("{what} `{id}` not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("credentials could not be decrypted: wrong master key or tampered data")]
+    Decrypt,
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything ledgerlink keeps. Both backends pass the same contract tests.
+///
+/// Times are passed in (`now`) rather than read inside, so that the engine's clock (which tests and the
+/// sandboxes can advance) is the only clock.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is (`sqlite` or `postgres`), for logs and the summary.
+    fn backend(&self) -> &'static str;
+
+    // ----- connections (credentials sealed with the master key) -----
+    /// Creates or replaces the connection called `name`.
+    async fn put_connection(&self, conn: &NewConnection) -> Result<Connection>;
+    async fn get_connection(&self, name: &str) -> Result<Option<Connection>>;
+    async fn list_connections(&self) -> Result<Vec<Connection>>;
+    /// Replaces the credentials only if they are still at `expected_version` (compare-and-swap, so two refreshers
+    /// cannot overwrite each other's rotated refresh token). Returns the new version.
+    async fn update_credentials(&self, name: &str, expected_version: i64, credentials: &serde_json::Value) -> Result<i64>;
+
+    // ----- jobs: the durable queue -----
+    /// Inserts a job unless one with the same idempotency key exists (then returns that one's id).
+    async fn enqueue(&self, job: &NewJob) -> Result<Enqueued>;
+    /// Claims up to `limit` due jobs (queued with run_at <= now, or running with an expired lease), setting a lease
+    /// for `worker` until now + `lease` and incrementing `attempts`. PostgreSQL uses FOR UPDATE SKIP LOCKED.
+    async fn claim_jobs(&self, worker: &str, now: DateTime<Utc>, lease: Duration, limit: u32) -> Result<Vec<Job>>;
+    /// Marks a job done. Fails with Conflict if `worker` no longer holds its lease.
+    async fn complete_job(&self, id: JobId, worker: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Records a failed attempt: requeues at `retry_at`, or dead-letters when `retry_at` is None.
+    async fn fail_job(&self, id: JobId, worker: &str, error: &str, retry_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()>;
+    /// Parks a job until a review item is resolved.
+    async fn park_job(&self, id: JobId, worker: &str, review: ReviewId, now: DateTime<Utc>) -> Result<()>;
+    /// Requeues a dead or parked job to run now, attempts reset (retry / replay / resume after review).
+    async fn requeue_job(&self, id: JobId, now: DateTime<Utc>) -> Result<()>;
+    /// Takes back the leases of jobs left running by a process that is known to be gone: those leased to `owner`,
+    /// or every running job when `owner` is None (only sound when no other process uses the store, as with the
+    /// embedded SQLite file). They become due now; `attempts` is kept, so a job that keeps killing its worker
+    /// still reaches its limit. Returns how many were taken back.
+    async fn recover_leases(&self, owner: Option<&str>, now: DateTime<Utc>) -> Result<u64>;
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
+    async fn count_jobs(&self) -> Result<JobCounts>;
+
+    // ----- links: which record in one system is which in another -----
+    async fn put_link(&self, link: &Link) -> Result<()>;
+    /// The link from `from` to a record of `to_object` in `to_connection`, looked up from either side.
+    async fn find_link(&self, from: &RecordRef, to_connection: &str, to_object: &str) -> Result<Option<Link>>;
+    async fn list_links(&self, connection: &str, object: &str) -> Result<Vec<Link>>;
+
+    // ----- write intents: recorded before an external create, completed after -----
+    /// Records the intent unless one with this key exists; returns the stored intent either way.
+    async fn begin_intent(&self, intent: &NewWriteIntent) -> Result<WriteIntent>;
+    async fn complete_intent(&self, key: &str, result_id: &str, response: &serde_json::Value, now: DateTime<Utc>) -> Result<()>;
+    async fn get_intent(&self, key: &str) -> Result<Option<WriteIntent>>;
+
+    // ----- change cursors, one per (connection, object, flow) -----
+    async fn get_cursor(&self, connection: &str, object: &str, flow: &str) -> Result<Option<ChangeCursor>>;
+    async fn put_cursor(&self, cursor: &ChangeCursor) -> Result<()>;
+
+    // ----- runs -----
+    async fn start_run(&self, run: &NewRun) -> Result<RunId>;
+    async fn finish_run(&self, id: RunId, outcome: &RunOutcome, now: DateTime<Utc>) -> Result<()>;
+    async fn list_runs(&self, flow: Option<&str>, limit: u32) -> Result<Vec<Run>>;
+
+    // ----- audit log: every external write -----
+    async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64>;
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>>;
+
+    // ----- review items: decisions the engine must not guess -----
+    async fn create_review(&self, item: &NewReviewItem) -> Result<ReviewId>;
+    async fn get_review(&self, id: ReviewId) -> Result<Option<ReviewItem>>;
+    async fn list_reviews(&self, status: Option<ReviewStatus>) -> Result<Vec<ReviewItem>>;
+    async fn resolve_review(&self, id: ReviewId, resolution: &serde_json::Value, now: DateTime<Utc>) -> Result<ReviewItem>;
+}
+
+/// Opens the store the URL names, runs its migrations, and returns it.
+///
+/// `sqlite://PATH` (created if missing, WAL journal) or `postgres://…`. The cipher seals credentials.
+pub async fn open(url: &str, cipher: SecretCipher) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url, cipher).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url, cipher).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
+
+pub use ledgerlink_model::RecordRef;

@@ -1,0 +1,666 @@
+//! The store contract: one suite, run against both backends.
+//!
+//! Layout: each contract is a plain `async fn(&Fixture)` written against `Arc<dyn Store>`; the `contract!` macro at
+//! the bottom turns each into a module with a `sqlite` and a `postgres` test. SQLite gets a fresh file in a temp
+//! dir; PostgreSQL gets a fresh database `ledgerlink_test_<random>` on the server named by
+//! `LEDGERLINK_TEST_POSTGRES_URL`, dropped when the fixture is dropped (even if the test panicked). Without that
+//! variable the PostgreSQL half is skipped with a message, unless `CI=true`, where skipping would hide a gap and
+//! the test fails instead.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ledgerlink_store::{
+    AuditFilter, ChangeCursor, Enqueued, IntentStatus, JobFilter, JobStatus, Link, NewAuditEntry, NewConnection,
+    NewJob, NewReviewItem, NewRun, NewWriteIntent, PgStore, RecordRef, ReviewStatus, RunOutcome, SecretCipher,
+    SqliteStore, Store, StoreError,
+};
+use ledgerlink_store::testing::TestDatabase;
+use serde_json::json;
+
+// ----- fixtures -----
+
+enum Concrete {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+struct Fixture {
+    store: Arc<dyn Store>,
+    concrete: Concrete,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    _database: Option<TestDatabase>,
+}
+
+impl Fixture {
+    async fn raw_credentials(&self, name: &str) -> Option<String> {
+        match &self.concrete {
+            Concrete::Sqlite(s) => s.raw_credentials_column(name).await.unwrap(),
+            Concrete::Postgres(s) => s.raw_credentials_column(name).await.unwrap(),
+        }
+    }
+}
+
+async fn sqlite_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    // A directory that does not exist yet: opening must create it.
+    let url = format!("sqlite://{}", dir.path().join("state/ledgerlink.db").display());
+    let store = SqliteStore::open(&url, SecretCipher::for_tests()).await.unwrap();
+    Fixture { store: Arc::new(store.clone()), concrete: Concrete::Sqlite(store), url, _dir: Some(dir), _database: None }
+}
+
+async fn postgres_fixture() -> Option<Fixture> {
+    let database = TestDatabase::create().await?;
+    let url = database.url.clone();
+    let store = PgStore::open(&url, SecretCipher::for_tests()).await.unwrap();
+    Some(Fixture {
+        store: Arc::new(store.clone()),
+        concrete: Concrete::Postgres(store),
+        url,
+        _dir: None,
+        _database: Some(database),
+    })
+}
+
+// ----- builders -----
+
+/// A fixed instant (whole microseconds, as both backends store them) so that results never depend on the clock.
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0).unwrap()
+}
+
+fn job(key: &str, run_at: DateTime<Utc>) -> NewJob {
+    NewJob {
+        kind: "flow.record".into(),
+        idempotency_key: key.into(),
+        flow: Some("opportunity-to-invoice".into()),
+        connection: Some("qbo".into()),
+        payload: json!({"record": key, "amount": "125.50", "currency": "USD"}),
+        run_at,
+        max_attempts: 3,
+    }
+}
+
+fn new_connection(secret: &str) -> NewConnection {
+    NewConnection {
+        name: "qbo-acme".into(),
+        system: "quickbooks".into(),
+        config: json!({"realm_id": "9130350000000001", "base_url": "https://sandbox-quickbooks.api.intuit.com"}),
+        credentials: json!({"client_secret": secret, "refresh_token": "RT1-first-token"}),
+    }
+}
+
+// ----- contracts -----
+
+async fn connections_are_sealed_at_rest_and_rotated_by_compare_and_swap(f: &Fixture) {
+    let s = &f.store;
+    let secret = "very-secret-client-secret-4711";
+    let created = s.put_connection(&new_connection(secret)).await.unwrap();
+    assert_eq!(created.credentials_version, 1);
+    assert_eq!(created.credentials["client_secret"], secret);
+    assert!(!format!("{created:?}").contains(secret), "Debug must redact credentials");
+
+    let raw = f.raw_credentials("qbo-acme").await.unwrap();
+    assert!(raw.starts_with("v1:"), "sealed column should carry the format version: {raw}");
+    assert!(!raw.contains(secret) && !raw.contains("RT1-first-token") && !raw.contains("client_secret"));
+
+    let got = s.get_connection("qbo-acme").await.unwrap().unwrap();
+    assert_eq!(got.credentials, created.credentials);
+    assert_eq!(got.config["realm_id"], "9130350000000001");
+    assert!(s.get_connection("missing").await.unwrap().is_none());
+
+    // Two refreshers both read version 1; only the first swap wins.
+    let v2 =
+        s.update_credentials("qbo-acme", 1, &json!({"client_secret": secret, "refresh_token": "RT2"})).await.unwrap();
+    assert_eq!(v2, 2);
+    let stale = s.update_credentials("qbo-acme", 1, &json!({"refresh_token": "RT2-other"})).await.unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict(_)), "{stale:?}");
+    let got = s.get_connection("qbo-acme").await.unwrap().unwrap();
+    assert_eq!(got.credentials["refresh_token"], "RT2");
+    assert_eq!(got.credentials_version, 2);
+    assert!(!f.raw_credentials("qbo-acme").await.unwrap().contains("RT2"));
+    let missing = s.update_credentials("nope", 1, &json!({})).await.unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound { what: "connection", .. }), "{missing:?}");
+
+    // Replacing the connection keeps its creation time and moves the version on, so in-flight swaps fail.
+    let replaced = s.put_connection(&new_connection("rotated-secret")).await.unwrap();
+    assert_eq!(replaced.credentials_version, 3);
+    assert_eq!(replaced.created_at, created.created_at);
+    assert!(s.update_credentials("qbo-acme", 2, &json!({})).await.is_err());
+
+    let mut other = new_connection("sf-secret");
+    other.name = "salesforce".into();
+    other.system = "salesforce".into();
+    s.put_connection(&other).await.unwrap();
+    let names: Vec<String> = s.list_connections().await.unwrap().into_iter().map(|c| c.name).collect();
+    assert_eq!(names, ["qbo-acme", "salesforce"]);
+}
+
+async fn credentials_cannot_be_read_with_another_master_key(f: &Fixture) {
+    f.store.put_connection(&new_connection("s3cr3t")).await.unwrap();
+    let other = ledgerlink_store::open(&f.url, SecretCipher::for_tests()).await.unwrap();
+    assert_eq!(other.backend(), f.store.backend());
+    let err = other.get_connection("qbo-acme").await.unwrap_err();
+    assert!(matches!(err, StoreError::Decrypt), "{err:?}");
+}
+
+async fn duplicate_enqueue_is_a_no_op(f: &Fixture) {
+    let s = &f.store;
+    let first = s.enqueue(&job("sf:006A:v1", t0())).await.unwrap();
+    let Enqueued::Inserted(id) = first else { panic!("first enqueue should insert: {first:?}") };
+    let mut again = job("sf:006A:v1", t0() + Duration::hours(1));
+    again.payload = json!({"different": true});
+    assert_eq!(s.enqueue(&again).await.unwrap(), Enqueued::Duplicate(id));
+
+    let stored = s.get_job(id).await.unwrap().unwrap();
+    assert_eq!(stored.payload, job("sf:006A:v1", t0()).payload, "the original job must be untouched");
+    assert_eq!(stored.run_at, t0());
+    assert_eq!(stored.status, JobStatus::Queued);
+    assert_eq!(stored.attempts, 0);
+    assert_eq!(s.count_jobs().await.unwrap().queued, 1);
+    assert!(s.get_job(id + 1000).await.unwrap().is_none());
+}
+
+async fn claim_takes_due_jobs_in_order_and_leases_them(f: &Fixture) {
+    let s = &f.store;
+    let late = s.enqueue(&job("late", t0() - Duration::seconds(1))).await.unwrap().id();
+    let early = s.enqueue(&job("early", t0() - Duration::minutes(5))).await.unwrap().id();
+    // Differs from t0 only in the microseconds: text ordering in SQLite must still get it right.
+    let future = s.enqueue(&job("future", t0() + Duration::microseconds(1))).await.unwrap().id();
+    let exact = s.enqueue(&job("exact", t0())).await.unwrap().id();
+
+    let got = s.claim_jobs("w1", t0(), Duration::seconds(30), 2).await.unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), [early, late]);
+    for j in &got {
+        assert_eq!(j.status, JobStatus::Running);
+        assert_eq!(j.lease_owner.as_deref(), Some("w1"));
+        assert_eq!(j.lease_until, Some(t0() + Duration::seconds(30)));
+        assert_eq!(j.attempts, 1);
+    }
+    let rest = s.claim_jobs("w2", t0(), Duration::seconds(30), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), [exact], "leased and future jobs are not due");
+    assert!(s.claim_jobs("w2", t0() + Duration::seconds(29), Duration::seconds(30), 0).await.unwrap().is_empty());
+    let later = s.claim_jobs("w2", t0() + Duration::microseconds(1), Duration::seconds(30), 10).await.unwrap();
+    assert_eq!(later.iter().map(|j| j.id).collect::<Vec<_>>(), [future]);
+
+    let counts = s.count_jobs().await.unwrap();
+    assert_eq!((counts.queued, counts.running), (0, 4));
+    s.complete_job(early, "w1", t0() + Duration::seconds(1)).await.unwrap();
+    let done = s.get_job(early).await.unwrap().unwrap();
+    assert_eq!(done.status, JobStatus::Done);
+    assert_eq!(done.updated_at, t0() + Duration::seconds(1));
+    // Done is final: completing again, or from another worker, is a conflict.
+    assert!(matches!(s.complete_job(early, "w1", t0()).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(s.complete_job(late, "w2", t0()).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(s.complete_job(999_999, "w1", t0()).await, Err(StoreError::NotFound { what: "job", .. })));
+}
+
+async fn concurrent_claimers_never_share_a_job_and_drain_the_queue(f: &Fixture) {
+    const JOBS: usize = 200;
+    const WORKERS: usize = 8;
+    for i in 0..JOBS {
+        let run_at = t0() - Duration::seconds((i % 17) as i64);
+        f.store.enqueue(&job(&format!("bulk-{i}"), run_at)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS {
+        let store = Arc::clone(&f.store);
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("worker-{w}");
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_jobs(&worker, t0(), Duration::minutes(5), 3).await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                for j in batch {
+                    assert_eq!(j.lease_owner.as_deref(), Some(worker.as_str()));
+                    // Completing proves the lease is really ours and not also someone else's.
+                    store.complete_job(j.id, &worker, t0()).await.unwrap();
+                    mine.push(j.id);
+                }
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for t in tasks {
+        for id in t.await.unwrap() {
+            total += 1;
+            assert!(seen.insert(id), "job {id} was handed to two workers");
+        }
+    }
+    assert_eq!(total, JOBS);
+    assert_eq!(seen.len(), JOBS);
+    let counts = f.store.count_jobs().await.unwrap();
+    assert_eq!((counts.done, counts.queued, counts.running), (JOBS as i64, 0, 0));
+    for j in f.store.list_jobs(&JobFilter::default()).await.unwrap() {
+        assert_eq!(j.attempts, 1, "job {} was claimed more than once", j.id);
+    }
+}
+
+async fn expired_lease_is_reclaimed_and_the_old_worker_loses_it(f: &Fixture) {
+    let s = &f.store;
+    let id = s.enqueue(&job("crashy", t0())).await.unwrap().id();
+    let lease = Duration::seconds(30);
+    assert_eq!(s.claim_jobs("old", t0(), lease, 10).await.unwrap().len(), 1);
+    assert!(s.claim_jobs("new", t0() + Duration::seconds(29), lease, 10).await.unwrap().is_empty());
+    // Exactly at lease end the lease still holds; strictly after, it has expired.
+    assert!(s.claim_jobs("new", t0() + lease, lease, 10).await.unwrap().is_empty());
+
+    let at = t0() + Duration::seconds(31);
+    let reclaimed = s.claim_jobs("new", at, lease, 10).await.unwrap();
+    assert_eq!(reclaimed.len(), 1);
+    assert_eq!(reclaimed[0].id, id);
+    assert_eq!(reclaimed[0].attempts, 2, "the lost attempt counts");
+    assert_eq!(reclaimed[0].lease_owner.as_deref(), Some("new"));
+    assert_eq!(reclaimed[0].lease_until, Some(at + lease));
+
+    for err in [
+        s.complete_job(id, "old", at).await.unwrap_err(),
+        s.fail_job(id, "old", "late failure", None, at).await.unwrap_err(),
+        s.park_job(id, "old", 1, at).await.unwrap_err(),
+    ] {
+        assert!(matches!(&err, StoreError::Conflict(m) if m.contains("new")), "{err:?}");
+    }
+    s.complete_job(id, "new", at).await.unwrap();
+    assert_eq!(s.get_job(id).await.unwrap().unwrap().status, JobStatus::Done);
+}
+
+async fn leases_of_a_gone_process_are_recovered_at_once(f: &Fixture) {
+    let s = &f.store;
+    let a = s.enqueue(&job("a", t0())).await.unwrap().id();
+    let b = s.enqueue(&job("b", t0())).await.unwrap().id();
+    let c = s.enqueue(&job("c", t0())).await.unwrap().id();
+    let lease = Duration::minutes(10);
+    assert_eq!(s.claim_jobs("dead-worker", t0(), lease, 2).await.unwrap().len(), 2);
+    assert_eq!(s.claim_jobs("live-worker", t0(), lease, 1).await.unwrap().len(), 1);
+
+    // Only the named owner's leases come back, long before they would expire.
+    let at = t0() + Duration::seconds(1);
+    assert_eq!(s.recover_leases(Some("dead-worker"), at).await.unwrap(), 2);
+    let again = s.claim_jobs("restarted", at, lease, 10).await.unwrap();
+    let ids: HashSet<_> = again.iter().map(|j| j.id).collect();
+    assert_eq!(ids, HashSet::from([a, b]));
+    assert!(again.iter().all(|j| j.attempts == 2), "the interrupted attempt still counts");
+    let live = s.get_job(c).await.unwrap().unwrap();
+    assert_eq!((live.status, live.lease_owner.as_deref()), (JobStatus::Running, Some("live-worker")));
+
+    // Without an owner every running job comes back (single-process stores).
+    assert_eq!(s.recover_leases(None, at).await.unwrap(), 3);
+    assert!(s.list_jobs(&JobFilter { status: Some(JobStatus::Running), ..Default::default() }).await.unwrap().is_empty());
+}
+
+async fn failures_retry_then_dead_letter_and_requeue_resets(f: &Fixture) {
+    let s = &f.store;
+    let id = s.enqueue(&job("flaky", t0())).await.unwrap().id();
+    let mut now = t0();
+    let mut attempts_seen = Vec::new();
+    // What the engine does: retry with backoff while attempts remain, dead-letter after the last.
+    loop {
+        let claimed = s.claim_jobs("w", now, Duration::seconds(60), 1).await.unwrap();
+        let Some(j) = claimed.into_iter().next() else { panic!("job should be due at {now}") };
+        attempts_seen.push(j.attempts);
+        let retry_at = (j.attempts < j.max_attempts).then(|| now + Duration::seconds(10 * i64::from(j.attempts)));
+        s.fail_job(id, "w", &format!("HTTP 503 on attempt {}", j.attempts), retry_at, now).await.unwrap();
+        let after = s.get_job(id).await.unwrap().unwrap();
+        assert_eq!(after.last_error.as_deref(), Some(format!("HTTP 503 on attempt {}", j.attempts).as_str()));
+        assert_eq!(after.lease_owner, None);
+        match retry_at {
+            Some(at) => {
+                assert_eq!(after.status, JobStatus::Queued);
+                assert_eq!(after.run_at, at);
+                let early = s.claim_jobs("w", at - Duration::microseconds(1), Duration::seconds(60), 1).await.unwrap();
+                assert!(early.is_empty(), "not due before retry_at");
+                now = at;
+            }
+            None => {
+                assert_eq!(after.status, JobStatus::Dead);
+                break;
+            }
+        }
+    }
+    assert_eq!(attempts_seen, [1, 2, 3]);
+    assert!(s.claim_jobs("w", now + Duration::days(1), Duration::seconds(60), 10).await.unwrap().is_empty());
+    assert_eq!(s.count_jobs().await.unwrap().dead, 1);
+
+    let replay_at = now + Duration::hours(1);
+    s.requeue_job(id, replay_at).await.unwrap();
+    let requeued = s.get_job(id).await.unwrap().unwrap();
+    assert_eq!((requeued.status, requeued.attempts, requeued.run_at), (JobStatus::Queued, 0, replay_at));
+    let again = s.claim_jobs("w", replay_at, Duration::seconds(60), 1).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    // A running job cannot be requeued under its worker's feet.
+    assert!(matches!(s.requeue_job(id, replay_at).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(s.requeue_job(424_242, replay_at).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(s.fail_job(424_242, "w", "x", None, now).await, Err(StoreError::NotFound { .. })));
+}
+
+async fn parked_jobs_wait_for_their_review(f: &Fixture) {
+    let s = &f.store;
+    let id = s.enqueue(&job("ambiguous", t0())).await.unwrap().id();
+    s.claim_jobs("w", t0(), Duration::seconds(60), 1).await.unwrap();
+    let review = s
+        .create_review(&NewReviewItem {
+            flow: Some("opportunity-to-invoice".into()),
+            job_id: Some(id),
+            kind: "ambiguous_match".into(),
+            reason: "Two QuickBooks customers are named Acme Corp".into(),
+            subject: Some(RecordRef::new("salesforce", "Opportunity", "006A")),
+            details: json!({"candidates": [{"id": "58", "score": 0.91}, {"id": "61", "score": 0.90}]}),
+            created_at: t0(),
+        })
+        .await
+        .unwrap();
+    s.park_job(id, "w", review, t0()).await.unwrap();
+    let parked = s.get_job(id).await.unwrap().unwrap();
+    assert_eq!((parked.status, parked.review_id, parked.lease_owner.clone()), (JobStatus::Parked, Some(review), None));
+    assert!(s.claim_jobs("w", t0() + Duration::days(1), Duration::seconds(60), 10).await.unwrap().is_empty());
+    assert_eq!(s.count_jobs().await.unwrap().parked, 1);
+
+    s.resolve_review(review, &json!({"customer_id": "58"}), t0()).await.unwrap();
+    s.requeue_job(id, t0() + Duration::minutes(1)).await.unwrap();
+    let resumed = s.get_job(id).await.unwrap().unwrap();
+    assert_eq!((resumed.status, resumed.review_id, resumed.attempts), (JobStatus::Queued, None, 0));
+}
+
+async fn jobs_are_listed_with_filters(f: &Fixture) {
+    let s = &f.store;
+    let a = s.enqueue(&job("a", t0())).await.unwrap().id();
+    let mut other = job("b", t0());
+    other.flow = Some("payments".into());
+    other.kind = "flow.poll".into();
+    let b = s.enqueue(&other).await.unwrap().id();
+    let c = s.enqueue(&job("c", t0() + Duration::hours(1))).await.unwrap().id();
+    s.claim_jobs("w", t0(), Duration::seconds(60), 1).await.unwrap(); // takes `a`
+
+    let ids = |jobs: Vec<ledgerlink_store::Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_jobs(&JobFilter::default()).await.unwrap()), [c, b, a], "newest first");
+    let queued = JobFilter { status: Some(JobStatus::Queued), ..Default::default() };
+    assert_eq!(ids(s.list_jobs(&queued).await.unwrap()), [c, b]);
+    let flow = JobFilter { flow: Some("payments".into()), ..Default::default() };
+    assert_eq!(ids(s.list_jobs(&flow).await.unwrap()), [b]);
+    let kind = JobFilter { kind: Some("flow.record".into()), limit: Some(1), ..Default::default() };
+    assert_eq!(ids(s.list_jobs(&kind).await.unwrap()), [c]);
+    let none = JobFilter { status: Some(JobStatus::Dead), ..Default::default() };
+    assert!(s.list_jobs(&none).await.unwrap().is_empty());
+    let counts = s.count_jobs().await.unwrap();
+    assert_eq!((counts.queued, counts.running, counts.done, counts.dead, counts.parked), (2, 1, 0, 0, 0));
+}
+
+async fn links_are_found_from_either_side(f: &Fixture) {
+    let s = &f.store;
+    let opp = RecordRef::new("salesforce", "Opportunity", "006A000001");
+    let inv = RecordRef::new("qbo-acme", "Invoice", "145");
+    let link = Link {
+        a: opp.clone(),
+        b: inv.clone(),
+        a_version: Some("2025-03-01T11:59:00Z".into()),
+        b_version: Some("0".into()),
+        a_hash: Some("h-a-1".into()),
+        b_hash: Some("h-b-1".into()),
+        flow: Some("opportunity-to-invoice".into()),
+        updated_at: t0(),
+    };
+    s.put_link(&link).await.unwrap();
+    assert_eq!(s.find_link(&opp, "qbo-acme", "Invoice").await.unwrap(), Some(link.clone()));
+    assert_eq!(s.find_link(&inv, "salesforce", "Opportunity").await.unwrap(), Some(link.clone()), "as stored");
+    assert_eq!(s.find_link(&opp, "qbo-acme", "Customer").await.unwrap(), None);
+    assert_eq!(
+        s.find_link(&RecordRef::new("salesforce", "Opportunity", "other"), "qbo-acme", "Invoice").await.unwrap(),
+        None
+    );
+
+    // Upsert on (a, b.connection, b.object): new versions and hashes replace the old ones.
+    let updated = Link {
+        b_version: Some("1".into()),
+        b_hash: Some("h-b-2".into()),
+        updated_at: t0() + Duration::minutes(1),
+        ..link.clone()
+    };
+    s.put_link(&updated).await.unwrap();
+    assert_eq!(s.find_link(&inv, "salesforce", "Opportunity").await.unwrap(), Some(updated.clone()));
+
+    let customer = Link {
+        a: RecordRef::new("salesforce", "Account", "001A"),
+        b: RecordRef::new("qbo-acme", "Customer", "58"),
+        a_version: None,
+        b_version: None,
+        a_hash: None,
+        b_hash: None,
+        flow: None,
+        updated_at: t0(),
+    };
+    s.put_link(&customer).await.unwrap();
+    assert_eq!(s.list_links("qbo-acme", "Invoice").await.unwrap(), std::slice::from_ref(&updated));
+    assert_eq!(s.list_links("salesforce", "Opportunity").await.unwrap(), [updated]);
+    assert_eq!(s.list_links("qbo-acme", "Customer").await.unwrap(), [customer]);
+    assert!(s.list_links("qbo-acme", "Bill").await.unwrap().is_empty());
+}
+
+async fn write_intents_are_idempotent(f: &Fixture) {
+    let s = &f.store;
+    let intent = NewWriteIntent {
+        key: "opportunity-to-invoice:006A:v3:create".into(),
+        flow: "opportunity-to-invoice".into(),
+        job_id: Some(7),
+        connection: "qbo-acme".into(),
+        object: "Invoice".into(),
+        action: "create".into(),
+        payload: json!({"TotalAmt": "125.50", "CurrencyRef": {"value": "USD"}}),
+        created_at: t0(),
+    };
+    let first = s.begin_intent(&intent).await.unwrap();
+    assert_eq!((first.status, first.attempts, first.result_id.clone()), (IntentStatus::Pending, 1, None));
+    let retry =
+        NewWriteIntent { payload: json!({"changed": true}), created_at: t0() + Duration::minutes(5), ..intent.clone() };
+    let second = s.begin_intent(&retry).await.unwrap();
+    assert_eq!(second.attempts, 2);
+    assert_eq!(second.payload, intent.payload, "the stored intent is returned, not the new one");
+    assert_eq!(second.created_at, t0());
+    assert_eq!(second.job_id, Some(7));
+
+    let response = json!({"Invoice": {"Id": "145", "SyncToken": "0"}});
+    let done_at = t0() + Duration::minutes(6);
+    s.complete_intent(&intent.key, "145", &response, done_at).await.unwrap();
+    let done = s.get_intent(&intent.key).await.unwrap().unwrap();
+    assert_eq!(done.status, IntentStatus::Done);
+    assert_eq!(done.result_id.as_deref(), Some("145"));
+    assert_eq!(done.response, Some(response.clone()));
+    assert_eq!(done.completed_at, Some(done_at));
+    // A retried commit of the same outcome is harmless; a different record for the same intent is not.
+    s.complete_intent(&intent.key, "145", &response, done_at).await.unwrap();
+    assert!(matches!(s.complete_intent(&intent.key, "146", &response, done_at).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(s.complete_intent("nope", "1", &response, done_at).await, Err(StoreError::NotFound { .. })));
+    assert!(s.get_intent("nope").await.unwrap().is_none());
+    // After completion, a re-begin still returns the completed intent, so the caller sees the result.
+    let third = s.begin_intent(&intent).await.unwrap();
+    assert_eq!((third.status, third.attempts, third.result_id.as_deref()), (IntentStatus::Done, 3, Some("145")));
+}
+
+async fn change_cursors_upsert(f: &Fixture) {
+    let s = &f.store;
+    assert!(s.get_cursor("salesforce", "Opportunity", "opp").await.unwrap().is_none());
+    let cursor = ChangeCursor {
+        connection: "salesforce".into(),
+        object: "Opportunity".into(),
+        flow: "opp".into(),
+        position: t0(),
+        seen: json!([["006A", "v1"]]),
+        updated_at: t0(),
+    };
+    s.put_cursor(&cursor).await.unwrap();
+    assert_eq!(s.get_cursor("salesforce", "Opportunity", "opp").await.unwrap(), Some(cursor.clone()));
+    let moved = ChangeCursor {
+        position: t0() + Duration::minutes(5),
+        seen: json!([]),
+        updated_at: t0() + Duration::minutes(5),
+        ..cursor.clone()
+    };
+    s.put_cursor(&moved).await.unwrap();
+    assert_eq!(s.get_cursor("salesforce", "Opportunity", "opp").await.unwrap(), Some(moved));
+    let other_flow = ChangeCursor { flow: "other".into(), ..cursor.clone() };
+    s.put_cursor(&other_flow).await.unwrap();
+    assert_eq!(s.get_cursor("salesforce", "Opportunity", "other").await.unwrap(), Some(other_flow));
+    assert!(s.get_cursor("salesforce", "Account", "opp").await.unwrap().is_none());
+}
+
+async fn runs_start_finish_and_list_newest_first(f: &Fixture) {
+    let s = &f.store;
+    let r1 = s.start_run(&NewRun { flow: "opp".into(), trigger: "poll".into(), started_at: t0() }).await.unwrap();
+    let r2 = s
+        .start_run(&NewRun { flow: "pay".into(), trigger: "webhook".into(), started_at: t0() + Duration::minutes(1) })
+        .await
+        .unwrap();
+    let r3 = s
+        .start_run(&NewRun { flow: "opp".into(), trigger: "manual".into(), started_at: t0() + Duration::minutes(2) })
+        .await
+        .unwrap();
+    let outcome =
+        RunOutcome { records_seen: 12, jobs_enqueued: 3, writes: 2, errors: 1, error: Some("one 400".into()) };
+    s.finish_run(r1, &outcome, t0() + Duration::seconds(30)).await.unwrap();
+    assert!(matches!(s.finish_run(9_999, &outcome, t0()).await, Err(StoreError::NotFound { what: "run", .. })));
+
+    let all = s.list_runs(None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|r| r.id).collect::<Vec<_>>(), [r3, r2, r1]);
+    let opp = s.list_runs(Some("opp"), 10).await.unwrap();
+    assert_eq!(opp.iter().map(|r| r.id).collect::<Vec<_>>(), [r3, r1]);
+    let finished = &opp[1];
+    assert_eq!(finished.finished_at, Some(t0() + Duration::seconds(30)));
+    let stored = finished.outcome.clone().unwrap();
+    assert_eq!((stored.records_seen, stored.jobs_enqueued, stored.writes, stored.errors), (12, 3, 2, 1));
+    assert_eq!(stored.error.as_deref(), Some("one 400"));
+    assert!(opp[0].finished_at.is_none() && opp[0].outcome.is_none());
+    assert_eq!(opp[0].trigger, "manual");
+    assert_eq!(s.list_runs(None, 1).await.unwrap().len(), 1);
+}
+
+async fn audit_log_lists_newest_first_with_filters(f: &Fixture) {
+    let s = &f.store;
+    let entry = |minute: i64, flow: &str, connection: &str, object: &str, record: &str| NewAuditEntry {
+        at: t0() + Duration::minutes(minute),
+        flow: Some(flow.into()),
+        job_id: Some(minute),
+        connection: connection.into(),
+        object: object.into(),
+        record_id: Some(record.into()),
+        action: "create".into(),
+        outcome: "ok".into(),
+        before: None,
+        after: Some(json!({"Id": record})),
+        error: None,
+    };
+    let e1 = s.append_audit(&entry(1, "opp", "qbo-acme", "Invoice", "145")).await.unwrap();
+    let e2 = s.append_audit(&entry(2, "opp", "salesforce", "Opportunity", "006A")).await.unwrap();
+    let mut failed = entry(3, "pay", "qbo-acme", "Payment", "77");
+    failed.outcome = "error".into();
+    failed.error = Some("Stale object error".into());
+    failed.before = Some(json!({"Id": "77", "SyncToken": "1"}));
+    let e3 = s.append_audit(&failed).await.unwrap();
+    let e4 = s.append_audit(&entry(4, "opp", "qbo-acme", "Invoice", "145")).await.unwrap();
+
+    let ids = |v: Vec<ledgerlink_store::AuditEntry>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_audit(&AuditFilter::default()).await.unwrap()), [e4, e3, e2, e1]);
+    let by_flow = AuditFilter { flow: Some("opp".into()), ..Default::default() };
+    assert_eq!(ids(s.list_audit(&by_flow).await.unwrap()), [e4, e2, e1]);
+    let by_conn = AuditFilter { connection: Some("qbo-acme".into()), ..Default::default() };
+    assert_eq!(ids(s.list_audit(&by_conn).await.unwrap()), [e4, e3, e1]);
+    let by_record = AuditFilter {
+        connection: Some("qbo-acme".into()),
+        object: Some("Invoice".into()),
+        record_id: Some("145".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(s.list_audit(&by_record).await.unwrap()), [e4, e1]);
+    let limited = AuditFilter { limit: Some(2), ..Default::default() };
+    assert_eq!(ids(s.list_audit(&limited).await.unwrap()), [e4, e3]);
+
+    let by_object = AuditFilter { object: Some("Payment".into()), ..Default::default() };
+    let got = s.list_audit(&by_object).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let stored = &got[0].entry;
+    assert_eq!((stored.outcome.as_str(), stored.error.as_deref()), ("error", Some("Stale object error")));
+    assert_eq!(stored.before, failed.before);
+    assert_eq!(stored.after, failed.after);
+    assert_eq!((stored.at, stored.job_id, stored.flow.as_deref()), (failed.at, Some(3), Some("pay")));
+}
+
+async fn reviews_resolve_exactly_once(f: &Fixture) {
+    let s = &f.store;
+    let item = NewReviewItem {
+        flow: None,
+        job_id: None,
+        kind: "unmapped_account".into(),
+        reason: "No QuickBooks income account is mapped for product family Services".into(),
+        subject: None,
+        details: json!({"product_family": "Services"}),
+        created_at: t0(),
+    };
+    let first = s.create_review(&item).await.unwrap();
+    let with_subject =
+        NewReviewItem { subject: Some(RecordRef::new("salesforce", "Opportunity", "006B")), ..item.clone() };
+    let second = s.create_review(&with_subject).await.unwrap();
+
+    let got = s.get_review(first).await.unwrap().unwrap();
+    assert_eq!((got.status, got.item.subject.clone(), got.resolution.clone()), (ReviewStatus::Open, None, None));
+    assert_eq!(got.item.details, item.details);
+    assert_eq!(s.get_review(second).await.unwrap().unwrap().item.subject, with_subject.subject);
+    assert!(s.get_review(second + 100).await.unwrap().is_none());
+
+    let resolved_at = t0() + Duration::hours(2);
+    let resolved = s.resolve_review(first, &json!({"account_id": "79"}), resolved_at).await.unwrap();
+    assert_eq!(resolved.status, ReviewStatus::Resolved);
+    assert_eq!(resolved.resolution, Some(json!({"account_id": "79"})));
+    assert_eq!(resolved.resolved_at, Some(resolved_at));
+    let again = s.resolve_review(first, &json!({"account_id": "80"}), resolved_at).await.unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again:?}");
+    assert_eq!(s.get_review(first).await.unwrap().unwrap().resolution, Some(json!({"account_id": "79"})));
+    assert!(matches!(s.resolve_review(4242, &json!({}), resolved_at).await, Err(StoreError::NotFound { .. })));
+
+    let ids = |v: Vec<ledgerlink_store::ReviewItem>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(s.list_reviews(Some(ReviewStatus::Open)).await.unwrap()), [second]);
+    assert_eq!(ids(s.list_reviews(Some(ReviewStatus::Resolved)).await.unwrap()), [first]);
+    assert_eq!(ids(s.list_reviews(None).await.unwrap()), [first, second]);
+}
+
+// ----- one test per backend per contract -----
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let fixture = super::sqlite_fixture().await;
+                super::$name(&fixture).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(fixture) = super::postgres_fixture().await else { return };
+                super::$name(&fixture).await;
+            }
+        }
+    )*};
+}
+
+contract!(
+    connections_are_sealed_at_rest_and_rotated_by_compare_and_swap,
+    credentials_cannot_be_read_with_another_master_key,
+    duplicate_enqueue_is_a_no_op,
+    claim_takes_due_jobs_in_order_and_leases_them,
+    concurrent_claimers_never_share_a_job_and_drain_the_queue,
+    expired_lease_is_reclaimed_and_the_old_worker_loses_it,
+    leases_of_a_gone_process_are_recovered_at_once,
+    failures_retry_then_dead_letter_and_requeue_resets,
+    parked_jobs_wait_for_their_review,
+    jobs_are_listed_with_filters,
+    links_are_found_from_either_side,
+    write_intents_are_idempotent,
+    change_cursors_upsert,
+    runs_start_finish_and_list_newest_first,
+    audit_log_lists_newest_first_with_filters,
+    reviews_resolve_exactly_once,
+);

@@ -1,0 +1,391 @@
+//! `ledgerlink demo`: both sandboxes, the engine on embedded SQLite and the HTTP port in one process, and a sales
+//! team closing deals. At the end the QuickBooks sandbox is queried to count invoices per opportunity: the summary
+//! reports what QuickBooks holds, not what the engine believes it did.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledgerlink_connectors::{Connector, FindQuery, Record};
+use ledgerlink_engine::executor::to_decimal;
+use ledgerlink_engine::{Engine, EngineSettings, connections, templates};
+use ledgerlink_sandbox::{quickbooks, salesforce};
+use ledgerlink_store::{JobStatus, MasterKey, SecretCipher};
+use serde_json::{Value, json};
+
+pub struct DemoOptions {
+    pub once: bool,
+    pub port: u16,
+    pub data_dir: Option<PathBuf>,
+    pub opportunities: usize,
+}
+
+const FLOW: &str = "salesforce-closed-won-to-quickbooks-invoice";
+const INVOICE_FIELD: &str = "QuickBooks_Invoice_Id__c";
+
+/// Accounts the scenario creates that QuickBooks does not know yet.
+const NEW_ACCOUNTS: &[(&str, &str, &str, &str)] = &[
+    ("O'Brien & Daughters Roofing", "Siobhan", "O'Brien", "siobhan@obrien-roofing.example"),
+    ("Harbor Light Dental Group", "Marcus", "Webb", "m.webb@harborlight.example"),
+    ("Northwind Cold Storage LLC", "Priya", "Raman", "priya.raman@northwindcold.example"),
+    ("Juniper Ridge Vineyards", "Elena", "Sousa", "elena@juniperridge.example"),
+    ("Atlas Freight Brokers Inc.", "Dev", "Kapoor", "dkapoor@atlasfreight.example"),
+    ("Bluebird Early Learning", "Hannah", "Moss", "hannah@bluebird.example"),
+    ("Copperline Electrical", "Tomás", "Ruiz", "tomas@copperline.example"),
+];
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let data_dir = match &opts.data_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("ledgerlink-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&data_dir)?;
+    let db = data_dir.join("demo.sqlite");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+
+    say("starting the QuickBooks and Salesforce sandboxes");
+    let qbo = quickbooks::start(quickbooks::QuickbooksOptions::default()).await?;
+    let sfdc = salesforce::start(salesforce::SalesforceOptions::default()).await?;
+    say(&format!("  QuickBooks sandbox  {}  (company {})", qbo.base_url, qbo.info_str("realm_id")));
+    say(&format!("  Salesforce sandbox  {}  (org {})", sfdc.base_url, sfdc.info_str("org_id")));
+
+    let key = MasterKey::load(&data_dir, std::env::var("LEDGERLINK_MASTER_KEY").ok().as_deref())?;
+    let store = ledgerlink_store::open(&format!("sqlite://{}", db.display()), SecretCipher::new(key)).await?;
+    store.put_connection(&connections::from_sandbox_info("quickbooks", &qbo.info)?).await?;
+    store.put_connection(&connections::from_sandbox_info("salesforce", &sfdc.info)?).await?;
+    let connectors = connections::build_all(store.clone()).await?;
+    let flow = templates::load(FLOW, &BTreeMap::new())?;
+    let settings = EngineSettings {
+        worker_id: "demo".into(),
+        concurrency: 4,
+        poll_interval: Some(Duration::from_millis(250)),
+        ..EngineSettings::default()
+    };
+    let engine = Engine::new(store.clone(), connectors, vec![flow], settings)?;
+    engine.prime().await?;
+    say(&format!("engine on embedded SQLite at {}", db.display()));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server_stop = stop_rx.clone();
+    let (bound, server) = ledgerlink_server::serve(engine.clone(), SocketAddr::from(([127, 0, 0, 1], opts.port)), async move {
+        let _ = server_stop.changed().await;
+    })
+    .await?;
+    say(&format!("status API on http://{bound}/api/v1/status"));
+    let runner = {
+        let engine = engine.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { engine.run(rx).await })
+    };
+
+    let sf = engine.connector("salesforce")?.clone();
+    let qb = engine.connector("quickbooks")?.clone();
+    let scenario = Scenario::prepare(&sf, &qb, opts.opportunities).await?;
+    say(&format!(
+        "the sales team opens {} opportunities for {} accounts ({} already customers in QuickBooks)",
+        scenario.opportunities.len(),
+        scenario.accounts,
+        scenario.known_customers
+    ));
+    scenario.close_all(&sf, &engine).await?;
+    scenario.reopen_and_close_again(&sf, &engine).await?;
+    scenario.wait_until_invoiced(&sf, &engine, Duration::from_secs(120)).await?;
+
+    let summary = scenario.summarise(&sf, &qb, &engine).await?;
+    summary.print(started.elapsed());
+    println!("{}", serde_json::to_string(&summary.json)?);
+
+    if !opts.once {
+        say(&format!("still serving: http://{bound}/api/v1/status — Ctrl-C to stop"));
+        tokio::signal::ctrl_c().await?;
+    }
+    let _ = stop_tx.send(true);
+    runner.await??;
+    let _ = server.await;
+    qbo.stop().await;
+    sfdc.stop().await;
+    let ok = summary.json["duplicate_invoices"] == 0 && summary.json["errors"] == 0;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn say(line: &str) {
+    eprintln!("{line}");
+}
+
+pub struct Opportunity {
+    pub id: String,
+    pub name: String,
+    pub lines: usize,
+    pub discounted: bool,
+}
+
+/// The scripted sales activity: accounts, contacts, opportunities with lines, and closing them.
+pub struct Scenario {
+    pub opportunities: Vec<Opportunity>,
+    pub accounts: usize,
+    pub known_customers: usize,
+}
+
+fn s(rec: &Record, key: &str) -> String {
+    rec.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn rec(v: Value) -> Record {
+    match v {
+        Value::Object(m) => m,
+        _ => Record::new(),
+    }
+}
+
+async fn find(c: &Arc<dyn Connector>, object: &str, equals: Vec<(&str, Value)>, fields: &[&str]) -> anyhow::Result<Vec<Record>> {
+    let q = FindQuery {
+        object: object.into(),
+        equals: equals.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        fields: fields.iter().map(|f| f.to_string()).collect(),
+        limit: None,
+    };
+    Ok(c.find(&q).await?)
+}
+
+impl Scenario {
+    /// Creates accounts, contacts and open opportunities with line items in Salesforce.
+    pub async fn prepare(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, count: usize) -> anyhow::Result<Scenario> {
+        let pricebook = find(sf, "Pricebook2", vec![("IsStandard", json!(true))], &["Id", "Name"]).await?;
+        let pricebook_id = pricebook.first().map(|r| s(r, "Id")).ok_or_else(|| anyhow::anyhow!("the Salesforce org has no standard price book"))?;
+        let entries = find(sf, "PricebookEntry", vec![("Pricebook2Id", json!(pricebook_id))], &["Id", "Product2Id", "UnitPrice", "IsActive"]).await?;
+        anyhow::ensure!(!entries.is_empty(), "the standard price book has no entries");
+
+        // Some deals are for companies QuickBooks already knows: by name, and one by its contact's email.
+        let customers = find(qb, "Customer", vec![], &[]).await?;
+        let mut accounts: Vec<(String, String, String, String)> = Vec::new();
+        let mut known = 0;
+        for c in customers.iter().filter(|c| !s(c, "DisplayName").is_empty()).take(3) {
+            accounts.push((s(c, "DisplayName"), "Alex".into(), "Morgan".into(), format!("ap{}@customer.example", accounts.len())));
+            known += 1;
+        }
+        if let Some(c) = customers.iter().skip(3).find(|c| c.get("PrimaryEmailAddr").and_then(|e| e.get("Address")).is_some()) {
+            let email = c["PrimaryEmailAddr"]["Address"].as_str().unwrap_or_default().to_string();
+            accounts.push((format!("{} (Salesforce)", s(c, "DisplayName")), "Jordan".into(), "Lee".into(), email));
+            known += 1;
+        }
+        for (n, f, l, e) in NEW_ACCOUNTS {
+            accounts.push((n.to_string(), f.to_string(), l.to_string(), e.to_string()));
+        }
+
+        let mut account_ids = Vec::new();
+        for (i, (name, first, last, email)) in accounts.iter().enumerate() {
+            let acc = sf
+                .create(
+                    "Account",
+                    &rec(json!({"Name": name, "Phone": format!("(555) 010-{:04}", 1000 + i), "BillingCity": "Portland", "BillingState": "OR", "BillingPostalCode": "97201", "BillingCountry": "USA"})),
+                    &format!("demo-account-{i}"),
+                )
+                .await?;
+            let id = s(&acc, "Id");
+            sf.create("Contact", &rec(json!({"AccountId": id, "FirstName": first, "LastName": last, "Email": email})), &format!("demo-contact-{i}"))
+                .await?;
+            account_ids.push((id, name.clone()));
+        }
+
+        let today = chrono::Utc::now().date_naive().to_string();
+        let mut opportunities = Vec::new();
+        for i in 0..count {
+            let (account_id, account_name) = &account_ids[i % account_ids.len()];
+            let name = format!("{account_name} — {} renewal {}", ["Annual", "Q3", "Expansion", "Pilot"][i % 4], i + 1);
+            let opp = sf
+                .create(
+                    "Opportunity",
+                    &rec(json!({"Name": name, "AccountId": account_id, "StageName": "Proposal/Price Quote", "CloseDate": today, "Pricebook2Id": pricebook_id})),
+                    &format!("demo-opp-{i}"),
+                )
+                .await?;
+            let id = s(&opp, "Id");
+            // Deal 0 is the multi-line deal with discounts; the rest have one to three lines.
+            let lines = if i == 0 { 3 } else { 1 + (i * 7) % 3 };
+            let mut discounted = false;
+            for l in 0..lines {
+                let entry = &entries[(i + l * 3) % entries.len()];
+                let quantity = 1 + (i + l) % 5;
+                let discount = if i == 0 { [10, 0, 15][l] } else if i % 5 == 0 { 5 } else { 0 };
+                discounted |= discount > 0;
+                let mut line = json!({"OpportunityId": id, "PricebookEntryId": s(entry, "Id"), "Quantity": quantity});
+                if discount > 0 {
+                    line["Discount"] = json!(discount);
+                }
+                sf.create("OpportunityLineItem", &rec(line), &format!("demo-line-{i}-{l}")).await?;
+            }
+            opportunities.push(Opportunity { id, name, lines, discounted });
+        }
+        Ok(Scenario { opportunities, accounts: account_ids.len(), known_customers: known })
+    }
+
+    /// Marks every opportunity Closed Won, a few at a time, over a few seconds.
+    pub async fn close_all(&self, sf: &Arc<dyn Connector>, engine: &Engine) -> anyhow::Result<()> {
+        for (i, opp) in self.opportunities.iter().enumerate() {
+            sf.update("Opportunity", &opp.id, &rec(json!({"StageName": "Closed Won"}))).await?;
+            if i % 3 == 2 {
+                tokio::time::sleep(Duration::from_millis(120)).await;
+                progress(engine, i + 1).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// One deal is re-opened after it was invoiced and closed again: it must not be billed twice.
+    pub async fn reopen_and_close_again(&self, sf: &Arc<dyn Connector>, engine: &Engine) -> anyhow::Result<()> {
+        let Some(opp) = self.opportunities.get(1) else { return Ok(()) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while invoice_id(sf, &opp.id).await?.is_none() {
+            anyhow::ensure!(Instant::now() < deadline, "opportunity {} was not invoiced within a minute", opp.id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        say(&format!("re-opening “{}” after it was invoiced, then closing it again", opp.name));
+        sf.update("Opportunity", &opp.id, &rec(json!({"StageName": "Negotiation/Review"}))).await?;
+        let seen = engine.stats.snapshot().changes_seen;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while engine.stats.snapshot().changes_seen == seen && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sf.update("Opportunity", &opp.id, &rec(json!({"StageName": "Closed Won"}))).await?;
+        Ok(())
+    }
+
+    pub async fn wait_until_invoiced(&self, sf: &Arc<dyn Connector>, engine: &Engine, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut done = 0;
+            for opp in &self.opportunities {
+                if invoice_id(sf, &opp.id).await?.is_some() {
+                    done += 1;
+                }
+            }
+            let counts = engine.store.count_jobs().await?;
+            let reopened_handled = engine.store.list_jobs(&ledgerlink_store::JobFilter { status: Some(JobStatus::Queued), ..Default::default() }).await?.is_empty();
+            if done == self.opportunities.len() && counts.running == 0 && reopened_handled {
+                say(&format!("all {done} closed opportunities invoiced; job queue empty"));
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                say(&format!("stopped waiting: {done}/{} invoiced, {} queued, {} running", self.opportunities.len(), counts.queued, counts.running));
+                return Ok(());
+            }
+            say(&format!("  invoiced {done}/{} · jobs queued {} running {} done {}", self.opportunities.len(), counts.queued, counts.running, counts.done));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// QuickBooks' own invoices, grouped by the opportunity named in each invoice's private note.
+    pub async fn invoices_by_opportunity(&self, qb: &Arc<dyn Connector>) -> anyhow::Result<BTreeMap<String, Vec<Record>>> {
+        let invoices = find(qb, "Invoice", vec![], &[]).await?;
+        let mut per_opp: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+        for inv in invoices {
+            let note = s(&inv, "PrivateNote");
+            if let Some(opp) = self.opportunities.iter().find(|o| note.contains(&o.id)) {
+                per_opp.entry(opp.id.clone()).or_default().push(inv);
+            }
+        }
+        Ok(per_opp)
+    }
+
+    async fn summarise(&self, sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, engine: &Engine) -> anyhow::Result<Summary> {
+        let per_opp = self.invoices_by_opportunity(qb).await?;
+        let invoices_created: usize = per_opp.values().map(Vec::len).sum();
+        let duplicate_invoices = per_opp.values().filter(|v| v.len() > 1).count();
+        let missing = self.opportunities.iter().filter(|o| !per_opp.contains_key(&o.id)).count();
+        let mut mismatched = Vec::new();
+        let mut example = None;
+        for opp in &self.opportunities {
+            let Some(invs) = per_opp.get(&opp.id) else { continue };
+            let Some(sf_opp) = sf.get("Opportunity", &opp.id, &["Id".into(), "Amount".into()]).await? else { continue };
+            let amount = sf_opp.get("Amount").map(to_decimal).transpose().map_err(|e| anyhow::anyhow!(e))?;
+            let total = invs[0].get("TotalAmt").map(to_decimal).transpose().map_err(|e| anyhow::anyhow!(e))?;
+            if amount != total {
+                mismatched.push(format!("{}: opportunity {:?} vs invoice {:?}", opp.name, amount, total));
+            }
+            if example.is_none() && opp.lines > 1 && opp.discounted {
+                example = Some(format!(
+                    "“{}”: {} lines with discounts → invoice {} (DocNumber {}) total {} USD",
+                    opp.name,
+                    opp.lines,
+                    s(&invs[0], "Id"),
+                    s(&invs[0], "DocNumber"),
+                    total.map(|t| t.to_string()).unwrap_or_default()
+                ));
+            }
+        }
+        let stats = engine.stats.snapshot();
+        let counts = engine.store.count_jobs().await?;
+        let open_reviews = engine.store.list_reviews(Some(ledgerlink_store::ReviewStatus::Open)).await?;
+        let errors = stats.errors as usize + open_reviews.len() + counts.dead as usize + mismatched.len() + missing;
+        let json = json!({
+            "opportunities_closed": self.opportunities.len(),
+            "invoices_created": invoices_created,
+            "duplicate_invoices": duplicate_invoices,
+            "customers_created": stats.customers_created,
+            "customers_matched": stats.customers_matched,
+            "duplicates_prevented": stats.duplicates_prevented,
+            "own_writes_recognised": stats.changes_already_handled,
+            "writes_skipped_unchanged": stats.writes_skipped_unchanged,
+            "items_created": stats.records_created.saturating_sub(stats.customers_created + stats.invoices_created),
+            "invoice_totals_checked": self.opportunities.len() - missing,
+            "amount_mismatches": mismatched.len(),
+            "missing_invoices": missing,
+            "open_reviews": open_reviews.len(),
+            "dead_jobs": counts.dead,
+            "errors": errors,
+        });
+        Ok(Summary { json, mismatched, example, reviews: open_reviews.iter().map(|r| r.item.reason.clone()).collect() })
+    }
+}
+
+/// The QuickBooks invoice id written back to an opportunity, if any.
+pub async fn invoice_id(sf: &Arc<dyn Connector>, opp: &str) -> anyhow::Result<Option<String>> {
+    let r = sf.get("Opportunity", opp, &["Id".into(), INVOICE_FIELD.into()]).await?;
+    Ok(r.and_then(|r| r.get(INVOICE_FIELD).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)))
+}
+
+async fn progress(engine: &Engine, closed: usize) {
+    let st = engine.stats.snapshot();
+    say(&format!("  closed {closed} · invoices created {} · customers created {} matched {}", st.invoices_created, st.customers_created, st.customers_matched));
+}
+
+struct Summary {
+    json: Value,
+    mismatched: Vec<String>,
+    example: Option<String>,
+    reviews: Vec<String>,
+}
+
+impl Summary {
+    fn print(&self, took: Duration) {
+        let j = &self.json;
+        let row = |label: &str, key: &str| eprintln!("  {label:<28}{}", j[key]);
+        eprintln!();
+        eprintln!("ledgerlink demo — summary ({:.1} s)", took.as_secs_f64());
+        row("opportunities closed", "opportunities_closed");
+        row("invoices in QuickBooks", "invoices_created");
+        row("duplicate invoices", "duplicate_invoices");
+        row("customers created", "customers_created");
+        row("customers matched", "customers_matched");
+        row("items created", "items_created");
+        row("duplicates prevented", "duplicates_prevented");
+        row("invoice totals checked", "invoice_totals_checked");
+        row("errors", "errors");
+        if let Some(e) = &self.example {
+            eprintln!("  e.g. {e}");
+        }
+        for m in &self.mismatched {
+            eprintln!("  amount mismatch: {m}");
+        }
+        for r in &self.reviews {
+            eprintln!("  waiting for review: {r}");
+        }
+        eprintln!();
+    }
+}

@@ -1,0 +1,20 @@
+//! `ledgerlink sandbox quickbooks|salesforce`: one sandbox on its own, until interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ledgerlink_sandbox::{quickbooks, salesforce};
+
+pub async fn run(system: &str, port: u16, state: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let running = match system {
+        "quickbooks" => quickbooks::start(quickbooks::QuickbooksOptions { port, state_file: state, ..Default::default() }).await?,
+        "salesforce" => salesforce::start(salesforce::SalesforceOptions { port, state_file: state, ..Default::default() }).await?,
+        other => anyhow::bail!("unknown sandbox `{other}` (quickbooks, salesforce)"),
+    };
+    // The first stdout line: machine-readable URL and credentials.
+    println!("{}", serde_json::to_string(&running.info)?);
+    eprintln!("{system} sandbox listening on {} — Ctrl-C to stop", running.base_url);
+    tokio::signal::ctrl_c().await?;
+    running.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
