@@ -2,12 +2,14 @@
 //!
 //! Layout: [`quickbooks`] and [`salesforce`] each serve one system's real wire format over axum, keep their data in
 //! memory (optionally persisted to a state file), and seed a realistic sample company / org. [`clock`] is the
-//! sandbox clock that tests can advance (token expiry, overdue invoices). [`RunningSandbox`] is what `start`
+//! sandbox clock that tests can advance (token expiry, overdue invoices). [`faults`] injects throttles,
+//! server errors, slow answers, dropped connections and token expiry at configurable rates. [`RunningSandbox`] is what `start`
 //! returns: the base URL, the startup line (credentials ready to use) and a handle to stop it.
 //!
 //! The sandboxes are a second implementation target of the connectors, never a mock inside product code paths.
 
 pub mod clock;
+pub mod faults;
 pub mod quickbooks;
 pub mod salesforce;
 
