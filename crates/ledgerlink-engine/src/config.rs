@@ -34,7 +34,7 @@ use serde_json::Value;
 use ledgerlink_store::NewConnection;
 
 /// Keys of a `[[connections]]` table that are secrets: sealed in the store, never echoed.
-pub const SECRET_KEYS: &[&str] = &["client_secret", "access_token", "refresh_token"];
+pub const SECRET_KEYS: &[&str] = &["client_secret", "access_token", "refresh_token", "verifier_token"];
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -169,6 +169,7 @@ pub fn from_sandbox_info(name: &str, info: &Value) -> anyhow::Result<NewConnecti
             "client_secret": s("client_secret"),
             "access_token": s("access_token"),
             "refresh_token": s("refresh_token"),
+            "verifier_token": s("verifier_token"),
         }),
     })
 }

@@ -12,13 +12,14 @@ use std::sync::atomic::AtomicU64;
 
 use chrono::NaiveDate;
 use ledgerlink_connectors::{ConnectorError, FindQuery, Record};
-use ledgerlink_flow::{Expr, Flow, Mapping, SourceRef, Step, StepKind, Vars};
+use ledgerlink_flow::{Expr, Flow, Mapping, MatchHow, SourceRef, Step, StepKind, Vars};
 use ledgerlink_model::{Currency, Invoice, InvoiceLine, Money, RecordRef, parse_decimal};
 use ledgerlink_store::{IntentStatus, Link, NewAuditEntry, NewReviewItem, NewWriteIntent, ReviewId, StoreError};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::{Engine, Stats, keys};
+use crate::review::{Decision, Decisions};
+use crate::{Engine, Stats, keys, matching};
 
 /// How a record's run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +92,10 @@ struct Run<'a> {
     job_id: Option<i64>,
     vars: Vars,
     writes: u32,
+    /// What people decided on this job's earlier review items.
+    decisions: Decisions,
+    /// Every record of (connection, object), read once per run for name matching.
+    all_records: std::collections::HashMap<(String, String), Vec<Record>>,
 }
 
 /// Runs `flow` for `record` (a snapshot of the trigger's source record).
@@ -102,7 +107,11 @@ pub async fn run_flow(engine: &Engine, flow: &Flow, record: Value, job_id: Optio
         Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
     );
     vars.insert("now".into(), Value::String(crate::now().to_rfc3339()));
-    let mut run = Run { engine, flow, job_id, vars, writes: 0 };
+    let decisions = Decisions::load(engine.store.as_ref(), job_id).await?;
+    if decisions.dismissed() {
+        return Ok(Outcome::Skipped);
+    }
+    let mut run = Run { engine, flow, job_id, vars, writes: 0, decisions, all_records: Default::default() };
 
     if let Some(cond) = &flow.condition {
         match cond.eval(&run.vars) {
@@ -290,51 +299,66 @@ impl Run<'_> {
             tracing::warn!(flow = %self.flow.name, %src, target = %target, "linked record no longer exists; matching again");
         }
 
-        // 2. The match cascade, in the order the flow gives.
+        // 2. The match cascade, in the order the flow gives. Exact and normalised rules take a single candidate;
+        //    several candidates, or any fuzzy ones, go to a person, unless a person already decided.
         for rule in match_rules {
             let value = match self.eval(step, &rule.value)? {
                 Value::Null => continue,
                 Value::String(s) if s.trim().is_empty() => continue,
                 v => v,
             };
-            let q = FindQuery { object: object.to_string(), equals: vec![(rule.field.clone(), value.clone())], fields: vec![], limit: Some(10) };
-            let candidates = conn.find(&q).await.map_err(|e| conn_err(step, e))?;
-            match candidates.len() {
-                0 => continue,
-                1 => {
-                    let rec = candidates.into_iter().next().unwrap_or_default();
-                    let id = conn.record_id(&rec).unwrap_or_default();
-                    self.link(&src, RecordRef::new(connection, object, id), None).await?;
-                    self.count(|s| &s.records_matched);
-                    if is_customer {
-                        self.count(|s| &s.customers_matched);
-                    }
+            let candidates = self.candidates(step, &conn, connection, object, rule, &value).await?;
+            if candidates.is_empty() {
+                continue;
+            }
+            if candidates.len() == 1 && !matches!(rule.how, MatchHow::Fuzzy { .. }) {
+                let rec = candidates.into_iter().next().map(|(r, _)| r).unwrap_or_default();
+                let id = conn.record_id(&rec).unwrap_or_default();
+                self.link(&src, RecordRef::new(connection, object, id), None).await?;
+                self.matched(is_customer);
+                return Ok(Value::Object(rec));
+            }
+            match self.decisions.for_match(&src, &step.id).cloned() {
+                Some(Decision::Link { target_id }) => {
+                    let rec = conn.get(object, &target_id, &[]).await.map_err(|e| conn_err(step, e))?.ok_or_else(|| {
+                        invalid(step, format!("the {object} {target_id} chosen in review no longer exists in {connection}"))
+                    })?;
+                    self.link(&src, RecordRef::new(connection, object, target_id), None).await?;
+                    self.matched(is_customer);
                     return Ok(Value::Object(rec));
                 }
-                n => {
-                    let listed: Vec<Value> = candidates
-                        .iter()
-                        .map(|c| json!({"id": conn.record_id(c), "record": Value::Object(c.clone())}))
-                        .collect();
-                    let id = self
-                        .engine
-                        .store
-                        .create_review(&NewReviewItem {
-                            flow: Some(self.flow.name.clone()),
-                            job_id: self.job_id,
-                            kind: "ambiguous_match".into(),
-                            reason: format!(
-                                "step `{}`: {n} {object} records in {connection} have {} = {value}; choose the right one or create a new one",
-                                step.id, rule.field
-                            ),
-                            subject: Some(src.clone()),
-                            details: json!({"field": rule.field, "value": value, "candidates": listed}),
-                            created_at: crate::now(),
-                        })
-                        .await?;
-                    return Err(StepError::Review(id));
-                }
+                // A person chose a new record over these candidates.
+                Some(Decision::Create) => break,
+                _ => {}
             }
+            let how = match rule.how {
+                MatchHow::Exact => "exactly".to_string(),
+                MatchHow::Normalized => "after normalising names".to_string(),
+                MatchHow::Fuzzy { threshold } => format!("by similar name (score ≥ {threshold})"),
+            };
+            let listed: Vec<Value> = candidates
+                .iter()
+                .map(|(c, score)| json!({"id": conn.record_id(c), "score": score, "record": Value::Object(c.clone())}))
+                .collect();
+            let reason = if candidates.len() == 1 {
+                format!("step `{}`: one {object} in {connection} matches {} = {value} only {how}; confirm it or create a new one", step.id, rule.field)
+            } else {
+                format!("step `{}`: {} {object} records in {connection} match {} = {value} {how}; choose the right one or create a new one", step.id, candidates.len(), rule.field)
+            };
+            let id = self
+                .engine
+                .store
+                .create_review(&NewReviewItem {
+                    flow: Some(self.flow.name.clone()),
+                    job_id: self.job_id,
+                    kind: "ambiguous_match".into(),
+                    reason,
+                    subject: Some(src.clone()),
+                    details: json!({"step": step.id, "field": rule.field, "value": value, "how": how, "candidates": listed}),
+                    created_at: crate::now(),
+                })
+                .await?;
+            return Err(StepError::Review(id));
         }
 
         // 3. Nothing found: create it, exactly once.
@@ -347,6 +371,59 @@ impl Run<'_> {
             self.count(|s| &s.customers_created);
         }
         Ok(Value::Object(created))
+    }
+
+    fn matched(&self, is_customer: bool) {
+        self.count(|s| &s.records_matched);
+        if is_customer {
+            self.count(|s| &s.customers_matched);
+        }
+    }
+
+    /// The records of `object` that `rule` matches for `value`, with a score (1.0 unless fuzzy), best first.
+    async fn candidates(
+        &mut self,
+        step: &Step,
+        conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>,
+        connection: &str,
+        object: &str,
+        rule: &ledgerlink_flow::MatchRule,
+        value: &Value,
+    ) -> Result<Vec<(Record, f64)>, StepError> {
+        if rule.how == MatchHow::Exact {
+            let q = FindQuery { object: object.to_string(), equals: vec![(rule.field.clone(), value.clone())], fields: vec![], limit: Some(10) };
+            let found = conn.find(&q).await.map_err(|e| conn_err(step, e))?;
+            return Ok(found.into_iter().map(|r| (r, 1.0)).collect());
+        }
+        let wanted = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let key = (connection.to_string(), object.to_string());
+        if !self.all_records.contains_key(&key) {
+            let q = FindQuery { object: object.to_string(), equals: vec![], fields: vec![], limit: None };
+            let all = conn.find(&q).await.map_err(|e| conn_err(step, e))?;
+            self.all_records.insert(key.clone(), all);
+        }
+        let all = self.all_records.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let wanted_norm = matching::normalize_name(&wanted);
+        let mut out: Vec<(Record, f64)> = all
+            .iter()
+            .filter_map(|r| {
+                let text = field_text(r, &rule.field)?;
+                match rule.how {
+                    MatchHow::Normalized => (matching::normalize_name(&text) == wanted_norm).then_some((r.clone(), 1.0)),
+                    MatchHow::Fuzzy { threshold } => {
+                        let score = matching::similarity(&text, &wanted);
+                        (score >= threshold).then(|| (r.clone(), (score * 1000.0).round() / 1000.0))
+                    }
+                    MatchHow::Exact => None,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out.truncate(10);
+        Ok(out)
     }
 
     /// Creates `record` under `key`: the intent is stored first; a completed intent returns the record it made.
@@ -685,6 +762,20 @@ fn invalid(step: &Step, reason: String) -> StepError {
 
 fn conn_err(step: &Step, e: ConnectorError) -> StepError {
     StepError::Exec(ExecError::Connector { step: step.id.clone(), source: e })
+}
+
+/// A field's text for name matching; reference-like objects give their address / value.
+fn field_text(rec: &Record, field: &str) -> Option<String> {
+    let mut v = rec.get(field.split('.').next().unwrap_or(field))?;
+    for part in field.split('.').skip(1) {
+        v = v.get(part)?;
+    }
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(m) => ["Address", "URI", "FreeFormNumber", "value"].iter().find_map(|k| m.get(*k)?.as_str().map(str::to_string)),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
 }
 
 fn other_side(link: &Link, from: &RecordRef) -> RecordRef {

@@ -12,11 +12,15 @@
 pub mod config;
 pub mod connections;
 pub mod executor;
+pub mod job_control;
 pub mod keys;
 pub mod locks;
+pub mod matching;
+pub mod review;
 pub mod poller;
 pub mod stats;
 pub mod templates;
+pub mod webhooks;
 pub mod worker;
 
 use std::collections::BTreeMap;
@@ -186,15 +190,20 @@ impl Engine {
     }
 }
 
+/// Opens the store a config names (creating the data directory and its master key file if needed).
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let data_dir = cfg.data_dir();
+    std::fs::create_dir_all(&data_dir)?;
+    let key = ledgerlink_store::MasterKey::load(&data_dir, cfg.master_key_env.as_deref())?;
+    Ok(ledgerlink_store::open(&cfg.store_url(), ledgerlink_store::SecretCipher::new(key)).await?)
+}
+
 /// Opens the store, imports configured connections, builds connectors and loads flows.
 ///
 /// A connection from the config is imported the first time; afterwards the store's copy wins, because its
 /// refresh token has rotated since (the config's would be stale). Non-secret settings are refreshed from the file.
 pub async fn bootstrap(cfg: &Config) -> anyhow::Result<Engine> {
-    let data_dir = cfg.data_dir();
-    std::fs::create_dir_all(&data_dir)?;
-    let key = ledgerlink_store::MasterKey::load(&data_dir, cfg.master_key_env.as_deref())?;
-    let store = ledgerlink_store::open(&cfg.store_url(), ledgerlink_store::SecretCipher::new(key)).await?;
+    let store = open_store(cfg).await?;
     for c in &cfg.connections {
         let new = c.to_new_connection();
         let merged = match store.get_connection(&c.name).await? {

@@ -136,6 +136,29 @@ async fn execute(engine: &Engine, job: &Job) -> Result<Outcome, ExecError> {
             run_flow(engine, flow, record, Some(job.id)).await
         }
         JOB_OWN_WRITE => Ok(Outcome::Skipped),
+        crate::webhooks::JOB_FLOW_EVENT => {
+            let name = job.flow.as_deref().unwrap_or_default();
+            let flow = engine
+                .flows
+                .get(name)
+                .ok_or_else(|| ExecError::Other(format!("job {} names flow `{name}`, which is not loaded", job.id)))?;
+            let ledgerlink_flow::Trigger::Poll { connection, object, fields, .. } = &flow.trigger;
+            let event = &job.payload["event"];
+            let id = event["id"].as_str().unwrap_or_default();
+            // Deleted records are left to the flow's delete policy (not part of this trigger yet).
+            if event["operation"] == "Delete" {
+                return Ok(Outcome::Skipped);
+            }
+            let conn = engine.connector(connection).map_err(|e| ExecError::Other(e.to_string()))?;
+            let record = conn
+                .get(object, id, fields)
+                .await
+                .map_err(|source| ExecError::Connector { step: "trigger".into(), source })?;
+            match record {
+                Some(r) => run_flow(engine, flow, serde_json::Value::Object(r), Some(job.id)).await,
+                None => Ok(Outcome::Skipped),
+            }
+        }
         other => Err(ExecError::Other(format!("job {} has unknown kind `{other}`", job.id))),
     }
 }

@@ -53,6 +53,9 @@ pub enum Trigger {
         fields: Vec<String>,
         interval_seconds: u64,
         overlap_seconds: u64,
+        /// Also take the system's change notifications (QuickBooks webhooks) for `object`: each event becomes a
+        /// job at once, and the poll becomes the backup sweep that catches any event that was lost.
+        webhooks: bool,
     },
 }
 
@@ -76,12 +79,25 @@ pub struct SourceRef {
     pub id: Expr,
 }
 
-/// One rule of a match cascade: records of the target whose `field` equals `value`.
+/// One rule of a match cascade: records of the target whose `field` matches `value`, in the way `how` says.
 #[derive(Debug, Clone)]
 pub struct MatchRule {
     pub field: String,
     pub value: Expr,
+    pub how: MatchHow,
     pub pos: Pos,
+}
+
+/// How a match rule compares. Exact rules are asked of the target system; the others compare names locally.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MatchHow {
+    /// Equal values (emails, tax ids, reference numbers, names as written).
+    Exact,
+    /// Equal after normalising case, punctuation, whitespace and legal suffixes (Inc, LLC, Ltd, GmbH, …).
+    Normalized,
+    /// Jaro-Winkler similarity of the normalised names at or above `threshold` (0–1). A fuzzy match is never
+    /// taken on its own: its candidates go to review with their scores.
+    Fuzzy { threshold: f64 },
 }
 
 /// Field name → expression. Dotted names (`PrimaryEmailAddr.Address`) build nested objects. Order is kept.

@@ -65,6 +65,8 @@
 //! source = { connection = "${salesforce}", object = "Account", id = 'account.Id' }
 //! match = [
 //!   { field = "DisplayName", value = 'account.Name' },   # tried in order; null values are skipped
+//!   { field = "DisplayName", value = 'account.Name', how = "normalized" },  # case, punctuation, Inc/LLC/GmbH…
+//!   { field = "DisplayName", value = 'account.Name', how = "fuzzy", threshold = 0.92 },  # → review, scored
 //! ]
 //! [steps.create]                    # a mapping: field = expression; dotted keys build nested objects
 //! DisplayName = 'account.Name'
@@ -122,7 +124,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::def::{
-    Flow, Mapping, MatchRule, ParamDef, ParamValue, Pos, SourceRef, Step, StepKind, Trigger,
+    Flow, Mapping, MatchHow, MatchRule, ParamDef, ParamValue, Pos, SourceRef, Step, StepKind, Trigger,
 };
 use crate::expr::Expr;
 
@@ -185,8 +187,11 @@ pub const INVOICE_LINE_FIELDS: &[&str] = &[
 const INVOICE_LINE_REQUIRED: &[&str] = &["item_id", "quantity", "unit_price"];
 
 const STEP_TYPES: &[&str] = &["get", "find", "find_or_create", "create_invoice", "update"];
-const TRIGGER_TYPES: &[&str] = &["poll"];
+/// `poll`: read changes on an interval. `webhook`: the system's change notifications, backed by a slower poll sweep.
+const TRIGGER_TYPES: &[&str] = &["poll", "webhook"];
 const DEFAULT_INTERVAL_SECONDS: u64 = 60;
+/// The backup sweep of a webhook trigger (Intuit recommends a CDC sweep as a backstop for lost events).
+const DEFAULT_SWEEP_SECONDS: u64 = 900;
 const DEFAULT_OVERLAP_SECONDS: u64 = 120;
 
 /// CEL keywords and reserved words: a step named like one could never be referenced.
@@ -525,9 +530,12 @@ impl<'s> Parser<'s> {
         let connection = self.string(t, "connection", true);
         let object = self.string(t, "object", true);
         let fields = self.string_list(t, "fields", true);
-        let interval = self
-            .seconds(t, "interval_seconds")
-            .unwrap_or(DEFAULT_INTERVAL_SECONDS);
+        let webhooks = kind == "webhook";
+        let interval = self.seconds(t, "interval_seconds").unwrap_or(if webhooks {
+            DEFAULT_SWEEP_SECONDS
+        } else {
+            DEFAULT_INTERVAL_SECONDS
+        });
         let overlap = self
             .seconds(t, "overlap_seconds")
             .unwrap_or(DEFAULT_OVERLAP_SECONDS);
@@ -545,6 +553,7 @@ impl<'s> Parser<'s> {
             fields: fields?,
             interval_seconds: interval,
             overlap_seconds: overlap,
+            webhooks,
         })
     }
 
@@ -870,19 +879,63 @@ impl<'s> Parser<'s> {
                 start: item.span().start,
                 what: &what,
             };
-            self.check_keys(r, &["field", "value"], "");
+            self.check_keys(r, &["field", "value", "how", "threshold"], "");
             let field = self.string(r, "field", true);
             let value = self.expr(r, "value", true, scope);
-            match (field, value) {
-                (Some(field), Some(value)) => rules.push(MatchRule {
+            let how = self.match_how(r);
+            match (field, value, how) {
+                (Some(field), Some(value), Some(how)) => rules.push(MatchRule {
                     field,
                     value,
+                    how,
                     pos: self.pos(item.span().start),
                 }),
                 _ => ok = false,
             }
         }
         ok.then_some(rules)
+    }
+
+    /// `how = "exact" | "normalized" | "fuzzy"` (default exact) and, for fuzzy, `threshold` in (0, 1].
+    fn match_how(&mut self, r: Table<'_, '_>) -> Option<MatchHow> {
+        let how = match r.get("how") {
+            None => "exact".to_string(),
+            Some(_) => self.string(r, "how", false)?,
+        };
+        let threshold = match r.get("threshold") {
+            None => None,
+            Some(v) => match v.get_ref() {
+                DeValue::Float(f) => f.to_string().parse::<f64>().ok(),
+                DeValue::Integer(i) => i.to_string().parse::<f64>().ok(),
+                other => {
+                    self.error(v.span().start, format!("`threshold` in {} must be a number between 0 and 1, found {}", r.what, other.type_str()));
+                    return None;
+                }
+            }
+            .map(|t| (t, v.span().start)),
+        };
+        match (how.as_str(), threshold) {
+            ("exact", None) => Some(MatchHow::Exact),
+            ("normalized", None) => Some(MatchHow::Normalized),
+            ("fuzzy", None) => Some(MatchHow::Fuzzy { threshold: 0.9 }),
+            ("fuzzy", Some((t, at))) => {
+                if t > 0.0 && t <= 1.0 {
+                    Some(MatchHow::Fuzzy { threshold: t })
+                } else {
+                    self.error(at, format!("`threshold` in {} must be above 0 and at most 1, got {t}", r.what));
+                    None
+                }
+            }
+            ("exact" | "normalized", Some((_, at))) => {
+                self.error(at, format!("`threshold` in {} only applies to `how = \"fuzzy\"`", r.what));
+                None
+            }
+            (other, _) => {
+                let at = r.get("how").map(|v| v.span().start).unwrap_or(r.start);
+                self.error(at, format!("unknown `how = \"{other}\"` in {}; use exact, normalized or fuzzy", r.what));
+                None
+            }
+        }
     }
 
     // ----- typed access -----

@@ -9,9 +9,11 @@ use std::net::SocketAddr;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ledgerlink_engine::Engine;
+use ledgerlink_engine::job_control::{self, JobControlError};
+use ledgerlink_engine::review::{self, Decision, ResolveError};
 use ledgerlink_store::{AuditFilter, JobFilter, JobStatus, ReviewStatus};
 use serde::Deserialize;
 use serde_json::json;
@@ -29,6 +31,29 @@ impl ApiError {
     }
     fn bad_request(message: String) -> Self {
         ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message }
+    }
+}
+
+impl From<JobControlError> for ApiError {
+    fn from(e: JobControlError) -> Self {
+        match e {
+            JobControlError::NotFound(id) => ApiError::not_found(&format!("job {id}")),
+            JobControlError::WrongState { .. } => ApiError { status: StatusCode::CONFLICT, code: "job_state", message: e.to_string() },
+            JobControlError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> Self {
+        match e {
+            ResolveError::NotFound(id) => ApiError::not_found(&format!("review item {id}")),
+            ResolveError::AlreadyResolved(_) => ApiError { status: StatusCode::CONFLICT, code: "already_resolved", message: e.to_string() },
+            ResolveError::NotApplicable { .. } | ResolveError::NotACandidate(..) => {
+                ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "bad_decision", message: e.to_string() }
+            }
+            ResolveError::Store(s) => s.into(),
+        }
     }
 }
 
@@ -50,10 +75,15 @@ type ApiResult = Result<Response, ApiError>;
 pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/webhooks/quickbooks/{connection}", post(quickbooks_webhook))
         .route("/api/v1/status", get(status))
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/jobs/{id}/retry", post(job_retry))
+        .route("/api/v1/jobs/{id}/replay", post(job_replay))
         .route("/api/v1/reviews", get(reviews))
+        .route("/api/v1/reviews/{id}", get(review))
+        .route("/api/v1/reviews/{id}/resolve", post(review_resolve))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/runs", get(runs))
         .with_state(engine)
@@ -74,6 +104,30 @@ pub async fn serve(
         }
     });
     Ok((bound, task))
+}
+
+/// Intuit's webhook deliveries. 200 only once every event is durably queued; 401 for a bad signature (nothing is
+/// queued); Intuit retries anything else.
+async fn quickbooks_webhook(
+    State(engine): State<Engine>,
+    Path(connection): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    use ledgerlink_engine::webhooks::{WebhookRejection, accept_quickbooks};
+    let sig = headers.get("intuit-signature").and_then(|v| v.to_str().ok());
+    match accept_quickbooks(&engine, &connection, &body, sig).await {
+        Ok(a) => Ok(Json(json!({"events": a.events, "queued": a.enqueued})).into_response()),
+        Err(WebhookRejection::BadSignature) => {
+            Err(ApiError { status: StatusCode::UNAUTHORIZED, code: "bad_signature", message: WebhookRejection::BadSignature.to_string() })
+        }
+        Err(e @ (WebhookRejection::UnknownConnection(_) | WebhookRejection::NotQuickbooks(_))) => {
+            Err(ApiError { status: StatusCode::NOT_FOUND, code: "unknown_connection", message: e.to_string() })
+        }
+        Err(e @ WebhookRejection::NoVerifier(_)) => Err(ApiError { status: StatusCode::UNAUTHORIZED, code: "no_verifier", message: e.to_string() }),
+        Err(e @ WebhookRejection::BadPayload(_)) => Err(ApiError::bad_request(e.to_string())),
+        Err(WebhookRejection::Store(e)) => Err(e.into()),
+    }
 }
 
 async fn status(State(engine): State<Engine>) -> ApiResult {
@@ -109,6 +163,29 @@ async fn job(State(engine): State<Engine>, Path(id): Path<i64>) -> ApiResult {
         Some(j) => Ok(Json(j).into_response()),
         None => Err(ApiError::not_found(&format!("job {id}"))),
     }
+}
+
+async fn job_retry(State(engine): State<Engine>, Path(id): Path<i64>) -> ApiResult {
+    Ok(Json(job_control::retry(engine.store.as_ref(), id, ledgerlink_engine::now()).await?).into_response())
+}
+
+async fn job_replay(State(engine): State<Engine>, Path(id): Path<i64>) -> ApiResult {
+    Ok(Json(job_control::replay(engine.store.as_ref(), id, ledgerlink_engine::now()).await?).into_response())
+}
+
+async fn review(State(engine): State<Engine>, Path(id): Path<i64>) -> ApiResult {
+    match engine.store.get_review(id).await? {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiError::not_found(&format!("review item {id}"))),
+    }
+}
+
+/// Body: `{"action":"link","target_id":"…"}`, `{"action":"create"}`, `{"action":"retry"}` or `{"action":"dismiss"}`.
+async fn review_resolve(State(engine): State<Engine>, Path(id): Path<i64>, body: axum::body::Bytes) -> ApiResult {
+    let decision: Decision = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!("the decision must be JSON like {{\"action\":\"link\",\"target_id\":\"42\"}} or {{\"action\":\"create\"}}: {e}"))
+    })?;
+    Ok(Json(review::resolve(engine.store.as_ref(), id, &decision, ledgerlink_engine::now()).await?).into_response())
 }
 
 #[derive(Deserialize)]

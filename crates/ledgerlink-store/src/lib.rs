@@ -116,6 +116,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_review(&self, item: &NewReviewItem) -> Result<ReviewId>;
     async fn get_review(&self, id: ReviewId) -> Result<Option<ReviewItem>>;
     async fn list_reviews(&self, status: Option<ReviewStatus>) -> Result<Vec<ReviewItem>>;
+    /// The review items raised by one job, oldest first (a resumed job reads the decisions made on them).
+    async fn reviews_for_job(&self, job_id: JobId) -> Result<Vec<ReviewItem>>;
     async fn resolve_review(&self, id: ReviewId, resolution: &serde_json::Value, now: DateTime<Utc>) -> Result<ReviewItem>;
 }
 

@@ -606,6 +606,11 @@ impl Store for SqliteStore {
         Ok(row.try_get("id")?)
     }
 
+    async fn reviews_for_job(&self, job_id: JobId) -> Result<Vec<ReviewItem>> {
+        let rows = sqlx::query("SELECT * FROM review_items WHERE job_id = ?1 ORDER BY id").bind(job_id).fetch_all(&self.pool).await?;
+        rows.iter().map(review_from_row).collect()
+    }
+
     async fn get_review(&self, id: ReviewId) -> Result<Option<ReviewItem>> {
         let row = sqlx::query("SELECT * FROM review_items WHERE id = ?1").bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(review_from_row).transpose()

@@ -626,6 +626,29 @@ async fn reviews_resolve_exactly_once(f: &Fixture) {
     assert_eq!(ids(s.list_reviews(None).await.unwrap()), [first, second]);
 }
 
+async fn reviews_are_found_by_their_job(f: &Fixture) {
+    let s = &f.store;
+    let job_a = s.enqueue(&job("a", t0())).await.unwrap().id();
+    let job_b = s.enqueue(&job("b", t0())).await.unwrap().id();
+    let review = |job_id| NewReviewItem {
+        flow: Some("f".into()),
+        job_id: Some(job_id),
+        kind: "ambiguous_match".into(),
+        reason: "two customers are called Acme".into(),
+        subject: None,
+        details: json!({"candidates": ["1", "2"]}),
+        created_at: t0(),
+    };
+    let a1 = s.create_review(&review(job_a)).await.unwrap();
+    let b1 = s.create_review(&review(job_b)).await.unwrap();
+    let a2 = s.create_review(&review(job_a)).await.unwrap();
+    s.resolve_review(a1, &json!({"action": "link", "target_id": "2"}), t0()).await.unwrap();
+    let got: Vec<_> = s.reviews_for_job(job_a).await.unwrap().into_iter().map(|r| (r.id, r.status)).collect();
+    assert_eq!(got, [(a1, ReviewStatus::Resolved), (a2, ReviewStatus::Open)]);
+    assert_eq!(s.reviews_for_job(job_b).await.unwrap()[0].id, b1);
+    assert!(s.reviews_for_job(job_b + 1000).await.unwrap().is_empty());
+}
+
 // ----- one test per backend per contract -----
 
 macro_rules! contract {
@@ -647,6 +670,7 @@ macro_rules! contract {
 }
 
 contract!(
+    reviews_are_found_by_their_job,
     connections_are_sealed_at_rest_and_rotated_by_compare_and_swap,
     credentials_cannot_be_read_with_another_master_key,
     duplicate_enqueue_is_a_no_op,

@@ -1,6 +1,7 @@
 //! `ledgerlink`: the command line. Parses the arguments and dispatches to the library's commands.
 
-use ledgerlink::{demo, flows_cmd, sandbox_cmd, serve};
+use ledgerlink::{admin_cmd, demo, flows_cmd, sandbox_cmd, serve};
+use ledgerlink_engine::review::Decision;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,10 @@ enum Command {
         /// Load state from this file if it exists, and save every change to it.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// Serve https with a self-signed certificate generated at start (Salesforce only; the startup line gives
+        /// its PEM path as `cert_pem_path`).
+        #[arg(long)]
+        tls: bool,
     },
     /// Run the engine with the connections and flows of a config file.
     Serve {
@@ -55,6 +60,65 @@ enum Command {
     Templates {
         #[command(subcommand)]
         command: TemplatesCommand,
+    },
+    /// The durable job queue: list, show, retry dead-lettered jobs, replay finished ones.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+        /// The config file naming the store.
+        #[arg(long, global = true, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
+        config: PathBuf,
+    },
+    /// Decisions the engine must not guess: list, show, resolve (the waiting job then resumes).
+    Review {
+        #[command(subcommand)]
+        command: ReviewCommand,
+        #[arg(long, global = true, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    List {
+        /// queued, running, done, dead or parked
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        flow: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    Show { id: i64 },
+    /// Queue a dead-lettered job again.
+    Retry { id: i64 },
+    /// Run a finished job again (safe: creates are found by their links and keys).
+    Replay { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum ReviewCommand {
+    List {
+        /// open or resolved
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    Show { id: i64 },
+    /// Decide: --link ID (one of the candidates), --create, --retry or --dismiss.
+    Resolve {
+        id: i64,
+        #[arg(long, conflicts_with_all = ["create", "retry", "dismiss"])]
+        link: Option<String>,
+        #[arg(long)]
+        create: bool,
+        #[arg(long)]
+        retry: bool,
+        #[arg(long)]
+        dismiss: bool,
     },
 }
 
@@ -91,11 +155,34 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo { once, port, data_dir, opportunities } => demo::run(demo::DemoOptions { once, port, data_dir, opportunities }).await,
-            Command::Sandbox { system, port, state } => sandbox_cmd::run(&system, port, state).await,
+            Command::Sandbox { system, port, state, tls } => sandbox_cmd::run(&system, port, state, tls).await,
             Command::Serve { config } => serve::run(&config).await,
             Command::Flows { command: FlowsCommand::Validate { file, set } } => flows_cmd::validate(&file, &set),
             Command::Templates { command: TemplatesCommand::List } => flows_cmd::list_templates(),
             Command::Templates { command: TemplatesCommand::Show { name } } => flows_cmd::show_template(&name),
+            Command::Jobs { command, config } => match command {
+                JobsCommand::List { status, flow, limit, json } => admin_cmd::jobs_list(&config, status, flow, limit, json).await,
+                JobsCommand::Show { id } => admin_cmd::jobs_show(&config, id).await,
+                JobsCommand::Retry { id } => admin_cmd::jobs_retry(&config, id, false).await,
+                JobsCommand::Replay { id } => admin_cmd::jobs_retry(&config, id, true).await,
+            },
+            Command::Review { command, config } => match command {
+                ReviewCommand::List { status, json } => admin_cmd::review_list(&config, status, json).await,
+                ReviewCommand::Show { id } => admin_cmd::review_show(&config, id).await,
+                ReviewCommand::Resolve { id, link, create, retry, dismiss } => {
+                    let decision = match (link, create, retry, dismiss) {
+                        (Some(target_id), false, false, false) => Decision::Link { target_id },
+                        (None, true, false, false) => Decision::Create,
+                        (None, false, true, false) => Decision::Retry,
+                        (None, false, false, true) => Decision::Dismiss,
+                        _ => {
+                            eprintln!("error: give exactly one of --link ID, --create, --retry, --dismiss");
+                            return Ok(ExitCode::from(2));
+                        }
+                    };
+                    admin_cmd::review_resolve(&config, id, decision).await
+                }
+            },
         }
     });
     match result {
