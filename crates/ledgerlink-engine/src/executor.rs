@@ -96,64 +96,95 @@ struct Run<'a> {
     decisions: Decisions,
     /// Every record of (connection, object), read once per run for name matching.
     all_records: std::collections::HashMap<(String, String), Vec<Record>>,
+    /// In a dry run, the writes that would have been made (and nothing is written, linked or counted).
+    plan: Option<Vec<PlannedWrite>>,
+}
+
+/// One write a dry run would have made.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum PlannedWrite {
+    Create { connection: String, object: String, fields: Value },
+    Update { connection: String, object: String, id: String, before: Value, after: Value },
+    Review { kind: String, reason: String },
+}
+
+/// What a dry run of one record found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub outcome: String,
+    pub writes: Vec<PlannedWrite>,
+}
+
+/// Runs `flow` for `record` against live data, reading everything and writing nothing: the creates, updates
+/// and review items it would make are returned instead.
+pub async fn plan_flow(engine: &Engine, flow: &Flow, record: Value) -> Result<Plan, ExecError> {
+    let mut run = Run::new(engine, flow, record, None, Decisions::default());
+    run.plan = Some(Vec::new());
+    let outcome = run.execute().await?;
+    Ok(Plan {
+        outcome: match outcome {
+            Outcome::Done { .. } => "done".into(),
+            Outcome::Skipped => "skipped (the flow's condition is false for this record)".into(),
+            Outcome::Review(_) => "stops for review".into(),
+        },
+        writes: run.plan.take().unwrap_or_default(),
+    })
 }
 
 /// Runs `flow` for `record` (a snapshot of the trigger's source record).
 pub async fn run_flow(engine: &Engine, flow: &Flow, record: Value, job_id: Option<i64>) -> Result<Outcome, ExecError> {
-    let mut vars = Vars::new();
-    vars.insert("record".into(), record);
-    vars.insert(
-        "params".into(),
-        Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
-    );
-    vars.insert("now".into(), Value::String(crate::now().to_rfc3339()));
     let decisions = Decisions::load(engine.store.as_ref(), job_id).await?;
     if decisions.dismissed() {
         return Ok(Outcome::Skipped);
     }
-    let mut run = Run { engine, flow, job_id, vars, writes: 0, decisions, all_records: Default::default() };
+    Run::new(engine, flow, record, job_id, decisions).execute().await
+}
 
-    if let Some(cond) = &flow.condition {
-        match cond.eval(&run.vars) {
-            Ok(Value::Bool(true)) => {}
-            Ok(Value::Bool(false)) => return Ok(Outcome::Skipped),
-            Ok(other) => {
-                return run.to_review(Invalid {
-                    step: "when".into(),
-                    kind: "mapping_error",
-                    reason: format!("the flow's condition must be true or false, but it gave {other}"),
-                    details: json!({"expression": cond.source()}),
-                })
-                .await;
-            }
-            Err(e) => {
-                return run
-                    .to_review(Invalid {
-                        step: "when".into(),
-                        kind: "mapping_error",
-                        reason: format!("the flow's condition could not be evaluated: {e}"),
-                        details: json!({"expression": cond.source()}),
-                    })
-                    .await;
-            }
-        }
+impl<'a> Run<'a> {
+    fn new(engine: &'a Engine, flow: &'a Flow, record: Value, job_id: Option<i64>, decisions: Decisions) -> Run<'a> {
+        let mut vars = Vars::new();
+        vars.insert("record".into(), record);
+        vars.insert(
+            "params".into(),
+            Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
+        );
+        vars.insert("now".into(), Value::String(crate::now().to_rfc3339()));
+        Run { engine, flow, job_id, vars, writes: 0, decisions, all_records: Default::default(), plan: None }
     }
 
-    for step in &flow.steps {
-        let result = match &step.for_each {
-            None => run.step(step).await,
-            Some(over) => run.for_each(step, over).await,
-        };
-        match result {
-            Ok(value) => {
-                run.vars.insert(step.id.clone(), value);
+    async fn execute(&mut self) -> Result<Outcome, ExecError> {
+        let flow = self.flow;
+        if let Some(cond) = &flow.condition {
+            let invalid = |reason: String| Invalid {
+                step: "when".into(),
+                kind: "mapping_error",
+                reason,
+                details: json!({"expression": cond.source()}),
+            };
+            match cond.eval(&self.vars) {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => return Ok(Outcome::Skipped),
+                Ok(other) => return self.to_review(invalid(format!("the flow's condition must be true or false, but it gave {other}"))).await,
+                Err(e) => return self.to_review(invalid(format!("the flow's condition could not be evaluated: {e}"))).await,
             }
-            Err(StepError::Exec(e)) => return Err(e),
-            Err(StepError::Review(id)) => return Ok(Outcome::Review(id)),
-            Err(StepError::Invalid(inv)) => return run.to_review(inv).await,
         }
+        for step in &flow.steps {
+            let result = match &step.for_each {
+                None => self.step(step).await,
+                Some(over) => self.for_each(step, over).await,
+            };
+            match result {
+                Ok(value) => {
+                    self.vars.insert(step.id.clone(), value);
+                }
+                Err(StepError::Exec(e)) => return Err(e),
+                Err(StepError::Review(id)) => return Ok(Outcome::Review(id)),
+                Err(StepError::Invalid(inv)) => return self.to_review(inv).await,
+            }
+        }
+        Ok(Outcome::Done { writes: self.writes })
     }
-    Ok(Outcome::Done { writes: run.writes })
 }
 
 impl Run<'_> {
@@ -162,15 +193,24 @@ impl Run<'_> {
     }
 
     fn count(&self, pick: impl Fn(&Stats) -> &AtomicU64) {
-        Stats::inc(pick(self.stats()));
+        if self.plan.is_none() {
+            Stats::inc(pick(self.stats()));
+        }
+    }
+
+    /// Files a review item (in a dry run: notes that one would be filed).
+    async fn raise_review(&mut self, item: NewReviewItem) -> Result<ReviewId, StoreError> {
+        if let Some(plan) = &mut self.plan {
+            plan.push(PlannedWrite::Review { kind: item.kind, reason: item.reason });
+            return Ok(0);
+        }
+        self.engine.store.create_review(&item).await
     }
 
     async fn to_review(&mut self, inv: Invalid) -> Result<Outcome, ExecError> {
         let subject = self.trigger_ref();
         let id = self
-            .engine
-            .store
-            .create_review(&NewReviewItem {
+            .raise_review(NewReviewItem {
                 flow: Some(self.flow.name.clone()),
                 job_id: self.job_id,
                 kind: inv.kind.to_string(),
@@ -346,9 +386,7 @@ impl Run<'_> {
                 format!("step `{}`: {} {object} records in {connection} match {} = {value} {how}; choose the right one or create a new one", step.id, candidates.len(), rule.field)
             };
             let id = self
-                .engine
-                .store
-                .create_review(&NewReviewItem {
+                .raise_review(NewReviewItem {
                     flow: Some(self.flow.name.clone()),
                     job_id: self.job_id,
                     kind: "ambiguous_match".into(),
@@ -436,6 +474,12 @@ impl Run<'_> {
         record: &Record,
         key: &str,
     ) -> Result<Record, StepError> {
+        if let Some(plan) = &mut self.plan {
+            plan.push(PlannedWrite::Create { connection: connection.into(), object: object.into(), fields: Value::Object(record.clone()) });
+            let mut planned = record.clone();
+            planned.insert("Id".into(), json!(format!("(new {object})")));
+            return Ok(planned);
+        }
         let store = self.engine.store.clone();
         let intent = store
             .begin_intent(&NewWriteIntent {
@@ -635,6 +679,18 @@ impl Run<'_> {
             return Ok(Value::Object(current));
         }
         let before: Record = names.iter().filter_map(|k| current.get(k).map(|v| (k.clone(), v.clone()))).collect();
+        if let Some(plan) = &mut self.plan {
+            plan.push(PlannedWrite::Update {
+                connection: connection.into(),
+                object: object.into(),
+                id: id.clone(),
+                before: Value::Object(before),
+                after: Value::Object(record.clone()),
+            });
+            let mut merged = current;
+            merged.extend(record);
+            return Ok(Value::Object(merged));
+        }
         match conn.update(object, &id, &record).await {
             Ok(updated) => {
                 self.mark_own_write(connection, object, &id, &conn, &updated).await?;
@@ -706,6 +762,9 @@ impl Run<'_> {
     }
 
     async fn link(&mut self, src: &RecordRef, target: RecordRef, hash: Option<String>) -> Result<(), StoreError> {
+        if self.plan.is_some() {
+            return Ok(());
+        }
         self.engine
             .store
             .put_link(&Link {

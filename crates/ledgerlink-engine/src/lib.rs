@@ -203,6 +203,15 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
 /// A connection from the config is imported the first time; afterwards the store's copy wins, because its
 /// refresh token has rotated since (the config's would be stale). Non-secret settings are refreshed from the file.
 pub async fn bootstrap(cfg: &Config) -> anyhow::Result<Engine> {
+    assemble(cfg, true).await
+}
+
+/// Like [`bootstrap`], but leaves running jobs alone: for commands that only look (`flows dry-run`).
+pub async fn load_for_inspection(cfg: &Config) -> anyhow::Result<Engine> {
+    assemble(cfg, false).await
+}
+
+async fn assemble(cfg: &Config, recover_leases: bool) -> anyhow::Result<Engine> {
     let store = open_store(cfg).await?;
     for c in &cfg.connections {
         let new = c.to_new_connection();
@@ -217,7 +226,7 @@ pub async fn bootstrap(cfg: &Config) -> anyhow::Result<Engine> {
     // with an explicitly configured (stable) id knows which leases were its own.
     let settings = cfg.settings();
     let orphan_owner = if store.backend() == "sqlite" { None } else { cfg.engine.worker_id.as_deref() };
-    if store.backend() == "sqlite" || orphan_owner.is_some() {
+    if recover_leases && (store.backend() == "sqlite" || orphan_owner.is_some()) {
         let n = store.recover_leases(orphan_owner, now()).await?;
         if n > 0 {
             tracing::warn!(jobs = n, "took back jobs left running by a previous process");

@@ -292,6 +292,46 @@ async fn existing_customers_are_matched_by_name_and_email(backend: Backend) {
     assert_eq!(h.engine.stats.snapshot().customers_matched, 2);
 }
 
+async fn dry_run_plans_the_writes_and_makes_none(backend: Backend) {
+    let Some(h) = harness(backend).await else { return };
+    h.sync().await;
+    let acct = h.account("Lakeshore Rowing Club", Some("treasurer@lakeshore.example")).await;
+    let opp = h.opportunity(&acct, "Lakeshore — boathouse", &[(0, 2, 0), (1, 1, 10)]).await;
+    h.set_stage(&opp, "Closed Won").await;
+    let customers_before = h.find(&h.qb, "Customer", vec![], &[]).await.len();
+    let record = h.sf.get("Opportunity", &opp, &[]).await.unwrap().unwrap();
+    let flow = h.engine.flows.get(FLOW).unwrap().clone();
+
+    let plan = ledgerlink_engine::executor::plan_flow(&h.engine, &flow, Value::Object(record)).await.unwrap();
+    use ledgerlink_engine::executor::PlannedWrite;
+    let creates: Vec<&str> = plan
+        .writes
+        .iter()
+        .filter_map(|w| match w {
+            PlannedWrite::Create { object, .. } => Some(object.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(creates.contains(&"Customer") && creates.contains(&"Invoice"), "{plan:?}");
+    let invoice = plan.writes.iter().find_map(|w| match w {
+        PlannedWrite::Create { object, fields, .. } if object == "Invoice" => Some(fields.clone()),
+        _ => None,
+    });
+    assert_eq!(invoice.unwrap()["Line"].as_array().unwrap().len(), 2, "the planned invoice has both lines");
+    assert!(plan.writes.iter().any(|w| matches!(w, PlannedWrite::Update { object, after, .. } if object == "Opportunity" && after["QuickBooks_Invoice_Id__c"] == "(new Invoice)")));
+
+    // Nothing happened anywhere.
+    assert_eq!(h.find(&h.qb, "Customer", vec![], &[]).await.len(), customers_before);
+    assert!(h.invoices_for(&opp).await.is_empty());
+    assert!(h.engine.store.list_audit(&Default::default()).await.unwrap().is_empty());
+    assert!(h.engine.store.find_link(&ledgerlink_model::RecordRef::new("salesforce", "Account", &acct), "quickbooks", "Customer").await.unwrap().is_none());
+    assert_eq!(h.engine.stats.snapshot().records_created, 0);
+
+    // The real run then does what was planned.
+    h.sync().await;
+    assert_eq!(h.invoices_for(&opp).await.len(), 1);
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Backend::Sqlite).await } )* }
@@ -299,4 +339,9 @@ macro_rules! on_both_backends {
     };
 }
 
-on_both_backends!(closed_won_creates_one_exact_invoice, redelivered_and_reclosed_changes_create_nothing, existing_customers_are_matched_by_name_and_email);
+on_both_backends!(
+    closed_won_creates_one_exact_invoice,
+    redelivered_and_reclosed_changes_create_nothing,
+    existing_customers_are_matched_by_name_and_email,
+    dry_run_plans_the_writes_and_makes_none,
+);

@@ -75,6 +75,7 @@ type ApiResult = Result<Response, ApiError>;
 pub fn router(engine: Engine) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/webhooks/quickbooks/{connection}", post(quickbooks_webhook))
         .route("/api/v1/status", get(status))
         .route("/api/v1/jobs", get(jobs))
@@ -128,6 +129,37 @@ async fn quickbooks_webhook(
         Err(e @ WebhookRejection::BadPayload(_)) => Err(ApiError::bad_request(e.to_string())),
         Err(WebhookRejection::Store(e)) => Err(e.into()),
     }
+}
+
+/// Prometheus text exposition. Labels are bounded: job status is a closed set; no record ids, no flow names
+/// beyond the configured flows.
+async fn metrics(State(engine): State<Engine>) -> ApiResult {
+    use std::fmt::Write as _;
+    let counts = engine.store.count_jobs().await?;
+    let st = engine.stats.snapshot();
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(out, "# HELP ledgerlink_{name}_total {help}\n# TYPE ledgerlink_{name}_total counter\nledgerlink_{name}_total {v}");
+    };
+    counter("changes_seen", "Source changes read by triggers (new id and version).", st.changes_seen);
+    counter("jobs_enqueued", "Jobs put in the durable queue.", st.jobs_enqueued);
+    counter("jobs_done", "Jobs finished.", st.jobs_done);
+    counter("jobs_retried", "Failed attempts rescheduled with backoff.", st.jobs_retried);
+    counter("jobs_dead", "Jobs dead-lettered after their last attempt.", st.jobs_dead);
+    counter("jobs_parked", "Jobs that stopped for a review decision.", st.jobs_parked);
+    counter("records_created", "Records created in external systems.", st.records_created);
+    counter("records_updated", "Records updated in external systems.", st.records_updated);
+    counter("records_matched", "Records matched to an existing one by the cascade.", st.records_matched);
+    counter("duplicates_prevented", "Creates avoided because the record already existed.", st.duplicates_prevented);
+    counter("writes_skipped_unchanged", "Updates not sent because nothing would change.", st.writes_skipped_unchanged);
+    counter("changes_already_handled", "Changes whose job already existed (own writes, re-deliveries).", st.changes_already_handled);
+    counter("errors", "Errors: failed writes, dead jobs, failed polls.", st.errors);
+    let _ = writeln!(out, "# HELP ledgerlink_jobs Jobs in the store by status.\n# TYPE ledgerlink_jobs gauge");
+    for (status, v) in [("queued", counts.queued), ("running", counts.running), ("done", counts.done), ("dead", counts.dead), ("parked", counts.parked)] {
+        let _ = writeln!(out, "ledgerlink_jobs{{status=\"{status}\"}} {v}");
+    }
+    let _ = writeln!(out, "# HELP ledgerlink_flows Flows loaded.\n# TYPE ledgerlink_flows gauge\nledgerlink_flows {}", engine.flows.len());
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
 async fn status(State(engine): State<Engine>) -> ApiResult {

@@ -100,4 +100,10 @@ async fn signed_events_are_queued_before_200_and_bad_ones_get_401() {
     assert_eq!(resp.status(), 400);
     let resp = http.post(format!("http://{addr}/webhooks/quickbooks/nope")).header("intuit-signature", "x").body("{}").send().await.unwrap();
     assert_eq!(resp.status(), 404);
+
+    // The queue shows in the metrics, with bounded labels.
+    let metrics = http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ledgerlink_jobs{status=\"queued\"} 2"), "{metrics}");
+    assert!(metrics.contains("ledgerlink_jobs_enqueued_total 2"), "{metrics}");
+    assert!(metrics.contains("ledgerlink_changes_already_handled_total 2"), "{metrics}");
 }

@@ -48,3 +48,70 @@ pub fn show_template(name: &str) -> anyhow::Result<ExitCode> {
     print!("{text}");
     Ok(ExitCode::SUCCESS)
 }
+
+/// `ledgerlink flows dry-run`: plans a configured flow against live data and prints the writes it would make.
+pub async fn dry_run(config: &Path, flow_name: Option<&str>, record: Option<&str>, since_hours: i64, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = ledgerlink_engine::Config::load(config)?;
+    let engine = ledgerlink_engine::load_for_inspection(&cfg).await?;
+    let flow = match flow_name {
+        Some(n) => engine.flows.get(n).cloned().ok_or_else(|| {
+            anyhow::anyhow!("no flow `{n}` in {} (configured: {})", config.display(), engine.flows.keys().cloned().collect::<Vec<_>>().join(", "))
+        })?,
+        None => {
+            let mut all = engine.flows.values();
+            match (all.next(), all.next()) {
+                (Some(only), None) => only.clone(),
+                (None, _) => anyhow::bail!("{} configures no flows", config.display()),
+                _ => anyhow::bail!("{} configures several flows; name one with --flow", config.display()),
+            }
+        }
+    };
+    let ledgerlink_flow::Trigger::Poll { connection, object, fields, .. } = &flow.trigger;
+    let conn = engine.connector(connection)?.clone();
+    let records = match record {
+        Some(id) => vec![conn.get(object, id, fields).await?.ok_or_else(|| anyhow::anyhow!("{object} {id} does not exist in {connection}"))?],
+        None => conn.changes_since(object, chrono::Utc::now() - chrono::Duration::hours(since_hours), fields).await?.records,
+    };
+    let mut plans = Vec::new();
+    for rec in records.into_iter().rev() {
+        let id = conn.record_id(&rec).unwrap_or_default();
+        let plan = ledgerlink_engine::executor::plan_flow(&engine, &flow, serde_json::Value::Object(rec)).await?;
+        if plan.writes.is_empty() && record.is_none() {
+            continue;
+        }
+        plans.push((id, plan));
+        if plans.len() >= limit {
+            break;
+        }
+    }
+    if json {
+        let out: Vec<_> = plans.iter().map(|(id, p)| serde_json::json!({"record": id, "plan": p})).collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if plans.is_empty() {
+        println!("nothing to do: no {object} changed in the last {since_hours} h would cause a write");
+    }
+    for (id, plan) in &plans {
+        println!("{object} {id}: {}", plan.outcome);
+        for w in &plan.writes {
+            match w {
+                ledgerlink_engine::executor::PlannedWrite::Create { connection, object, fields } => {
+                    println!("  + create {object} in {connection}");
+                    for (k, v) in fields.as_object().into_iter().flatten() {
+                        println!("      {k}: {v}");
+                    }
+                }
+                ledgerlink_engine::executor::PlannedWrite::Update { connection, object, id, before, after } => {
+                    println!("  ~ update {object} {id} in {connection}");
+                    for (k, v) in after.as_object().into_iter().flatten() {
+                        println!("      {k}: {} → {v}", before.get(k).cloned().unwrap_or(serde_json::Value::Null));
+                    }
+                }
+                ledgerlink_engine::executor::PlannedWrite::Review { kind, reason } => println!("  ? review ({kind}): {reason}"),
+            }
+        }
+    }
+    println!("(dry run: nothing was written)");
+    Ok(ExitCode::SUCCESS)
+}

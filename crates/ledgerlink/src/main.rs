@@ -131,6 +131,24 @@ enum FlowsCommand {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Plan a configured flow against live data and show the writes it would make, without making any.
+    DryRun {
+        #[arg(long, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
+        config: PathBuf,
+        /// The flow (needed when the config has several).
+        #[arg(long)]
+        flow: Option<String>,
+        /// One source record by id, instead of the recent changes.
+        #[arg(long)]
+        record: Option<String>,
+        /// How far back to read changes.
+        #[arg(long, default_value_t = 24)]
+        since_hours: i64,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,6 +176,9 @@ fn main() -> ExitCode {
             Command::Sandbox { system, port, state, tls } => sandbox_cmd::run(&system, port, state, tls).await,
             Command::Serve { config } => serve::run(&config).await,
             Command::Flows { command: FlowsCommand::Validate { file, set } } => flows_cmd::validate(&file, &set),
+            Command::Flows { command: FlowsCommand::DryRun { config, flow, record, since_hours, limit, json } } => {
+                flows_cmd::dry_run(&config, flow.as_deref(), record.as_deref(), since_hours, limit, json).await
+            }
             Command::Templates { command: TemplatesCommand::List } => flows_cmd::list_templates(),
             Command::Templates { command: TemplatesCommand::Show { name } } => flows_cmd::show_template(&name),
             Command::Jobs { command, config } => match command {
