@@ -224,9 +224,9 @@ impl Run<'_> {
     }
 
     fn trigger_ref(&self) -> Option<RecordRef> {
-        let ledgerlink_flow::Trigger::Poll { connection, object, .. } = &self.flow.trigger;
+        let (connection, object, _) = self.flow.trigger.source()?;
         let id = self.vars.get("record")?.get("Id")?.as_str()?;
-        Some(RecordRef::new(connection.clone(), object.clone(), id))
+        Some(RecordRef::new(connection, object, id))
     }
 
     fn eval(&self, step: &Step, expr: &Expr) -> Result<Value, StepError> {

@@ -20,6 +20,7 @@ pub mod review;
 pub mod poller;
 pub mod stats;
 pub mod templates;
+pub mod triggers;
 pub mod webhooks;
 pub mod worker;
 
@@ -130,6 +131,7 @@ pub fn flow_connections(flow: &Flow) -> Vec<String> {
     let mut out = Vec::new();
     match &flow.trigger {
         ledgerlink_flow::Trigger::Poll { connection, .. } => out.push(connection.clone()),
+        ledgerlink_flow::Trigger::Schedule { .. } => {}
     }
     for step in &flow.steps {
         out.push(step.kind.connection().to_string());
@@ -149,7 +151,10 @@ impl Engine {
     /// after this returns are handled; changes from before a flow existed are not.
     pub async fn prime(&self) -> anyhow::Result<()> {
         for flow in self.flows.values() {
-            poller::poll_and_record(self, flow).await?;
+            match flow.trigger {
+                ledgerlink_flow::Trigger::Poll { .. } => poller::poll_and_record(self, flow).await.map(|_| ())?,
+                ledgerlink_flow::Trigger::Schedule { .. } => triggers::tick(self, flow, now()).await.map(|_| ())?,
+            }
         }
         Ok(())
     }
@@ -162,7 +167,10 @@ impl Engine {
             let flow = flow.clone();
             let mut stop = shutdown.clone();
             tasks.spawn(async move {
-                let ledgerlink_flow::Trigger::Poll { interval_seconds, .. } = &flow.trigger;
+                let ledgerlink_flow::Trigger::Poll { interval_seconds, .. } = &flow.trigger else {
+                    schedule_loop(&engine, &flow, &mut stop).await;
+                    return;
+                };
                 let every = engine.settings.poll_interval.unwrap_or(std::time::Duration::from_secs((*interval_seconds).max(1)));
                 loop {
                     if *stop.borrow() {
@@ -187,6 +195,28 @@ impl Engine {
         let result = worker.await;
         while tasks.join_next().await.is_some() {}
         result
+    }
+}
+
+/// Ticks one scheduled flow until shutdown, sleeping until its next firing (at most a minute at a time, so a
+/// clock change or a firing enqueued by another worker is noticed).
+async fn schedule_loop(engine: &Engine, flow: &Flow, stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let wait = match triggers::tick(engine, flow, now()).await {
+            Ok(next) => (next - now()).to_std().unwrap_or_default().min(std::time::Duration::from_secs(60)),
+            Err(e) => {
+                Stats::inc(&engine.stats.errors);
+                tracing::warn!(flow = %flow.name, error = %e, "schedule tick failed; will try again");
+                std::time::Duration::from_secs(30)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait.max(std::time::Duration::from_millis(50))) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 

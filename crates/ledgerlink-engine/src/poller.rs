@@ -33,7 +33,9 @@ pub struct PollReport {
 /// as seen without a job, so installing a flow does not act on records that changed before it existed; any later
 /// change to them is a new version and is handled.
 async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::Result<PollReport> {
-    let Trigger::Poll { connection, object, fields, overlap_seconds, .. } = &flow.trigger;
+    let Trigger::Poll { connection, object, fields, overlap_seconds, .. } = &flow.trigger else {
+        anyhow::bail!("flow `{}` is not polled (it runs on a schedule)", flow.name);
+    };
     let conn = engine.connector(connection)?;
     let overlap = Duration::seconds(i64::try_from(*overlap_seconds).unwrap_or(i64::MAX / 1000));
     let changes = conn.changes_since(object, now - overlap, fields).await?;
@@ -62,7 +64,9 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
 
 /// One poll of one flow's trigger.
 pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollReport> {
-    let Trigger::Poll { connection, object, fields, overlap_seconds, .. } = &flow.trigger;
+    let Trigger::Poll { connection, object, fields, overlap_seconds, .. } = &flow.trigger else {
+        anyhow::bail!("flow `{}` is not polled (it runs on a schedule)", flow.name);
+    };
     let conn = engine.connector(connection)?;
     let store = &engine.store;
     let overlap = Duration::seconds(i64::try_from(*overlap_seconds).unwrap_or(i64::MAX / 1000));

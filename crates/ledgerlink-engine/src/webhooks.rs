@@ -63,7 +63,7 @@ pub async fn accept_quickbooks(engine: &Engine, connection: &str, body: &[u8], s
             continue;
         }
         for flow in engine.flows.values() {
-            let Trigger::Poll { connection: c, object, webhooks, .. } = &flow.trigger;
+            let Trigger::Poll { connection: c, object, webhooks, .. } = &flow.trigger else { continue };
             if !*webhooks || c != connection || !object.eq_ignore_ascii_case(&ev.entity) {
                 continue;
             }

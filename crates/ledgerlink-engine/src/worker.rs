@@ -136,13 +136,23 @@ async fn execute(engine: &Engine, job: &Job) -> Result<Outcome, ExecError> {
             run_flow(engine, flow, record, Some(job.id)).await
         }
         JOB_OWN_WRITE => Ok(Outcome::Skipped),
+        crate::triggers::JOB_FLOW_SCHEDULE => {
+            let name = job.flow.as_deref().unwrap_or_default();
+            let flow = engine
+                .flows
+                .get(name)
+                .ok_or_else(|| ExecError::Other(format!("job {} names flow `{name}`, which is not loaded", job.id)))?;
+            run_flow(engine, flow, job.payload.get("record").cloned().unwrap_or_default(), Some(job.id)).await
+        }
         crate::webhooks::JOB_FLOW_EVENT => {
             let name = job.flow.as_deref().unwrap_or_default();
             let flow = engine
                 .flows
                 .get(name)
                 .ok_or_else(|| ExecError::Other(format!("job {} names flow `{name}`, which is not loaded", job.id)))?;
-            let ledgerlink_flow::Trigger::Poll { connection, object, fields, .. } = &flow.trigger;
+            let Some((connection, object, fields)) = flow.trigger.source() else {
+                return Err(ExecError::Other(format!("job {}: flow `{name}` watches no records", job.id)));
+            };
             let event = &job.payload["event"];
             let id = event["id"].as_str().unwrap_or_default();
             // Deleted records are left to the flow's delete policy (not part of this trigger yet).

@@ -210,12 +210,12 @@ async fn redelivered_and_reclosed_changes_create_nothing(backend: Backend) {
 
     // The same change delivered again: rewind the cursor so the poll reads everything once more.
     let flow = h.engine.flows.get(FLOW).unwrap().clone();
-    let ledgerlink_flow::Trigger::Poll { connection, object, .. } = &flow.trigger;
+    let (connection, object, _) = flow.trigger.source().unwrap();
     h.engine
         .store
         .put_cursor(&ChangeCursor {
-            connection: connection.clone(),
-            object: object.clone(),
+            connection: connection.to_string(),
+            object: object.to_string(),
             flow: FLOW.into(),
             position: chrono::Utc::now() - chrono::Duration::hours(1),
             seen: json!({}),

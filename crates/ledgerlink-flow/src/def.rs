@@ -57,6 +57,24 @@ pub enum Trigger {
         /// job at once, and the poll becomes the backup sweep that catches any event that was lost.
         webhooks: bool,
     },
+    /// Run on a 5-field cron schedule in a time zone (reports, reconciliations, sweeps). `record` is
+    /// `{"scheduled_for": <RFC 3339 time of the firing>}`.
+    Schedule {
+        /// Checked at load: minute hour day-of-month month day-of-week.
+        cron: String,
+        /// An IANA zone name (`America/New_York`); the schedule follows its daylight-saving changes.
+        timezone: String,
+    },
+}
+
+impl Trigger {
+    /// The connection, object and fields a poll or webhook trigger watches; `None` for a schedule.
+    pub fn source(&self) -> Option<(&str, &str, &[String])> {
+        match self {
+            Trigger::Poll { connection, object, fields, .. } => Some((connection, object, fields)),
+            Trigger::Schedule { .. } => None,
+        }
+    }
 }
 
 /// One step. Its result is bound under `id` for later steps. With `for_each`, the step runs once per element

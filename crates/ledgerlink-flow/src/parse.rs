@@ -188,7 +188,7 @@ const INVOICE_LINE_REQUIRED: &[&str] = &["item_id", "quantity", "unit_price"];
 
 const STEP_TYPES: &[&str] = &["get", "find", "find_or_create", "create_invoice", "update"];
 /// `poll`: read changes on an interval. `webhook`: the system's change notifications, backed by a slower poll sweep.
-const TRIGGER_TYPES: &[&str] = &["poll", "webhook"];
+const TRIGGER_TYPES: &[&str] = &["poll", "webhook", "schedule"];
 const DEFAULT_INTERVAL_SECONDS: u64 = 60;
 /// The backup sweep of a webhook trigger (Intuit recommends a CDC sweep as a backstop for lost events).
 const DEFAULT_SWEEP_SECONDS: u64 = 900;
@@ -515,6 +515,9 @@ impl<'s> Parser<'s> {
             );
             return None;
         }
+        if kind == "schedule" {
+            return self.schedule_trigger(t);
+        }
         self.check_keys(
             t,
             &[
@@ -555,6 +558,31 @@ impl<'s> Parser<'s> {
             overlap_seconds: overlap,
             webhooks,
         })
+    }
+
+    /// `type = "schedule"`, `cron = "0 7 * * MON"`, `timezone = "America/New_York"` (default UTC).
+    fn schedule_trigger(&mut self, t: Table<'_, '_>) -> Option<Trigger> {
+        use std::str::FromStr as _;
+        self.check_keys(t, &["type", "cron", "timezone"], " (a schedule trigger)");
+        let cron = self.string(t, "cron", true)?;
+        let timezone = match t.get("timezone") {
+            None => "UTC".to_string(),
+            Some(_) => self.string(t, "timezone", false)?,
+        };
+        let mut ok = true;
+        let at = |key: &str| t.get(key).map_or(t.start, |v| v.span().start);
+        if cron.split_whitespace().count() != 5 {
+            self.error(at("cron"), format!("`cron = \"{cron}\"` must have 5 fields: minute hour day-of-month month day-of-week"));
+            ok = false;
+        } else if let Err(e) = croner::Cron::from_str(&cron) {
+            self.error(at("cron"), format!("`cron = \"{cron}\"` is not a valid schedule: {e}"));
+            ok = false;
+        }
+        if timezone.parse::<chrono_tz::Tz>().is_err() {
+            self.error(at("timezone"), format!("`timezone = \"{timezone}\"` is not a time zone name (e.g. UTC, America/New_York, Europe/Berlin)"));
+            ok = false;
+        }
+        ok.then_some(Trigger::Schedule { cron, timezone })
     }
 
     fn steps(&mut self, root: Table<'_, '_>, scope: &mut Vec<String>) -> Option<Vec<Step>> {

@@ -114,7 +114,10 @@ mod template {
             fields,
             interval_seconds,
             overlap_seconds,
-        } = &flow.trigger;
+            ..
+        } = &flow.trigger else {
+            panic!("a poll trigger")
+        };
         assert_eq!(
             (connection.as_str(), object.as_str()),
             ("salesforce", "Opportunity")
@@ -179,7 +182,9 @@ mod template {
             fields,
             interval_seconds,
             ..
-        } = &flow.trigger;
+        } = &flow.trigger else {
+            panic!("a poll trigger")
+        };
         assert_eq!(connection, "sf-prod");
         assert_eq!(*interval_seconds, 5);
         assert!(fields.iter().any(|f| f == "QBO_Invoice__c"));

@@ -87,6 +87,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/reviews/{id}/resolve", post(review_resolve))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/runs", get(runs))
+        .route("/api/v1/flows/{name}/run", post(flow_run))
         .with_state(engine)
 }
 
@@ -246,6 +247,25 @@ struct AuditQuery {
 async fn audit(State(engine): State<Engine>, Query(q): Query<AuditQuery>) -> ApiResult {
     let f = AuditFilter { flow: q.flow, connection: q.connection, object: q.object, record_id: None, limit: Some(q.limit.unwrap_or(100).min(1000)) };
     Ok(Json(engine.store.list_audit(&f).await?).into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct RunBody {
+    record_id: Option<String>,
+}
+
+/// Queues a run now: `{"record_id": "…"}` for a flow that watches records, `{}` for a scheduled one.
+async fn flow_run(State(engine): State<Engine>, Path(name): Path<String>, body: axum::body::Bytes) -> ApiResult {
+    let body: RunBody = if body.is_empty() {
+        RunBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("expected {{\"record_id\": \"…\"}} or an empty body: {e}")))?
+    };
+    let flow = engine.flows.get(&name).cloned().ok_or_else(|| ApiError::not_found(&format!("flow `{name}`")))?;
+    let job = ledgerlink_engine::triggers::run_now(&engine, &flow, body.record_id.as_deref())
+        .await
+        .map_err(|e| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, code: "cannot_run", message: e.to_string() })?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"job": job}))).into_response())
 }
 
 #[derive(Deserialize)]

@@ -101,9 +101,23 @@ async fn signed_events_are_queued_before_200_and_bad_ones_get_401() {
     let resp = http.post(format!("http://{addr}/webhooks/quickbooks/nope")).header("intuit-signature", "x").body("{}").send().await.unwrap();
     assert_eq!(resp.status(), 404);
 
+    // A manual run of one invoice, through the API.
+    let resp = http.post(format!("http://{addr}/api/v1/flows/invoice-events/run")).json(&json!({"record_id": "130"})).send().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let resp = http.post(format!("http://{addr}/api/v1/flows/invoice-events/run")).body("").send().await.unwrap();
+    assert_eq!(resp.status(), 422, "a flow that watches records needs the record");
+    assert_eq!(jobs().await.len(), 3);
+    // Undo it so the figures below count the webhook jobs only.
+    let manual = jobs().await.into_iter().find(|j| j.idempotency_key.starts_with("manual:")).unwrap();
+    assert_eq!(manual.payload["event"]["id"], "130");
+    let job = store.claim_jobs("t", chrono::Utc::now(), chrono::Duration::seconds(60), 10).await.unwrap();
+    for j in job {
+        store.complete_job(j.id, "t", chrono::Utc::now()).await.unwrap();
+    }
+
     // The queue shows in the metrics, with bounded labels.
     let metrics = http.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("ledgerlink_jobs{status=\"queued\"} 2"), "{metrics}");
+    assert!(metrics.contains("ledgerlink_jobs{status=\"done\"} 3"), "{metrics}");
     assert!(metrics.contains("ledgerlink_jobs_enqueued_total 2"), "{metrics}");
     assert!(metrics.contains("ledgerlink_changes_already_handled_total 2"), "{metrics}");
 }

@@ -66,7 +66,13 @@ pub async fn dry_run(config: &Path, flow_name: Option<&str>, record: Option<&str
             }
         }
     };
-    let ledgerlink_flow::Trigger::Poll { connection, object, fields, .. } = &flow.trigger;
+    let Some((connection, object, fields)) = flow.trigger.source() else {
+        // A scheduled flow: plan one firing now.
+        let record = serde_json::json!({"scheduled_for": chrono::Utc::now().to_rfc3339()});
+        let plan = ledgerlink_engine::executor::plan_flow(&engine, &flow, record).await?;
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(ExitCode::SUCCESS);
+    };
     let conn = engine.connector(connection)?.clone();
     let records = match record {
         Some(id) => vec![conn.get(object, id, fields).await?.ok_or_else(|| anyhow::anyhow!("{object} {id} does not exist in {connection}"))?],
@@ -113,5 +119,17 @@ pub async fn dry_run(config: &Path, flow_name: Option<&str>, record: Option<&str
         }
     }
     println!("(dry run: nothing was written)");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ledgerlink flows run`: queues one run now.
+pub async fn run_now(config: &Path, flow_name: &str, record: Option<&str>) -> anyhow::Result<ExitCode> {
+    let cfg = ledgerlink_engine::Config::load(config)?;
+    let engine = ledgerlink_engine::load_for_inspection(&cfg).await?;
+    let flow = engine.flows.get(flow_name).cloned().ok_or_else(|| {
+        anyhow::anyhow!("no flow `{flow_name}` in {} (configured: {})", config.display(), engine.flows.keys().cloned().collect::<Vec<_>>().join(", "))
+    })?;
+    let job = ledgerlink_engine::triggers::run_now(&engine, &flow, record).await?;
+    println!("queued job {job} for flow `{flow_name}`; `ledgerlink jobs show {job}` follows it");
     Ok(ExitCode::SUCCESS)
 }

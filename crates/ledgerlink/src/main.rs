@@ -131,6 +131,16 @@ enum FlowsCommand {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Queue a run of a configured flow now (a running `serve` picks it up): one record by id, or one firing of
+    /// a scheduled flow.
+    Run {
+        #[arg(long, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        flow: String,
+        #[arg(long)]
+        record: Option<String>,
+    },
     /// Plan a configured flow against live data and show the writes it would make, without making any.
     DryRun {
         #[arg(long, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
@@ -176,6 +186,7 @@ fn main() -> ExitCode {
             Command::Sandbox { system, port, state, tls } => sandbox_cmd::run(&system, port, state, tls).await,
             Command::Serve { config } => serve::run(&config).await,
             Command::Flows { command: FlowsCommand::Validate { file, set } } => flows_cmd::validate(&file, &set),
+            Command::Flows { command: FlowsCommand::Run { config, flow, record } } => flows_cmd::run_now(&config, &flow, record.as_deref()).await,
             Command::Flows { command: FlowsCommand::DryRun { config, flow, record, since_hours, limit, json } } => {
                 flows_cmd::dry_run(&config, flow.as_deref(), record.as_deref(), since_hours, limit, json).await
             }
