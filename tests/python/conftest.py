@@ -46,3 +46,12 @@ def salesforce_sandbox():
     sb = Sandbox("salesforce")
     yield sb
     sb.stop()
+
+
+@pytest.fixture
+def salesforce_tls_sandbox():
+    """The Salesforce sandbox over https (`--tls`): simple-salesforce only builds https URLs. `info["cert_pem_path"]`
+    is the self-signed certificate generated at start, for `requests.Session().verify`."""
+    sb = Sandbox("salesforce", "--tls")
+    yield sb
+    sb.stop()

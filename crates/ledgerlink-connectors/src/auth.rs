@@ -175,6 +175,16 @@ pub fn classify_token_error(reply: &Reply) -> ConnectorError {
     }
 }
 
+/// A way to obtain a new access token without a refresh token, such as a signed JWT bearer assertion: whoever
+/// holds the signing key can always mint a fresh one, so there is nothing to rotate or lose.
+#[async_trait]
+pub trait TokenGrant: Send + Sync + std::fmt::Debug {
+    /// The token endpoint the grant is presented to (named in logs).
+    fn token_url(&self) -> &str;
+    /// Presents the grant and returns the new tokens (`refresh_token` is `None`).
+    async fn obtain(&self, http: &reqwest::Client) -> Result<OAuthTokens, ConnectorError>;
+}
+
 /// Keeps one connection's access token valid.
 ///
 /// The lock is held across the whole refresh (request and save), so a connection never runs two refreshes at
@@ -182,6 +192,9 @@ pub fn classify_token_error(reply: &Reply) -> ConnectorError {
 pub struct TokenManager {
     store: Arc<dyn TokenStore>,
     refresh: RefreshConfig,
+    /// When set, new tokens come from this grant instead of a refresh token (the refresh configuration is then
+    /// only named in logs).
+    grant: Option<Arc<dyn TokenGrant>>,
     http: reqwest::Client,
     /// The tokens last loaded or saved; `None` until first use.
     current: tokio::sync::Mutex<Option<OAuthTokens>>,
@@ -192,6 +205,7 @@ impl std::fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenManager")
             .field("refresh", &self.refresh)
+            .field("grant", &self.grant)
             .field("refreshes", &self.refreshes.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -199,7 +213,33 @@ impl std::fmt::Debug for TokenManager {
 
 impl TokenManager {
     pub fn new(store: Arc<dyn TokenStore>, refresh: RefreshConfig, http: reqwest::Client) -> Self {
-        TokenManager { store, refresh, http, current: tokio::sync::Mutex::new(None), refreshes: AtomicU64::new(0) }
+        TokenManager {
+            store,
+            refresh,
+            grant: None,
+            http,
+            current: tokio::sync::Mutex::new(None),
+            refreshes: AtomicU64::new(0),
+        }
+    }
+
+    /// A manager whose tokens come from `grant` (no refresh token): it obtains a new access token when the
+    /// current one expires or is refused, with the same one-at-a-time locking and save-before-use as a refresh.
+    pub fn with_grant(store: Arc<dyn TokenStore>, grant: Arc<dyn TokenGrant>, http: reqwest::Client) -> Self {
+        let refresh = RefreshConfig {
+            token_url: grant.token_url().to_string(),
+            client_id: String::new(),
+            client_secret: SecretString::from(String::new()),
+            client_auth: ClientAuth::Form,
+        };
+        TokenManager {
+            store,
+            refresh,
+            grant: Some(grant),
+            http,
+            current: tokio::sync::Mutex::new(None),
+            refreshes: AtomicU64::new(0),
+        }
     }
 
     /// How many refreshes this manager has performed (for metrics and tests).
@@ -212,24 +252,28 @@ impl TokenManager {
         let mut guard = self.current.lock().await;
         let tokens = match guard.as_ref() {
             Some(t) => t.clone(),
-            None => {
-                let t = self.store.load().await?;
-                *guard = Some(t.clone());
-                t
-            }
+            None => match self.store.load().await {
+                Ok(t) => {
+                    *guard = Some(t.clone());
+                    t
+                }
+                // A grant needs nothing stored: the first call obtains the first token.
+                Err(_) if self.grant.is_some() => return self.refresh_locked(&mut guard, None).await,
+                Err(e) => return Err(e),
+            },
         };
         // Compared as `expiry > now + margin`, which cannot overflow for an unknown (minimum) expiry.
         if tokens.access_expires_at > Utc::now() + EXPIRY_MARGIN {
             return Ok(tokens.access_token);
         }
-        if tokens.refresh_token.is_none() {
+        if tokens.refresh_token.is_none() && self.grant.is_none() {
             if tokens.access_expires_at > Utc::now() {
                 // Nothing to refresh with; the token still has a few seconds.
                 return Ok(tokens.access_token);
             }
             return Err(no_refresh_token());
         }
-        self.refresh_locked(&mut guard, &tokens).await
+        self.refresh_locked(&mut guard, Some(&tokens)).await
     }
 
     /// Called after the server refused `stale`. Refreshes only if the stored token is still `stale`: when several
@@ -237,26 +281,35 @@ impl TokenManager {
     pub async fn refresh_after_401(&self, stale: &str) -> Result<String, ConnectorError> {
         let mut guard = self.current.lock().await;
         // Read the store again: whoever holds the tokens durably is the authority on what is current.
-        let tokens = self.store.load().await?;
+        let tokens = match self.store.load().await {
+            Ok(t) => t,
+            Err(_) if self.grant.is_some() => return self.refresh_locked(&mut guard, None).await,
+            Err(e) => return Err(e),
+        };
         if tokens.access_token != stale {
             let token = tokens.access_token.clone();
             *guard = Some(tokens);
             return Ok(token);
         }
-        if tokens.refresh_token.is_none() {
+        if tokens.refresh_token.is_none() && self.grant.is_none() {
             return Err(no_refresh_token());
         }
-        self.refresh_locked(&mut guard, &tokens).await
+        self.refresh_locked(&mut guard, Some(&tokens)).await
     }
 
     /// Refreshes with the lock held, saves the new tokens, and only then hands out the new access token.
     async fn refresh_locked(
         &self,
         guard: &mut tokio::sync::MutexGuard<'_, Option<OAuthTokens>>,
-        tokens: &OAuthTokens,
+        tokens: Option<&OAuthTokens>,
     ) -> Result<String, ConnectorError> {
-        let refresh_token = tokens.refresh_token.as_deref().ok_or_else(no_refresh_token)?;
-        let fresh = self.refresh.refresh(&self.http, refresh_token).await?;
+        let fresh = match &self.grant {
+            Some(grant) => grant.obtain(&self.http).await?,
+            None => {
+                let refresh_token = tokens.and_then(|t| t.refresh_token.as_deref()).ok_or_else(no_refresh_token)?;
+                self.refresh.refresh(&self.http, refresh_token).await?
+            }
+        };
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         self.store.save(&fresh).await?;
         tracing::info!(token_url = %self.refresh.token_url, "access token refreshed and saved");

@@ -49,6 +49,32 @@ pub fn client() -> reqwest::Client {
         .expect("the HTTP client configuration is valid")
 }
 
+/// The HTTP client of [`client`], also trusting the root certificate(s) in the PEM file at `pem_path`, for a
+/// server whose certificate is self-signed or issued by a private CA (a local sandbox, a corporate proxy).
+/// Verification stays on: the extra roots are added to the platform's, never replacing the checks.
+pub fn client_with_root_pem(pem_path: &std::path::Path) -> Result<reqwest::Client, ConnectorError> {
+    let bad = |message: String| ConnectorError::Validation {
+        code: "invalid_root_certificate".into(),
+        message,
+        field: Some("root_certificate".into()),
+    };
+    let pem = std::fs::read(pem_path)
+        .map_err(|e| bad(format!("cannot read the root certificate file {}: {e}", pem_path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| bad(format!("{} is not a PEM certificate file: {e}", pem_path.display())))?;
+    if certs.is_empty() {
+        return Err(bad(format!("{} holds no PEM certificate", pem_path.display())));
+    }
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(user_agent())
+        .tls_certs_merge(certs)
+        .build()
+        .map_err(|e| bad(format!("the certificates in {} cannot be used: {e}", pem_path.display())))
+}
+
 /// A complete HTTP answer: status, headers and the body as text.
 #[derive(Debug, Clone)]
 pub struct Reply {

@@ -9,7 +9,9 @@
 pub mod auth;
 pub mod error;
 pub mod http;
+pub mod limiter;
 pub mod quickbooks;
+pub mod retry;
 pub mod salesforce;
 
 use async_trait::async_trait;

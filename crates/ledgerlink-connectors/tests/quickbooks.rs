@@ -5,13 +5,18 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use futures::StreamExt;
 use ledgerlink_connectors::auth::{MemoryTokenStore, OAuthTokens, TokenStore};
-use ledgerlink_connectors::quickbooks::{QuickbooksConfig, QuickbooksConnector};
+use ledgerlink_connectors::limiter::Limiter;
+use ledgerlink_connectors::quickbooks::{QuickbooksConfig, QuickbooksConnector, quickbooks_policy};
 use ledgerlink_connectors::{Connector, ConnectorError, FindQuery, Record, http};
 use ledgerlink_model::{Currency, Invoice, InvoiceLine, QboRealmId};
 use ledgerlink_sandbox::RunningSandbox;
 use ledgerlink_sandbox::quickbooks::{QuickbooksOptions, start};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
+
+const LIMIT_SCALE: f64 = 0.02;
+/// The sandbox's limit clock runs this much faster than real time (the inverse of `LIMIT_SCALE`).
+const SANDBOX_LIMIT_SPEEDUP: f64 = 50.0;
 
 struct Fixture {
     sandbox: RunningSandbox,
@@ -34,8 +39,15 @@ async fn fixture() -> Fixture {
         client_secret: sandbox.info_str("client_secret").into(),
         minor_version: 75,
     };
-    let qbo = Arc::new(QuickbooksConnector::new(config, store.clone() as Arc<dyn TokenStore>, http::client()));
-    Fixture { sandbox, store, qbo }
+    // A limit "minute" lasts 1.2 s on both sides, so bulk tests run fast and still prove the limiter keeps the
+    // realm under the sandbox's enforcement of Intuit's limits.
+    let qbo = Arc::new(
+        QuickbooksConnector::new(config, store.clone() as Arc<dyn TokenStore>, http::client())
+            .with_limiter(Limiter::with_time_scale(&quickbooks_policy(), LIMIT_SCALE)),
+    );
+    let f = Fixture { sandbox, store, qbo };
+    admin(&f, "limits", json!({"time_scale": SANDBOX_LIMIT_SPEEDUP})).await;
+    f
 }
 
 fn record(v: Value) -> Record {
@@ -303,6 +315,9 @@ async fn changes_since_pages_through_more_than_a_thousand_rows_oldest_first() {
 
     let all = f.qbo.query("SELECT * FROM Customer").await.unwrap();
     assert!(all.len() > n);
+    // More than two limit-minutes' worth of calls (the sandbox enforces Intuit's limits at the same pace), and
+    // the limiter kept every one under them.
+    assert_eq!(f.qbo.limiter().throttled_count(), 0, "the limiter must keep the realm under its limits");
 
     // Nothing changed after a moment in the future.
     let later = f.qbo.changes_since("Customer", Utc::now() + TimeDelta::hours(1), &[]).await.unwrap();

@@ -119,7 +119,14 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
                 client_secret: secret,
                 minor_version: cfg.get("minor_version").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).unwrap_or(75),
             };
-            Ok(Arc::new(QuickbooksConnector::new(config, tokens, http)))
+            let mut connector = QuickbooksConnector::new(config, tokens, http);
+            // A sandbox can run Intuit's limits on a faster clock (its `time_scale`); the connector's limiter must
+            // run at the same speed-up to stay just under them.
+            if let Some(speedup) = cfg.get("rate_limit_speedup").and_then(Value::as_f64).filter(|s| *s > 0.0) {
+                let policy = ledgerlink_connectors::quickbooks::quickbooks_policy();
+                connector = connector.with_limiter(ledgerlink_connectors::limiter::Limiter::with_time_scale(&policy, 1.0 / speedup));
+            }
+            Ok(Arc::new(connector))
         }
         "salesforce" => {
             let config = SalesforceConfig {

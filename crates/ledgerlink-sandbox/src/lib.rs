@@ -25,8 +25,9 @@ pub struct RunningSandbox {
     ///
     /// QuickBooks: `system`, `base_url`, `api_base` (`{base_url}/v3`), `discovery_url`, `token_url`, `client_id`,
     /// `client_secret`, `realm_id`, `access_token`, `refresh_token`, `verifier_token`.
-    /// Salesforce: `system`, `base_url`, `instance_url`, `token_url`, `api_version`, `client_id`, `client_secret`,
-    /// `org_id`, `username`, `access_token`, `refresh_token`.
+    /// Salesforce: `system`, `base_url`, `instance_url`, `token_url`, `authorize_url`, `admin_url`, `api_version`,
+    /// `client_id`, `client_secret`, `org_id`, `username`, `password`, `access_token`, `refresh_token`, and with TLS
+    /// `cert_pem_path` (the PEM of the certificate authority to trust).
     pub info: serde_json::Value,
     pub(crate) shutdown: Option<oneshot::Sender<()>>,
     pub(crate) task: Option<JoinHandle<()>>,

@@ -6,9 +6,14 @@
 //! shape QBO uses into a [`ConnectorError`]; [`invoice`] encodes canonical invoices. Tokens come from a
 //! [`TokenManager`] with Basic client authentication; any 401 triggers one refresh and one retry.
 
+pub mod batch;
+pub mod cdc;
 pub mod classify;
 pub mod invoice;
+pub mod model;
 pub mod query;
+pub mod typed;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -25,6 +30,7 @@ pub use query::QueryBuilder;
 
 use crate::auth::{ClientAuth, RefreshConfig, TokenManager, TokenStore};
 use crate::http::{self, Reply};
+use crate::limiter::Limiter;
 use crate::{Changes, Connector, ConnectorError, FindQuery, RateLimitPolicy, Record};
 
 /// The minor version sent with every call: from August 2025 QBO ignores 1–74 and defaults to 75.
@@ -51,6 +57,7 @@ pub struct QuickbooksConnector {
     api_base: String,
     tokens: TokenManager,
     http: reqwest::Client,
+    limiter: Limiter,
 }
 
 impl std::fmt::Debug for QuickbooksConnector {
@@ -61,6 +68,21 @@ impl std::fmt::Debug for QuickbooksConnector {
             .finish_non_exhaustive()
     }
 }
+
+/// QuickBooks' published limits per realm (facts §6): 500 requests a minute (batch calls included), 10 in
+/// flight, 120 batch calls a minute of at most 30 items.
+pub fn quickbooks_policy() -> RateLimitPolicy {
+    RateLimitPolicy {
+        requests_per_minute: Some(500),
+        max_concurrent: Some(10),
+        batch_requests_per_minute: Some(120),
+        max_batch_items: Some(MAX_BATCH_ITEMS as u32),
+        daily_budget: None,
+    }
+}
+
+/// The most items one `POST /batch` may carry.
+pub const MAX_BATCH_ITEMS: usize = 30;
 
 /// The `requestid` for an idempotency key: the key itself when QBO accepts its length, else a SHA-256 hex
 /// prefix of it, so the same logical key always maps to the same request id.
@@ -128,7 +150,25 @@ impl QuickbooksConnector {
             tokens: TokenManager::new(tokens, refresh, http.clone()),
             config,
             http,
+            limiter: Limiter::new(&quickbooks_policy()),
         }
+    }
+
+    /// The same connector drawing from `limiter` (shared with other clients of the same company, or a
+    /// time-scaled one in tests).
+    pub fn with_limiter(mut self, limiter: Limiter) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The connection's proactive limiter (its counters show how often QuickBooks still throttled).
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    /// The realm this connector talks to.
+    pub fn realm_id(&self) -> &str {
+        self.config.realm_id.as_str()
     }
 
     /// The connection's token manager (shared refresh state).
@@ -149,6 +189,33 @@ impl QuickbooksConnector {
         params: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value, ConnectorError> {
+        let reply = self.send(method, path, params, body, false).await?;
+        if !reply.is_success() {
+            return Err(self.failure(&reply));
+        }
+        reply.json()
+    }
+
+    /// Classifies a failed answer, counting throttles on the limiter.
+    fn failure(&self, reply: &Reply) -> ConnectorError {
+        let err = classify::classify(reply);
+        if matches!(err, ConnectorError::RateLimited { .. }) {
+            self.limiter.record_throttle();
+        }
+        err
+    }
+
+    /// Sends one request under the limiter (a batch call takes a batch permit), with the current access token;
+    /// when QBO refuses the token (401) it is refreshed once (one refresh per connection at a time) and the
+    /// request is sent again under a new permit. The answer is returned as it is.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        params: &[(&str, String)],
+        body: Option<&Value>,
+        batch: bool,
+    ) -> Result<Reply, ConnectorError> {
         let url = self.url(path);
         let minor = self.config.minor_version.to_string();
         let build = |token: &str| {
@@ -164,11 +231,18 @@ impl QuickbooksConnector {
             }
             req
         };
-        let reply: Reply = self.tokens.send_with_refresh(build, |r| r.status.as_u16() == 401).await?;
-        if !reply.is_success() {
-            return Err(classify::classify(&reply));
+        let token = self.tokens.access_token().await?;
+        let reply = {
+            let _permit = if batch { self.limiter.acquire_batch().await } else { self.limiter.acquire().await };
+            http::send(build(&token)).await?
+        };
+        if reply.status.as_u16() != 401 {
+            return Ok(reply);
         }
-        reply.json()
+        tracing::debug!("QuickBooks refused the access token; refreshing once");
+        let token = self.tokens.refresh_after_401(&token).await?;
+        let _permit = if batch { self.limiter.acquire_batch().await } else { self.limiter.acquire().await };
+        http::send(build(&token)).await
     }
 
     /// Reads one entity; `None` when QBO says it does not exist.
@@ -273,13 +347,7 @@ impl Connector for QuickbooksConnector {
     }
 
     fn rate_limit_policy(&self) -> RateLimitPolicy {
-        RateLimitPolicy {
-            requests_per_minute: Some(500),
-            max_concurrent: Some(10),
-            batch_requests_per_minute: Some(120),
-            max_batch_items: Some(30),
-            daily_budget: None,
-        }
+        quickbooks_policy()
     }
 
     #[tracing::instrument(skip_all, fields(system = "quickbooks"), err)]

@@ -9,6 +9,10 @@ use std::time::Duration;
 use crate::ConnectorError;
 use crate::http::{self, Reply};
 
+/// How long to wait after the concurrent-request limit refused a call. Salesforce sends no `Retry-After`; the
+/// limit counts requests running for 20 s or more, so a few seconds frees a slot.
+pub const CONCURRENCY_THROTTLE_DELAY: Duration = Duration::from_secs(5);
+
 /// The first error of a Salesforce error array.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ApiError {
@@ -43,8 +47,30 @@ pub fn is_invalid_session(reply: &Reply) -> bool {
 }
 
 /// Classifies a non-success Salesforce answer.
+///
+/// `REQUEST_LIMIT_EXCEEDED` also reports the concurrent long-request limit, which clears in seconds: it is the
+/// daily budget only when the answer's own `Sforce-Limit-Info` shows the budget spent (or is absent and the
+/// message does not name a concurrency limit); otherwise it is a throttle.
 pub fn classify(reply: &Reply) -> ConnectorError {
-    classify_parts(reply.status.as_u16(), http::retry_after(&reply.headers), &reply.body)
+    let status = reply.status.as_u16();
+    let retry_after = http::retry_after(&reply.headers);
+    if status == 403
+        && let Some(err) = parse_errors(&reply.body)
+        && err.error_code == "REQUEST_LIMIT_EXCEEDED"
+    {
+        let usage = reply.header("sforce-limit-info").and_then(super::parse_limit_info);
+        let budget_spent = match usage {
+            Some((used, max)) => used >= max,
+            None => !err.message.contains("Concurrent"),
+        };
+        if !budget_spent {
+            return ConnectorError::RateLimited {
+                retry_after: retry_after.or(Some(CONCURRENCY_THROTTLE_DELAY)),
+                message: format!("{}: {} (the daily budget is not spent)", err.error_code, err.message),
+            };
+        }
+    }
+    classify_parts(status, retry_after, &reply.body)
 }
 
 fn describe(err: &Option<ApiError>, status: u16, body: &str) -> String {
@@ -77,11 +103,16 @@ pub fn classify_parts(status: u16, retry_after: Option<Duration>, body: &str) ->
         503 if retry_after.is_some() => {
             ConnectorError::RateLimited { retry_after, message: describe(&err, status, body) }
         }
+        // Any server error may come after the write was applied (a 503 from a proxy in front of a busy
+        // instance included), so a create that gets one must be looked up before it is repeated.
         s if s >= 500 => ConnectorError::Transient {
             message: format!("Salesforce failed: {}", describe(&err, status, body)),
-            outcome_unknown: s != 503,
+            outcome_unknown: true,
         },
         s => match err {
+            Some(e) if e.error_code == "UNABLE_TO_LOCK_ROW" => {
+                ConnectorError::Conflict { message: format!("{}: {}", e.error_code, e.message) }
+            }
             Some(e) => ConnectorError::Validation {
                 message: if e.message.is_empty() { e.error_code.clone() } else { e.message },
                 field: e.fields.into_iter().next(),
@@ -92,6 +123,25 @@ pub fn classify_parts(status: u16, retry_after: Option<Duration>, body: &str) ->
                 message: format!("Salesforce answered {s}: {}", http::snippet(body)),
                 field: None,
             },
+        },
+    }
+}
+
+/// Classifies one record's error inside a successful Collections answer (`statusCode`, `message`, `fields`).
+pub fn record_error(code: &str, message: &str, field: Option<String>) -> ConnectorError {
+    let text = if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
+    match code {
+        // Another transaction holds the row: trying again shortly succeeds.
+        "UNABLE_TO_LOCK_ROW" => ConnectorError::Conflict { message: text },
+        "ENTITY_IS_DELETED" | "NOT_FOUND" => ConnectorError::NotFound { message: text },
+        "REQUEST_LIMIT_EXCEEDED" => ConnectorError::BudgetExhausted { message: text },
+        "SERVER_UNAVAILABLE" | "UNKNOWN_EXCEPTION" => {
+            ConnectorError::Transient { message: text, outcome_unknown: false }
+        }
+        _ => ConnectorError::Validation {
+            code: code.to_string(),
+            message: if message.is_empty() { code.to_string() } else { message.to_string() },
+            field,
         },
     }
 }
@@ -137,8 +187,38 @@ mod tests {
         let d = Some(Duration::from_secs(3));
         assert_eq!(classify_parts(429, d, "").retry_after(), d);
         assert_eq!(classify_parts(503, d, "").retry_after(), d);
-        assert!(matches!(classify_parts(503, None, ""), ConnectorError::Transient { outcome_unknown: false, .. }));
+        assert!(matches!(classify_parts(503, None, ""), ConnectorError::Transient { outcome_unknown: true, .. }));
         assert!(matches!(classify_parts(500, None, "[]"), ConnectorError::Transient { outcome_unknown: true, .. }));
+    }
+
+    fn reply(status: u16, limit: Option<&str>, body: &str) -> Reply {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(l) = limit {
+            headers.insert("sforce-limit-info", reqwest::header::HeaderValue::from_str(l).unwrap());
+        }
+        Reply { status: reqwest::StatusCode::from_u16(status).unwrap(), headers, body: body.to_string() }
+    }
+
+    #[test]
+    fn request_limit_is_the_budget_only_when_the_budget_is_spent() {
+        let concurrent =
+            r#"[{"message":"ConcurrentPerOrgLongTxn Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
+        let total = r#"[{"message":"TotalRequests Limit exceeded.","errorCode":"REQUEST_LIMIT_EXCEEDED"}]"#;
+        match classify(&reply(403, Some("api-usage=10/100000"), concurrent)) {
+            ConnectorError::RateLimited { retry_after, .. } => {
+                assert_eq!(retry_after, Some(CONCURRENCY_THROTTLE_DELAY))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(classify(&reply(403, None, concurrent)), ConnectorError::RateLimited { .. }));
+        assert!(matches!(
+            classify(&reply(403, Some("api-usage=100/100"), total)),
+            ConnectorError::BudgetExhausted { .. }
+        ));
+        assert!(matches!(classify(&reply(403, None, total)), ConnectorError::BudgetExhausted { .. }));
+        let locked =
+            r#"[{"message":"unable to obtain exclusive access to this record","errorCode":"UNABLE_TO_LOCK_ROW"}]"#;
+        assert!(matches!(classify(&reply(400, None, locked)), ConnectorError::Conflict { .. }));
     }
 
     #[test]

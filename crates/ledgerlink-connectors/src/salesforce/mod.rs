@@ -1,27 +1,49 @@
 //! Salesforce connector (REST API).
 //!
 //! Layout: [`SalesforceConnector`] implements [`Connector`] over `{instance_url}/services/data/v{version}/…` and
-//! offers typed calls of its own ([`SalesforceConnector::query`], [`SalesforceConnector::upsert_by_external_id`],
-//! [`SalesforceConnector::api_usage`]); [`soql`] builds escaped SOQL; [`classify`] maps error arrays to
-//! [`ConnectorError`]. Tokens come from a [`TokenManager`] with client credentials in the form; a 401
-//! `INVALID_SESSION_ID` triggers one refresh and one retry. Every answer's `Sforce-Limit-Info` is recorded so the
-//! engine can stop before the daily budget runs out.
+//! offers calls of its own ([`SalesforceConnector::query`], [`SalesforceConnector::upsert_by_external_id`],
+//! [`SalesforceConnector::deleted_since`], [`SalesforceConnector::updated_since`], and typed access through
+//! [`SalesforceConnector::typed`] with the records of [`model`]); [`soql`] builds escaped SOQL; [`classify`] maps
+//! error arrays to [`ConnectorError`]; [`collections`] batches single writes into sObject Collections calls;
+//! [`changes`] combines `SystemModstamp` polling with the `deleted/` feed; [`budget`] watches
+//! `Sforce-Limit-Info` on every answer and fails fast before the daily budget runs out; [`jwt`] is the JWT
+//! bearer grant. Tokens come from a [`TokenManager`], either refreshed with the refresh token (client
+//! credentials in the form) or re-minted from a JWT assertion ([`SalesforceAuth`]); a 401 `INVALID_SESSION_ID`
+//! triggers one renewal and one retry.
+//!
+//! Creates and retries: Salesforce has no request id. A create of an object with a configured idempotency field
+//! (an External ID custom field, [`SalesforceConnector::with_idempotency_field`]) is an upsert by that field,
+//! with the record's own value or else the idempotency key, so repeating it cannot make a second record. Other
+//! creates, after an answer that leaves the outcome unknown, look for the record (same field values, created from
+//! a few minutes before the attempt on) before reporting: found, it is returned as created; not found, the error
+//! says the create did not happen (`outcome_unknown: false`), so the caller's retry may create it again.
 
+pub mod budget;
+pub mod changes;
 pub mod classify;
+pub mod collections;
+pub mod jwt;
+pub mod model;
 pub mod soql;
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use reqwest::Method;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+pub use budget::{BudgetGuard, BudgetReserve};
+pub use changes::{ChangeBatch, ChangeFeed, FeedState};
+pub use collections::{CollectionsWriter, WriteOutcome};
+pub use jwt::JwtBearerGrant;
+pub use model::SObject;
 pub use soql::Soql;
 
-use crate::auth::{ClientAuth, RefreshConfig, TokenManager, TokenStore};
+use crate::auth::{ClientAuth, RefreshConfig, TokenGrant, TokenManager, TokenStore};
 use crate::http::{self, Reply};
 use crate::{Changes, Connector, ConnectorError, FindQuery, RateLimitPolicy, Record};
 
@@ -43,15 +65,64 @@ pub struct SalesforceConfig {
     pub client_secret: SecretString,
 }
 
+/// How a connection obtains its access tokens.
+#[derive(Clone)]
+pub enum SalesforceAuth {
+    /// The web-server flow's refresh token, exchanged with the configuration's client id and secret.
+    RefreshToken,
+    /// The JWT bearer flow: an RS256 assertion signed with the key whose certificate the connected app holds.
+    /// `audience` is the login URL (`https://login.salesforce.com` or `https://test.salesforce.com`).
+    JwtBearer { client_id: String, username: String, private_key_pem: SecretString, audience: String },
+}
+
+impl std::fmt::Debug for SalesforceAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SalesforceAuth::RefreshToken => f.write_str("RefreshToken"),
+            SalesforceAuth::JwtBearer { client_id, username, audience, .. } => f
+                .debug_struct("JwtBearer")
+                .field("client_id", client_id)
+                .field("username", username)
+                .field("private_key_pem", &"[redacted]")
+                .field("audience", audience)
+                .finish(),
+        }
+    }
+}
+
+/// Deleted records reported by `GET /sobjects/{Object}/deleted/`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeletedRecords {
+    pub records: Vec<DeletedRecord>,
+    /// Deletions before this are no longer available (the recycle bin keeps about 15 days).
+    pub earliest_date_available: Option<DateTime<Utc>>,
+    /// The answer covers deletions up to this time.
+    pub latest_date_covered: Option<DateTime<Utc>>,
+}
+
+/// One deleted record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeletedRecord {
+    pub id: String,
+    pub deleted_date: DateTime<Utc>,
+}
+
+/// Ids changed in a window, from `GET /sobjects/{Object}/updated/`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpdatedIds {
+    pub ids: Vec<String>,
+    pub latest_date_covered: Option<DateTime<Utc>>,
+}
+
 /// One Salesforce org's client.
 pub struct SalesforceConnector {
     config: SalesforceConfig,
     instance_url: String,
     tokens: TokenManager,
     http: reqwest::Client,
-    /// Last seen `api-usage=used/max`; 0 = not seen yet.
-    api_used: AtomicU64,
-    api_max: AtomicU64,
+    budget: BudgetGuard,
+    /// Object → External ID field that makes its creates idempotent upserts.
+    idempotency_fields: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for SalesforceConnector {
@@ -98,11 +169,17 @@ fn strip_attributes(record: &mut Record) {
     }
 }
 
+/// `2024-01-15`: a date, which SOQL writes without quotes.
+fn looks_like_date(text: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+}
+
 fn unexpected(message: &str) -> ConnectorError {
     ConnectorError::Transient { message: format!("unexpected Salesforce answer: {message}"), outcome_unknown: true }
 }
 
 impl SalesforceConnector {
+    /// A connection authorised with a refresh token.
     pub fn new(config: SalesforceConfig, tokens: Arc<dyn TokenStore>, http: reqwest::Client) -> Self {
         let refresh = RefreshConfig {
             token_url: config.token_url.clone(),
@@ -110,14 +187,58 @@ impl SalesforceConnector {
             client_secret: config.client_secret.clone(),
             client_auth: ClientAuth::Form,
         };
+        let tokens = TokenManager::new(tokens, refresh, http.clone());
+        Self::with_token_manager(config, tokens, http)
+    }
+
+    /// A connection authorised as `auth` says. Fails when the JWT settings or key are unusable.
+    pub fn with_auth(
+        config: SalesforceConfig,
+        auth: SalesforceAuth,
+        tokens: Arc<dyn TokenStore>,
+        http: reqwest::Client,
+    ) -> Result<Self, ConnectorError> {
+        match auth {
+            SalesforceAuth::RefreshToken => Ok(Self::new(config, tokens, http)),
+            SalesforceAuth::JwtBearer { client_id, username, private_key_pem, audience } => {
+                let grant = JwtBearerGrant::new(
+                    &config.token_url,
+                    &client_id,
+                    &username,
+                    &audience,
+                    private_key_pem.expose_secret(),
+                )?;
+                let grant: Arc<dyn TokenGrant> = Arc::new(grant);
+                let tokens = TokenManager::with_grant(tokens, grant, http.clone());
+                Ok(Self::with_token_manager(config, tokens, http))
+            }
+        }
+    }
+
+    fn with_token_manager(config: SalesforceConfig, tokens: TokenManager, http: reqwest::Client) -> Self {
         SalesforceConnector {
             instance_url: config.instance_url.trim_end_matches('/').to_string(),
-            tokens: TokenManager::new(tokens, refresh, http.clone()),
+            tokens,
             config,
             http,
-            api_used: AtomicU64::new(0),
-            api_max: AtomicU64::new(0),
+            budget: BudgetGuard::default(),
+            idempotency_fields: HashMap::new(),
         }
+    }
+
+    /// Keeps `reserve` of the daily API budget back; once fewer calls remain, calls fail with
+    /// [`ConnectorError::BudgetExhausted`] until a probe after `recheck_after` finds the budget recovered.
+    pub fn with_budget(mut self, reserve: BudgetReserve, recheck_after: Duration) -> Self {
+        self.budget = BudgetGuard::new(reserve, recheck_after);
+        self
+    }
+
+    /// Makes creates of `object` idempotent upserts by its External ID field `field`.
+    pub fn with_idempotency_field(mut self, object: &str, field: &str) -> Result<Self, ConnectorError> {
+        soql::check_object(object)?;
+        soql::check_field(field)?;
+        self.idempotency_fields.insert(object.to_string(), field.to_string());
+        Ok(self)
     }
 
     /// The connection's token manager (shared refresh state).
@@ -125,26 +246,35 @@ impl SalesforceConnector {
         &self.tokens
     }
 
-    /// The last `Sforce-Limit-Info` usage seen: (calls used today, daily maximum).
-    pub fn api_usage(&self) -> Option<(u64, u64)> {
-        let max = self.api_max.load(Ordering::Relaxed);
-        (max > 0).then(|| (self.api_used.load(Ordering::Relaxed), max))
+    /// The daily budget guard.
+    pub fn budget(&self) -> &BudgetGuard {
+        &self.budget
     }
 
-    fn data_path(&self, rest: &str) -> String {
+    /// The last `Sforce-Limit-Info` usage seen: (calls used today, daily maximum).
+    pub fn api_usage(&self) -> Option<(u64, u64)> {
+        self.budget.usage()
+    }
+
+    /// Typed create, read, update, upsert and query of the objects in [`model`].
+    pub fn typed(&self) -> Typed<'_> {
+        Typed { sf: self }
+    }
+
+    pub(crate) fn data_path(&self, rest: &str) -> String {
         format!("{}/services/data/v{}/{rest}", self.instance_url, self.config.api_version.trim_start_matches('v'))
     }
 
     fn record_limits(&self, reply: &Reply) {
         if let Some((used, max)) = reply.header("sforce-limit-info").and_then(parse_limit_info) {
-            self.api_used.store(used, Ordering::Relaxed);
-            self.api_max.store(max, Ordering::Relaxed);
+            self.budget.observe(used, max);
         }
     }
 
-    /// Sends one call to an absolute URL with the access token, refreshing and retrying once on an invalid
-    /// session, and returns the raw answer (success or not) after recording the limit header.
-    async fn send(
+    /// Sends one call to an absolute URL with the access token, renewing it and retrying once on an invalid
+    /// session, and returns the raw answer (success or not) after recording the limit header. Refused before
+    /// sending when the daily budget is down to its reserve.
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: &str,
@@ -165,6 +295,7 @@ impl SalesforceConnector {
             }
             req
         };
+        self.budget.check()?;
         let reply = self.tokens.send_with_refresh(build, classify::is_invalid_session).await?;
         self.record_limits(&reply);
         Ok(reply)
@@ -188,8 +319,19 @@ impl SalesforceConnector {
     /// Runs a SOQL query and returns every row, following `nextRecordsUrl` until `done`.
     #[tracing::instrument(skip_all, fields(system = "salesforce"), err)]
     pub async fn query(&self, soql: &str) -> Result<Vec<Record>, ConnectorError> {
+        self.query_from("query", soql).await
+    }
+
+    /// [`Self::query`] through `queryAll`: deleted (recycle bin) and archived rows are included, with
+    /// `IsDeleted` telling them apart.
+    #[tracing::instrument(skip_all, fields(system = "salesforce"), err)]
+    pub async fn query_all(&self, soql: &str) -> Result<Vec<Record>, ConnectorError> {
+        self.query_from("queryAll", soql).await
+    }
+
+    async fn query_from(&self, resource: &str, soql: &str) -> Result<Vec<Record>, ConnectorError> {
         let mut all = Vec::new();
-        let mut page = self.call(Method::GET, &self.data_path("query"), &[("q", soql.to_string())], None).await?;
+        let mut page = self.call(Method::GET, &self.data_path(resource), &[("q", soql.to_string())], None).await?;
         loop {
             let records = page
                 .get("records")
@@ -261,6 +403,156 @@ impl SalesforceConnector {
         }
     }
 
+    /// After a create whose outcome is unknown, looks for the record: the same filterable field values, created
+    /// since shortly before the attempt. One match is the record the create made; no match means the create did
+    /// not happen, said with `outcome_unknown: false` so a retry may create it; anything else (several matches,
+    /// or a failed look-up) keeps the outcome unknown.
+    async fn settle_unknown_create(
+        &self,
+        object: &str,
+        body: &Record,
+        started: DateTime<Utc>,
+        message: String,
+    ) -> Result<Record, ConnectorError> {
+        let unknown = |why: &str| ConnectorError::Transient {
+            message: format!("{message} (the {object} may have been created; {why})"),
+            outcome_unknown: true,
+        };
+        let mut q = match Soql::new(object).and_then(|q| q.fields(&["Id"])) {
+            Ok(q) => q,
+            Err(_) => return Err(unknown("it could not be looked up")),
+        };
+        let mut matched_on = 0;
+        for (field, value) in body {
+            // Text is compared without regard to case, but whether surrounding spaces were kept is not something
+            // to bet a duplicate on, so such text is left out; dates and date-times are literals of their own in
+            // SOQL, not strings; long text cannot be filtered: those are left out of the match too.
+            let value = match value {
+                Value::String(s) => {
+                    if s.is_empty()
+                        || s.trim() != s
+                        || s.len() > 255
+                        || parse_timestamp(s).is_some()
+                        || looks_like_date(s)
+                    {
+                        continue;
+                    }
+                    value.clone()
+                }
+                Value::Number(_) | Value::Bool(_) => value.clone(),
+                _ => continue,
+            };
+            if soql::check_field(field).is_ok() {
+                q = match q.eq(field, &value) {
+                    Ok(q) => q,
+                    Err(_) => return Err(unknown("it could not be looked up")),
+                };
+                matched_on += 1;
+            }
+        }
+        if matched_on == 0 {
+            return Err(unknown("it has no field to look it up by"));
+        }
+        // Clocks differ: look back a little further than the attempt.
+        let since = started - chrono::TimeDelta::minutes(5);
+        let q = match q.compare_datetime("CreatedDate", ">=", since) {
+            Ok(q) => q.limit(2),
+            Err(_) => return Err(unknown("it could not be looked up")),
+        };
+        match self.query(&q.build()).await {
+            Ok(rows) if rows.len() == 1 => {
+                let id = self.record_id(&rows[0]).ok_or_else(|| unknown("the look-up answer has no id"))?;
+                tracing::info!(object, "a create with an unknown outcome had been applied; using the record found");
+                Ok(self.read_back(object, &id, body).await)
+            }
+            Ok(rows) if rows.is_empty() => Err(ConnectorError::Transient {
+                message: format!("{message} (looked up: the {object} was not created, so it is safe to create again)"),
+                outcome_unknown: false,
+            }),
+            Ok(_) => Err(unknown("several matching records exist, so which one it made cannot be told")),
+            Err(e) => Err(unknown(&format!("looking it up failed: {e}"))),
+        }
+    }
+
+    /// Deletes record `id` (it goes to the recycle bin and shows in [`Self::deleted_since`]).
+    #[tracing::instrument(skip_all, fields(system = "salesforce", object, id), err)]
+    pub async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
+        soql::check_object(object)?;
+        let url = self.data_path(&format!("sobjects/{object}/{}", http::path_segment(id)));
+        self.call(Method::DELETE, &url, &[], None).await?;
+        Ok(())
+    }
+
+    /// Deleted records of `object` between `start` and `end` (`GET /sobjects/{object}/deleted/`).
+    #[tracing::instrument(skip_all, fields(system = "salesforce", object), err)]
+    pub async fn deleted_since(
+        &self,
+        object: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<DeletedRecords, ConnectorError> {
+        let answer = self.window_call(object, "deleted", start, end).await?;
+        let mut records = Vec::new();
+        for item in answer.get("deletedRecords").and_then(Value::as_array).into_iter().flatten() {
+            let id = item.get("id").and_then(Value::as_str);
+            let date = item.get("deletedDate").and_then(Value::as_str).and_then(parse_timestamp);
+            match (id, date) {
+                (Some(id), Some(deleted_date)) => records.push(DeletedRecord { id: id.to_string(), deleted_date }),
+                _ => {
+                    return Err(unexpected(&format!("a deleted {object} entry lacks id or deletedDate: {item}")));
+                }
+            }
+        }
+        Ok(DeletedRecords {
+            records,
+            earliest_date_available: answer
+                .get("earliestDateAvailable")
+                .and_then(Value::as_str)
+                .and_then(parse_timestamp),
+            latest_date_covered: answer.get("latestDateCovered").and_then(Value::as_str).and_then(parse_timestamp),
+        })
+    }
+
+    /// Ids of `object` changed between `start` and `end` (`GET /sobjects/{object}/updated/`).
+    #[tracing::instrument(skip_all, fields(system = "salesforce", object), err)]
+    pub async fn updated_since(
+        &self,
+        object: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<UpdatedIds, ConnectorError> {
+        let answer = self.window_call(object, "updated", start, end).await?;
+        let ids = answer
+            .get("ids")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        Ok(UpdatedIds {
+            ids,
+            latest_date_covered: answer.get("latestDateCovered").and_then(Value::as_str).and_then(parse_timestamp),
+        })
+    }
+
+    async fn window_call(
+        &self,
+        object: &str,
+        feed: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Value, ConnectorError> {
+        soql::check_object(object)?;
+        if end <= start {
+            return Err(ConnectorError::Validation {
+                code: "invalid_window".into(),
+                message: format!("the {feed} window of {object} must end after it starts ({start} .. {end})"),
+                field: None,
+            });
+        }
+        let fmt = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+        let url = self.data_path(&format!("sobjects/{object}/{feed}/"));
+        self.call(Method::GET, &url, &[("start", fmt(start)), ("end", fmt(end))], None).await
+    }
+
     /// Creates or updates the record whose external id `field` equals `value`. Returns its id and whether it was
     /// created. Several matching records are refused (nothing is changed).
     #[tracing::instrument(skip_all, fields(system = "salesforce", object, field), err)]
@@ -319,6 +611,63 @@ impl SalesforceConnector {
     }
 }
 
+/// Typed calls over the records of [`model`] (see [`SalesforceConnector::typed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Typed<'a> {
+    sf: &'a SalesforceConnector,
+}
+
+impl Typed<'_> {
+    /// A query selecting `T`'s fields, to add conditions to.
+    pub fn select<T: SObject>(&self) -> Result<Soql, ConnectorError> {
+        Soql::new(T::OBJECT)?.fields(T::FIELDS)
+    }
+
+    /// Creates `record` (its writable fields) and returns the new id.
+    pub async fn create<T: SObject>(&self, record: &T) -> Result<String, ConnectorError> {
+        let body = model::to_payload(record)?;
+        let url = self.sf.data_path(&format!("sobjects/{}", T::OBJECT));
+        let answer = self.sf.call(Method::POST, &url, &[], Some(&Value::Object(body))).await?;
+        answer
+            .get("id")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| unexpected("the create answer has no id"))
+    }
+
+    /// Reads record `id` with all its fields (custom ones land in `extra`); `None` when it does not exist.
+    pub async fn get<T: SObject>(&self, id: &str) -> Result<Option<T>, ConnectorError> {
+        match self.sf.read(T::OBJECT, id, &[]).await? {
+            Some(rec) => Ok(Some(model::from_record(rec)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes the fields set in `changes` to record `id` (fields left `None` are untouched).
+    pub async fn update<T: SObject>(&self, id: &str, changes: &T) -> Result<(), ConnectorError> {
+        let body = model::to_payload(changes)?;
+        let url = self.sf.data_path(&format!("sobjects/{}/{}", T::OBJECT, http::path_segment(id)));
+        self.sf.call(Method::PATCH, &url, &[], Some(&Value::Object(body))).await?;
+        Ok(())
+    }
+
+    /// Creates or updates the record whose External ID `field` is `value`: (id, created).
+    pub async fn upsert<T: SObject>(
+        &self,
+        field: &str,
+        value: &str,
+        record: &T,
+    ) -> Result<(String, bool), ConnectorError> {
+        let body = model::to_payload(record)?;
+        self.sf.upsert_by_external_id(T::OBJECT, field, value, &body).await
+    }
+
+    /// Runs `soql` (every page) and reads each row as `T`.
+    pub async fn query<T: SObject>(&self, soql: &str) -> Result<Vec<T>, ConnectorError> {
+        self.sf.query(soql).await?.into_iter().map(model::from_record).collect()
+    }
+}
+
 #[async_trait]
 impl Connector for SalesforceConnector {
     fn system(&self) -> &'static str {
@@ -330,7 +679,7 @@ impl Connector for SalesforceConnector {
             requests_per_minute: None,
             max_concurrent: None,
             batch_requests_per_minute: None,
-            max_batch_items: None,
+            max_batch_items: Some(collections::MAX_BATCH as u32),
             daily_budget: Some(self.api_usage().map(|(_, max)| max).unwrap_or(DEFAULT_DAILY_BUDGET)),
         }
     }
@@ -345,8 +694,7 @@ impl Connector for SalesforceConnector {
             let max = daily.get("Max").and_then(|v| v.as_u64());
             let remaining = daily.get("Remaining").and_then(|v| v.as_u64());
             if let (Some(max), Some(remaining), None) = (max, remaining, self.api_usage()) {
-                self.api_max.store(max, Ordering::Relaxed);
-                self.api_used.store(max.saturating_sub(remaining), Ordering::Relaxed);
+                self.budget.observe(max.saturating_sub(remaining), max);
             }
         }
         match self.query("SELECT Id, Name FROM Organization LIMIT 1").await {
@@ -390,16 +738,43 @@ impl Connector for SalesforceConnector {
         self.query(&q.build()).await
     }
 
-    /// Creates the record and returns it as stored. Salesforce has no request id: `idempotency_key` is not sent,
-    /// and after an unknown outcome the engine looks the record up before creating it again.
+    /// Creates the record and returns it as stored. Salesforce has no request id: see the module documentation
+    /// for how a repeat is kept from creating a second record (idempotency field upsert, or a look-up after an
+    /// unknown outcome).
     #[tracing::instrument(skip_all, fields(system = "salesforce", object), err)]
-    async fn create(&self, object: &str, record: &Record, _idempotency_key: &str) -> Result<Record, ConnectorError> {
+    async fn create(&self, object: &str, record: &Record, idempotency_key: &str) -> Result<Record, ConnectorError> {
         soql::check_object(object)?;
         let mut body = record.clone();
         body.remove("Id");
         body.remove("attributes");
+        if let Some(field) = self.idempotency_fields.get(object) {
+            let value = match body.get(field) {
+                Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ if !idempotency_key.is_empty() => idempotency_key.to_string(),
+                _ => {
+                    return Err(ConnectorError::Validation {
+                        code: "invalid_external_id".into(),
+                        message: format!(
+                            "a {object} create needs a value for its idempotency field `{field}` or an idempotency key"
+                        ),
+                        field: Some(field.clone()),
+                    });
+                }
+            };
+            body.insert(field.clone(), Value::String(value.clone()));
+            let (id, _created) = self.upsert_by_external_id(object, field, &value, &body).await?;
+            return Ok(self.read_back(object, &id, &body).await);
+        }
+        let started = Utc::now();
         let url = self.data_path(&format!("sobjects/{object}"));
-        let answer = self.call(Method::POST, &url, &[], Some(&Value::Object(body.clone()))).await?;
+        let answer = match self.call(Method::POST, &url, &[], Some(&Value::Object(body.clone()))).await {
+            Ok(answer) => answer,
+            Err(ConnectorError::Transient { message, outcome_unknown: true }) => {
+                return self.settle_unknown_create(object, &body, started, message).await;
+            }
+            Err(e) => return Err(e),
+        };
         let id = answer
             .get("id")
             .and_then(|v| v.as_str())

@@ -5,7 +5,7 @@
 //! quoted — a date or date-time comparison goes through [`Soql::compare_datetime`], because a JSON string does not
 //! say whether it is text or a date.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::Value;
 
 use crate::ConnectorError;
@@ -131,6 +131,7 @@ pub struct Soql {
     conditions: Vec<String>,
     order_by: Vec<String>,
     limit: Option<u32>,
+    offset: Option<u32>,
 }
 
 impl Soql {
@@ -142,6 +143,7 @@ impl Soql {
             fields: default_fields(object).iter().map(|s| s.to_string()).collect(),
             conditions: Vec::new(),
             order_by: Vec::new(),
+            offset: None,
             limit: None,
         })
     }
@@ -214,6 +216,64 @@ impl Soql {
         Ok(self)
     }
 
+    /// `ORDER BY field DESC`.
+    pub fn order_by_desc(mut self, field: &str) -> Result<Self, ConnectorError> {
+        check_field(field)?;
+        self.order_by.push(format!("{field} DESC"));
+        Ok(self)
+    }
+
+    /// `field op <date>` with an unquoted date literal (`CloseDate >= 2024-01-31`).
+    pub fn compare_date(self, field: &str, op: &str, value: NaiveDate) -> Result<Self, ConnectorError> {
+        self.push_condition(field, op, value.format("%Y-%m-%d").to_string())
+    }
+
+    /// `field op <relative date>`: `TODAY`, `LAST_N_DAYS:30` and the like. Only the literal forms SOQL defines
+    /// are accepted (upper-case words and underscores, optionally `:n`), so nothing else can be slipped in.
+    pub fn compare_date_literal(self, field: &str, op: &str, literal: &str) -> Result<Self, ConnectorError> {
+        let (word, n) = match literal.split_once(':') {
+            Some((w, n)) => (w, Some(n)),
+            None => (literal, None),
+        };
+        let word_ok = !word.is_empty() && word.chars().all(|c| c.is_ascii_uppercase() || c == '_');
+        let n_ok = n.is_none_or(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        if !(word_ok && n_ok) {
+            return Err(bad(format!("`{literal}` is not a SOQL date literal (e.g. LAST_N_DAYS:30)"), Some(field)));
+        }
+        self.push_condition(field, op, literal.to_string())
+    }
+
+    /// `(f1 = v1 OR f2 = v2 …)`: one condition satisfied by any of the pairs.
+    pub fn any_eq(mut self, pairs: &[(&str, Value)]) -> Result<Self, ConnectorError> {
+        if pairs.is_empty() {
+            return Err(bad("an OR group needs at least one condition".into(), None));
+        }
+        let mut parts = Vec::with_capacity(pairs.len());
+        for (field, value) in pairs {
+            check_field(field)?;
+            parts.push(format!("{field} = {}", literal(field, value)?));
+        }
+        self.conditions.push(format!("({})", parts.join(" OR ")));
+        Ok(self)
+    }
+
+    /// `NOT field IN (…)`.
+    pub fn not_in_list(mut self, field: &str, values: &[Value]) -> Result<Self, ConnectorError> {
+        check_field(field)?;
+        if values.is_empty() {
+            return Err(bad(format!("`{field}` NOT IN needs at least one value"), Some(field)));
+        }
+        let lits = values.iter().map(|v| literal(field, v)).collect::<Result<Vec<_>, _>>()?;
+        self.conditions.push(format!("{field} NOT IN ({})", lits.join(", ")));
+        Ok(self)
+    }
+
+    /// `OFFSET n` (Salesforce allows at most 2,000).
+    pub fn offset(mut self, n: u32) -> Self {
+        self.offset = Some(n);
+        self
+    }
+
     pub fn limit(mut self, n: u32) -> Self {
         self.limit = Some(n);
         self
@@ -231,6 +291,9 @@ impl Soql {
         }
         if let Some(n) = self.limit {
             q.push_str(&format!(" LIMIT {n}"));
+        }
+        if let Some(n) = self.offset {
+            q.push_str(&format!(" OFFSET {n}"));
         }
         q
     }
@@ -292,6 +355,36 @@ mod tests {
         assert_eq!(Soql::new("Task").unwrap().build(), "SELECT Id FROM Task");
         let q = Soql::new("Task").unwrap().with_field("SystemModstamp").unwrap().with_field("Id").unwrap();
         assert_eq!(q.build(), "SELECT Id, SystemModstamp FROM Task");
+    }
+
+    #[test]
+    fn or_groups_dates_descending_and_offsets() {
+        let q = Soql::new("Opportunity")
+            .unwrap()
+            .fields(&["Name"])
+            .unwrap()
+            .any_eq(&[("StageName", json!("Closed Won")), ("Name", json!("It's"))])
+            .unwrap()
+            .compare_date("CloseDate", ">=", NaiveDate::from_ymd_opt(2024, 1, 31).unwrap())
+            .unwrap()
+            .compare_date_literal("CreatedDate", "=", "LAST_N_DAYS:30")
+            .unwrap()
+            .not_in_list("StageName", &[json!("Closed Lost")])
+            .unwrap()
+            .order_by_desc("CloseDate")
+            .unwrap()
+            .limit(5)
+            .offset(10)
+            .build();
+        assert_eq!(
+            q,
+            r"SELECT Id, Name FROM Opportunity WHERE (StageName = 'Closed Won' OR Name = 'It\'s') AND CloseDate >= 2024-01-31 AND CreatedDate = LAST_N_DAYS:30 AND StageName NOT IN ('Closed Lost') ORDER BY CloseDate DESC LIMIT 5 OFFSET 10"
+        );
+        let base = Soql::new("Account").unwrap();
+        assert!(base.clone().compare_date_literal("CreatedDate", "=", "TODAY OR Id != null").is_err());
+        assert!(base.clone().compare_date_literal("CreatedDate", "=", "LAST_N_DAYS:").is_err());
+        assert!(base.clone().any_eq(&[]).is_err());
+        assert!(base.any_eq(&[("Name) OR (Id", json!("x"))]).is_err());
     }
 
     #[test]

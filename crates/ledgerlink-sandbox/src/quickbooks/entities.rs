@@ -1,90 +1,150 @@
-//! Per-entity rules: what a create, update or delete must carry, what the server fills in, and the side effects.
+//! Per-entity rules: what a create, update, delete or void must carry, what the server fills in, and the side
+//! effects.
 //!
 //! Layout: [`EntityKind`] names the entities the sandbox serves and how they appear in paths and queries;
-//! [`write`] dispatches one write (create, full or sparse update, delete) to the shared flow (`create`, `update`,
-//! `delete`), which strips read-only fields, runs the entity's `prepare_*` validation/derivation, stamps `Id`,
-//! `SyncToken` and `MetaData`, and applies side effects (an invoice moves its customer's `Balance`). Rows are plain
-//! JSON objects in the wire shape, so a read returns exactly what was stored. All money goes through
-//! [`super::money`] and `rust_decimal`.
+//! [`write`] dispatches one write (create, full or sparse update, delete, void) to the shared flow (`create`,
+//! `update`, `delete`, [`super::txn::void`]), which strips read-only fields, runs the entity's `prepare_*`
+//! validation/derivation, stamps `Id`, `SyncToken` and `MetaData`, and then lets [`super::txn::recompute`]
+//! re-derive every balance that depends on transactions (invoice and bill balances, credit left on credit memos,
+//! customer and vendor balances). This module holds the name lists (Customer, Vendor, Employee, Item, Account,
+//! Term, Class, Department) and the company documents (CompanyInfo, Preferences); [`super::txn`] holds the
+//! transactions. Rows are plain JSON objects in the wire shape, so a read returns exactly what was stored. All
+//! money goes through [`super::money`] and `rust_decimal`. Every write appends [`ChangeEvent`]s to the context so
+//! webhooks can report them.
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use std::collections::HashSet;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
 use super::fault::Fault;
-use super::money::{cents, decimal_of, number};
+use super::money::{decimal_of, number};
 use super::state::{Company, Tombstone};
-use super::time::{company_today, meta_time};
+use super::time::meta_time;
+use super::txn;
 
-/// The company's home currency.
+/// The company's home currency when Preferences say nothing.
 pub fn home_currency() -> Value {
     json!({"value": "USD", "name": "United States Dollar"})
 }
 
-/// An entity served by the sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntityKind {
-    Customer,
-    Item,
-    Invoice,
-    Account,
-    TaxCode,
-    CompanyInfo,
-    Preferences,
+macro_rules! kinds {
+    ($($k:ident),* $(,)?) => {
+        /// An entity served by the sandbox.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum EntityKind { $($k),* }
+        impl EntityKind {
+            pub const ALL: &'static [EntityKind] = &[$(EntityKind::$k),*];
+            /// The name used as JSON key, table name and in queries.
+            pub fn name(self) -> &'static str {
+                match self { $(EntityKind::$k => stringify!($k)),* }
+            }
+        }
+    };
 }
 
+kinds!(
+    Customer,
+    Vendor,
+    Employee,
+    Item,
+    Account,
+    Term,
+    TaxCode,
+    TaxRate,
+    Class,
+    Department,
+    Invoice,
+    Estimate,
+    SalesReceipt,
+    CreditMemo,
+    Payment,
+    Bill,
+    BillPayment,
+    Purchase,
+    PurchaseOrder,
+    JournalEntry,
+    TimeActivity,
+    RecurringTransaction,
+    CompanyInfo,
+    Preferences,
+);
+
 impl EntityKind {
-    pub const ALL: [EntityKind; 7] = [
-        EntityKind::Customer,
-        EntityKind::Item,
-        EntityKind::Invoice,
-        EntityKind::Account,
-        EntityKind::TaxCode,
-        EntityKind::CompanyInfo,
-        EntityKind::Preferences,
-    ];
-
-    /// The name used as JSON key, table name and in queries.
-    pub fn name(self) -> &'static str {
-        match self {
-            EntityKind::Customer => "Customer",
-            EntityKind::Item => "Item",
-            EntityKind::Invoice => "Invoice",
-            EntityKind::Account => "Account",
-            EntityKind::TaxCode => "TaxCode",
-            EntityKind::CompanyInfo => "CompanyInfo",
-            EntityKind::Preferences => "Preferences",
-        }
-    }
-
     /// The entity named by a path segment (`customer`) or a query's FROM (`Customer`); case does not matter.
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|k| k.name().eq_ignore_ascii_case(name))
     }
 
     /// Name-list entities are deactivated, never deleted, and queries hide their inactive rows by default.
     pub fn is_name_list(self) -> bool {
+        use EntityKind::*;
         matches!(
             self,
-            EntityKind::Customer | EntityKind::Item | EntityKind::Account
+            Customer | Vendor | Employee | Item | Account | Term | Class | Department
         )
     }
 
-    /// Entities this sandbox accepts writes for.
+    pub fn is_transaction(self) -> bool {
+        use EntityKind::*;
+        matches!(
+            self,
+            Invoice
+                | Estimate
+                | SalesReceipt
+                | CreditMemo
+                | Payment
+                | Bill
+                | BillPayment
+                | Purchase
+                | PurchaseOrder
+                | JournalEntry
+                | TimeActivity
+                | RecurringTransaction
+        )
+    }
+
+    /// Entities this sandbox accepts writes for (tax codes and rates are read-only through the API, as with QBO).
     pub fn writable(self) -> bool {
-        matches!(
+        !matches!(self, EntityKind::TaxCode | EntityKind::TaxRate)
+    }
+
+    /// Entities a change-data-capture call may ask for (QBO excludes TimeActivity and the tax entities).
+    pub fn in_cdc(self) -> bool {
+        !matches!(
             self,
-            EntityKind::Customer | EntityKind::Item | EntityKind::Invoice
+            EntityKind::TimeActivity | EntityKind::TaxCode | EntityKind::TaxRate
         )
     }
 
+    /// Fields the server computes; whatever a client sends for them is ignored.
     fn read_only_fields(self) -> &'static [&'static str] {
+        use EntityKind::*;
         match self {
-            EntityKind::Customer => &["Balance", "BalanceWithJobs", "FullyQualifiedName"],
-            EntityKind::Item => &["FullyQualifiedName"],
-            EntityKind::Invoice => &["TotalAmt", "Balance", "HomeTotalAmt", "HomeBalance"],
+            Customer | Vendor => &["Balance", "BalanceWithJobs", "FullyQualifiedName"],
+            Item | Class | Department => &["FullyQualifiedName"],
+            Account => &[
+                "FullyQualifiedName",
+                "CurrentBalance",
+                "CurrentBalanceWithSubAccounts",
+                "Classification",
+            ],
+            Invoice | CreditMemo | Estimate | SalesReceipt => &[
+                "TotalAmt",
+                "Balance",
+                "HomeTotalAmt",
+                "HomeBalance",
+                "RemainingCredit",
+            ],
+            Bill | Purchase | PurchaseOrder | JournalEntry => {
+                &["TotalAmt", "Balance", "HomeTotalAmt", "HomeBalance"]
+            }
+            Payment => &["UnappliedAmt", "HomeTotalAmt"],
+            BillPayment => &["HomeTotalAmt"],
             _ => &[],
         }
     }
@@ -92,12 +152,53 @@ impl EntityKind {
 
 const COMMON_READ_ONLY: [&str; 6] = ["Id", "SyncToken", "MetaData", "domain", "sparse", "status"];
 
-/// Per-request switches that change validation.
+/// A change a webhook reports: `operation` is Create, Update, Delete or Void.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeEvent {
+    pub entity: &'static str,
+    pub id: String,
+    pub operation: &'static str,
+    pub at: DateTime<Utc>,
+}
+
+/// Per-request switches that change validation, and what the write did.
 #[derive(Debug, Clone)]
 pub struct WriteCtx {
     pub now: DateTime<Utc>,
     /// `include=allowduplicatedocnum`.
     pub allow_duplicate_doc_number: bool,
+    /// `include=void` (with `operation=update`): the sparse body voids the transaction.
+    pub include_void: bool,
+    /// Objects created earlier in the same batch: a batch item cannot see them (QBO runs the items against the
+    /// company as it was when the batch arrived).
+    pub hidden: HashSet<(String, String)>,
+    /// Appended by every write, side effects included.
+    pub events: Vec<ChangeEvent>,
+}
+
+impl WriteCtx {
+    pub fn new(now: DateTime<Utc>) -> Self {
+        WriteCtx {
+            now,
+            allow_duplicate_doc_number: false,
+            include_void: false,
+            hidden: HashSet::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn is_hidden(&self, entity: &str, id: &str) -> bool {
+        !self.hidden.is_empty() && self.hidden.contains(&(entity.to_string(), id.to_string()))
+    }
+
+    pub(crate) fn event(&mut self, entity: EntityKind, id: &str, operation: &'static str) {
+        self.events.push(ChangeEvent {
+            entity: entity.name(),
+            id: id.to_string(),
+            operation,
+            at: self.now,
+        });
+    }
 }
 
 /// Runs one write. `operation` is the `operation` query parameter. Returns the object for the response envelope.
@@ -106,7 +207,7 @@ pub fn write(
     kind: EntityKind,
     operation: Option<&str>,
     body: Value,
-    ctx: &WriteCtx,
+    ctx: &mut WriteCtx,
 ) -> Result<Value, Fault> {
     let Value::Object(body) = body else {
         return Err(Fault::invalid_property(format!(
@@ -116,43 +217,65 @@ pub fn write(
     };
     if !kind.writable() {
         return Err(Fault::unsupported(format!(
-            "Operation {} on {} is not supported by this service",
+            "Operation {} on {} is not supported: {} is read-only through the API",
             operation.unwrap_or("create/update"),
+            kind.name(),
             kind.name()
         )));
     }
-    match operation.map(str::to_ascii_lowercase).as_deref() {
+    let op = operation.map(str::to_ascii_lowercase);
+    let result = match op.as_deref() {
         Some("delete") => {
-            if kind.is_name_list() {
-                return Err(Fault::business(format!(
-                    "{} objects cannot be deleted. Make it inactive instead with a sparse update setting \"Active\": false.",
+            if matches!(kind, EntityKind::CompanyInfo | EntityKind::Preferences) {
+                return Err(Fault::unsupported(format!(
+                    "Operation delete is not supported for {}",
                     kind.name()
                 )));
             }
-            delete(co, kind, &body, ctx)
+            if kind.is_name_list() {
+                Err(Fault::business(format!(
+                    "{} objects cannot be deleted. Make it inactive instead with a sparse update setting \"Active\": false.",
+                    kind.name()
+                )))
+            } else {
+                delete(co, kind, &body, ctx)
+            }
         }
+        Some("void") => txn::void(co, kind, &body, ctx),
+        Some("update") if ctx.include_void => txn::void(co, kind, &body, ctx),
         None | Some("update") | Some("create") => {
             if has_id(&body) {
                 update(co, kind, body, ctx)
-            } else if operation.is_some_and(|o| o.eq_ignore_ascii_case("update")) {
+            } else if op.as_deref() == Some("update")
+                || matches!(kind, EntityKind::CompanyInfo | EntityKind::Preferences)
+            {
                 Err(Fault::required("Id"))
             } else {
                 create(co, kind, body, ctx)
             }
         }
         Some(other) => Err(Fault::unsupported(format!(
-            "Operation {other} is not supported for {} (use create, update or delete)",
+            "Operation {other} is not supported for {} (use create, update, delete or void)",
             kind.name()
         ))),
+    }?;
+    txn::recompute(co, ctx);
+    // The answer shows the row as it stands after the balances moved.
+    let id = super::state::row_id(&result).map(str::to_string);
+    if let Some(id) = id
+        && result.get("status").is_none()
+        && let Some(row) = co.get(kind.name(), &id)
+    {
+        return Ok(row.clone());
     }
+    Ok(result)
 }
 
 fn has_id(body: &Map<String, Value>) -> bool {
-    matches!(body.get("Id"), Some(Value::String(s)) if !s.trim().is_empty())
-        || matches!(body.get("Id"), Some(Value::Number(_)))
+    id_of(body).is_some()
 }
 
-fn id_of(body: &Map<String, Value>) -> Option<String> {
+pub(crate) fn id_of(body: &Map<String, Value>) -> Option<String> {
     match body.get("Id")? {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
@@ -175,7 +298,7 @@ fn strip(kind: EntityKind, mut body: Map<String, Value>) -> Map<String, Value> {
     body
 }
 
-fn stamp(
+pub(crate) fn stamp(
     mut row: Map<String, Value>,
     id: &str,
     sync_token: u64,
@@ -193,22 +316,38 @@ fn stamp(
     Value::Object(row)
 }
 
+/// Marks a stored row as changed by the server (a payment moved its balance): new SyncToken and LastUpdatedTime.
+pub(crate) fn touch(row: &mut Map<String, Value>, now: DateTime<Utc>) {
+    let token = row
+        .get("SyncToken")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    row.insert("SyncToken".into(), Value::String((token + 1).to_string()));
+    if let Some(Value::Object(meta)) = row.get_mut("MetaData") {
+        meta.insert("LastUpdatedTime".into(), Value::String(meta_time(now)));
+    }
+}
+
 fn create(
     co: &mut Company,
     kind: EntityKind,
     body: Map<String, Value>,
-    ctx: &WriteCtx,
+    ctx: &mut WriteCtx,
 ) -> Result<Value, Fault> {
+    if kind == EntityKind::RecurringTransaction {
+        return txn::recurring_create(co, body, ctx);
+    }
     let candidate = strip(kind, body);
     let prepared = prepare(co, kind, candidate, None, ctx)?;
     let id = co.allocate_id(kind.name());
     let row = stamp(prepared, &id.to_string(), 0, meta_time(ctx.now), ctx.now);
-    apply_effects(co, kind, None, Some(&row));
     co.put(kind.name(), id, row.clone());
+    ctx.event(kind, &id.to_string(), "Create");
     Ok(row)
 }
 
-fn check_sync_token(
+pub(crate) fn check_sync_token(
     kind: EntityKind,
     body: &Map<String, Value>,
     id: &str,
@@ -226,22 +365,40 @@ fn check_sync_token(
     Ok(current.parse::<u64>().unwrap_or(0))
 }
 
+/// The stored row `id` of `kind`, unless it is missing or hidden from this batch item.
+pub(crate) fn existing(
+    co: &Company,
+    kind: EntityKind,
+    id: &str,
+    ctx: &WriteCtx,
+) -> Result<Value, Fault> {
+    if ctx.is_hidden(kind.name(), id) {
+        return Err(Fault::not_found(kind.name(), id));
+    }
+    co.get(kind.name(), id)
+        .cloned()
+        .ok_or_else(|| Fault::not_found(kind.name(), id))
+}
+
 fn update(
     co: &mut Company,
     kind: EntityKind,
     body: Map<String, Value>,
-    ctx: &WriteCtx,
+    ctx: &mut WriteCtx,
 ) -> Result<Value, Fault> {
     let id = id_of(&body).ok_or_else(|| Fault::required("Id"))?;
-    let existing = co
-        .get(kind.name(), &id)
-        .cloned()
-        .ok_or_else(|| Fault::not_found(kind.name(), &id))?;
+    let existing = existing(co, kind, &id, ctx)?;
     let current = check_sync_token(kind, &body, &id, &existing)?;
+    if txn::is_voided(&existing) {
+        return Err(Fault::business(format!(
+            "{} {id} is voided and can no longer be changed",
+            kind.name()
+        )));
+    }
     let sparse = body.get("sparse").and_then(Value::as_bool).unwrap_or(false);
     let candidate = if sparse {
         let mut merged = strip(kind, existing.as_object().cloned().unwrap_or_default());
-        merged.extend(strip(kind, body));
+        merge_sparse(&mut merged, strip(kind, body));
         merged
     } else {
         strip(kind, body)
@@ -253,32 +410,62 @@ fn update(
         .map(str::to_string)
         .unwrap_or_else(|| meta_time(ctx.now));
     let row = stamp(prepared, &id, current + 1, created, ctx.now);
-    apply_effects(co, kind, Some(&existing), Some(&row));
-    let key: u64 = id.parse().unwrap_or_default();
+    let key: u64 = co.key(kind.name(), &id).unwrap_or_default();
     co.put(kind.name(), key, row.clone());
+    ctx.event(kind, &id, "Update");
     Ok(row)
+}
+
+/// Sparse update: the fields sent replace the stored ones; nested objects of the company documents (Preferences
+/// sections) merge one level deeper so `{"CurrencyPrefs":{"MultiCurrencyEnabled":true}}` keeps the home currency.
+fn merge_sparse(stored: &mut Map<String, Value>, sent: Map<String, Value>) {
+    for (k, v) in sent {
+        match (stored.get_mut(&k), v) {
+            (Some(Value::Object(old)), Value::Object(new)) if k.ends_with("Prefs") => {
+                for (nk, nv) in new {
+                    old.insert(nk, nv);
+                }
+            }
+            (_, v) => {
+                stored.insert(k, v);
+            }
+        }
+    }
 }
 
 fn delete(
     co: &mut Company,
     kind: EntityKind,
     body: &Map<String, Value>,
-    ctx: &WriteCtx,
+    ctx: &mut WriteCtx,
 ) -> Result<Value, Fault> {
     let id = id_of(body).ok_or_else(|| Fault::required("Id"))?;
-    let existing = co
-        .get(kind.name(), &id)
-        .cloned()
-        .ok_or_else(|| Fault::not_found(kind.name(), &id))?;
+    let existing = existing(co, kind, &id, ctx)?;
     check_sync_token(kind, body, &id, &existing)?;
+    txn::check_deletable(co, kind, &id)?;
     co.remove(kind.name(), &id);
-    apply_effects(co, kind, Some(&existing), None);
     co.deleted.push(Tombstone {
         entity: kind.name().to_string(),
         id: id.clone(),
         deleted_at: meta_time(ctx.now),
     });
+    ctx.event(kind, &id, "Delete");
     Ok(json!({"domain": "QBO", "status": "Deleted", "Id": id}))
+}
+
+fn check_may_deactivate(kind: EntityKind, row: &Value) -> Result<(), Fault> {
+    if matches!(kind, EntityKind::Customer | EntityKind::Vendor) {
+        let balance = row.get("Balance").and_then(decimal_of).unwrap_or_default();
+        if !balance.is_zero() {
+            return Err(Fault::business(format!(
+                "{} {} has an open balance of {balance}: settle it before making it inactive",
+                kind.name(),
+                name_of(row, "DisplayName")
+            ))
+            .at("Active"));
+        }
+    }
+    Ok(())
 }
 
 /// Validates a candidate row and fills in everything the server derives. `previous` is the stored row on update.
@@ -289,27 +476,41 @@ fn prepare(
     previous: Option<&Value>,
     ctx: &WriteCtx,
 ) -> Result<Map<String, Value>, Fault> {
-    match kind {
-        EntityKind::Customer => prepare_customer(co, candidate, previous),
-        EntityKind::Item => prepare_item(co, candidate, previous),
-        EntityKind::Invoice => prepare_invoice(co, candidate, previous, ctx),
-        _ => Err(Fault::unsupported(format!(
-            "{} cannot be written",
-            kind.name()
-        ))),
+    use EntityKind::*;
+    let prepared = match kind {
+        Customer | Vendor | Employee => prepare_party(co, kind, candidate, previous, ctx)?,
+        Item => prepare_item(co, candidate, previous, ctx)?,
+        Account => prepare_account(co, candidate, previous, ctx)?,
+        Term => prepare_term(co, candidate, previous)?,
+        Class | Department => prepare_grouping(co, kind, candidate, previous, ctx)?,
+        CompanyInfo => prepare_company_info(candidate)?,
+        Preferences => prepare_preferences(candidate, previous)?,
+        TaxCode | TaxRate => {
+            return Err(Fault::unsupported(format!(
+                "{} cannot be written",
+                kind.name()
+            )));
+        }
+        _ => txn::prepare(co, kind, candidate, previous, ctx)?,
+    };
+    if let (Some(prev), Some(false)) = (previous, prepared.get("Active").and_then(Value::as_bool))
+        && prev.get("Active") != Some(&Value::Bool(false))
+    {
+        check_may_deactivate(kind, prev)?;
     }
+    Ok(prepared)
 }
 
 // ----- field helpers ---------------------------------------------------------------------------------------------
 
-fn wrong_type(field: &str, expected: &str, got: &Value) -> Fault {
+pub(crate) fn wrong_type(field: &str, expected: &str, got: &Value) -> Fault {
     Fault::invalid_property(format!(
         "Property Name:{field} must be {expected}, got {got}"
     ))
     .at(field)
 }
 
-fn opt_str(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Fault> {
+pub(crate) fn opt_str(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Fault> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -318,9 +519,10 @@ fn opt_str(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Faul
     }
 }
 
-fn opt_bool(map: &Map<String, Value>, field: &str) -> Result<Option<bool>, Fault> {
+pub(crate) fn opt_bool(map: &Map<String, Value>, field: &str) -> Result<Option<bool>, Fault> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
@@ -328,13 +530,14 @@ fn opt_bool(map: &Map<String, Value>, field: &str) -> Result<Option<bool>, Fault
     }
 }
 
-fn opt_decimal(
+pub(crate) fn opt_decimal(
     map: &Map<String, Value>,
     field: &str,
     element: &str,
 ) -> Result<Option<Decimal>, Fault> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
         Some(v) => decimal_of(v)
             .map(Some)
             .ok_or_else(|| wrong_type(element, "a number", v)),
@@ -342,7 +545,7 @@ fn opt_decimal(
 }
 
 /// The `value` of a reference object (`{"value":"1","name":"…"}`); a bare string or number is accepted too.
-fn opt_ref(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Fault> {
+pub(crate) fn opt_ref(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Fault> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(o)) => match o.get("value") {
@@ -353,6 +556,7 @@ fn opt_ref(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Faul
             Some(other) => Err(wrong_type(&format!("{field}.value"), "a string", other)),
         },
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(other) => Err(wrong_type(
             field,
             "a reference object {\"value\": \"…\"}",
@@ -361,10 +565,11 @@ fn opt_ref(map: &Map<String, Value>, field: &str) -> Result<Option<String>, Faul
     }
 }
 
-fn opt_date(map: &Map<String, Value>, field: &str) -> Result<Option<NaiveDate>, Fault> {
+pub(crate) fn opt_date(map: &Map<String, Value>, field: &str) -> Result<Option<NaiveDate>, Fault> {
     match opt_str(map, field)? {
         None => Ok(None),
         Some(s) => NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+            .or_else(|_| chrono::DateTime::parse_from_rfc3339(&s).map(|t| t.date_naive()))
             .map(Some)
             .map_err(|_| {
                 Fault::invalid_property(format!(
@@ -376,14 +581,16 @@ fn opt_date(map: &Map<String, Value>, field: &str) -> Result<Option<NaiveDate>, 
 }
 
 /// Looks up a referenced row and checks it is usable: missing → 2500, inactive → 610.
-fn referenced<'a>(
+pub(crate) fn referenced<'a>(
     co: &'a Company,
+    ctx: &WriteCtx,
     field: &str,
     entity: EntityKind,
     id: &str,
 ) -> Result<&'a Value, Fault> {
     let row = co
         .get(entity.name(), id)
+        .filter(|_| !ctx.is_hidden(entity.name(), id))
         .ok_or_else(|| Fault::invalid_reference(field, entity.name(), id))?;
     if row.get("Active") == Some(&Value::Bool(false)) {
         return Err(Fault::not_found(entity.name(), id).at(field));
@@ -391,20 +598,48 @@ fn referenced<'a>(
     Ok(row)
 }
 
-fn name_of(row: &Value, key: &str) -> Value {
+/// Validates the optional reference `field` of `map` and rewrites it as `{"value", "name"}`.
+pub(crate) fn fill_ref(
+    co: &Company,
+    ctx: &WriteCtx,
+    map: &mut Map<String, Value>,
+    field: &str,
+    entity: EntityKind,
+    name_key: &str,
+) -> Result<Option<Value>, Fault> {
+    let Some(id) = opt_ref(map, field)? else {
+        map.remove(field);
+        return Ok(None);
+    };
+    let row = referenced(co, ctx, field, entity, &id)?.clone();
+    map.insert(
+        field.into(),
+        json!({"value": id, "name": name_of(&row, name_key)}),
+    );
+    Ok(Some(row))
+}
+
+pub(crate) fn name_of(row: &Value, key: &str) -> Value {
     row.get(key).cloned().unwrap_or(Value::Null)
 }
 
-fn same_id(row: &Value, previous: Option<&Value>) -> bool {
+pub(crate) fn same_id(row: &Value, previous: Option<&Value>) -> bool {
     previous.is_some_and(|p| p.get("Id") == row.get("Id"))
 }
 
-// ----- Customer --------------------------------------------------------------------------------------------------
+/// The value at `path` inside the Preferences document, if any.
+pub(crate) fn preference<'a>(co: &'a Company, path: &str) -> Option<&'a Value> {
+    co.rows("Preferences").next()?.pointer(path)
+}
 
-fn prepare_customer(
+// ----- Customer, Vendor, Employee ------------------------------------------------------------------------------
+
+fn prepare_party(
     co: &Company,
+    kind: EntityKind,
     mut c: Map<String, Value>,
     previous: Option<&Value>,
+    ctx: &WriteCtx,
 ) -> Result<Map<String, Value>, Fault> {
     let display = match opt_str(&c, "DisplayName")? {
         Some(d) => d,
@@ -416,7 +651,13 @@ fn prepare_customer(
                 }
             }
             if parts.is_empty() {
-                opt_str(&c, "CompanyName")?.ok_or_else(|| Fault::required("DisplayName"))?
+                match opt_str(&c, "CompanyName")? {
+                    Some(n) if kind != EntityKind::Employee => n,
+                    _ if kind == EntityKind::Employee => {
+                        return Err(Fault::required("GivenName or FamilyName"));
+                    }
+                    _ => return Err(Fault::required("DisplayName")),
+                }
             } else {
                 parts.join(" ")
             }
@@ -425,18 +666,33 @@ fn prepare_customer(
     if display.chars().count() > 500 {
         return Err(Fault::business("DisplayName is longer than 500 characters").at("DisplayName"));
     }
-    let lowered = display.to_lowercase();
-    if let Some(other) = co.rows("Customer").find(|row| {
-        !same_id(row, previous)
-            && row
-                .get("DisplayName")
-                .and_then(Value::as_str)
-                .is_some_and(|d| d.to_lowercase() == lowered)
-    }) {
-        let other_id = other.get("Id").and_then(Value::as_str).unwrap_or_default();
+    if display.contains(':') {
         return Err(
-            Fault::duplicate_name(&display, &format!("customer (Id {other_id})")).at("DisplayName"),
+            Fault::business(format!("DisplayName \"{display}\" must not contain ':'"))
+                .at("DisplayName"),
         );
+    }
+    // QBO keeps one namespace for the people and companies a business deals with.
+    let lowered = display.to_lowercase();
+    for other_kind in [
+        EntityKind::Customer,
+        EntityKind::Vendor,
+        EntityKind::Employee,
+    ] {
+        if let Some(other) = co.rows(other_kind.name()).find(|row| {
+            !(other_kind == kind && same_id(row, previous))
+                && row
+                    .get("DisplayName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.to_lowercase() == lowered)
+        }) {
+            let other_id = other.get("Id").and_then(Value::as_str).unwrap_or_default();
+            return Err(Fault::duplicate_name(
+                &display,
+                &format!("{} (Id {other_id})", other_kind.name().to_lowercase()),
+            )
+            .at("DisplayName"));
+        }
     }
     if let Some(email) = c.get("PrimaryEmailAddr")
         && !email.is_null()
@@ -449,28 +705,73 @@ fn prepare_customer(
         ));
     }
     let active = opt_bool(&c, "Active")?.unwrap_or(true);
-    for flag in ["Job", "BillWithParent", "Taxable"] {
+    for flag in [
+        "Job",
+        "BillWithParent",
+        "Taxable",
+        "Vendor1099",
+        "BillableTime",
+    ] {
         opt_bool(&c, flag)?;
     }
-    c.insert("DisplayName".into(), Value::String(display.clone()));
-    c.insert("FullyQualifiedName".into(), Value::String(display.clone()));
-    if opt_str(&c, "PrintOnCheckName")?.is_none() {
-        c.insert("PrintOnCheckName".into(), Value::String(display));
+    let mut fqn = display.clone();
+    if kind == EntityKind::Customer {
+        if let Some(parent) = fill_ref(
+            co,
+            ctx,
+            &mut c,
+            "ParentRef",
+            EntityKind::Customer,
+            "DisplayName",
+        )? {
+            fqn = format!(
+                "{}:{display}",
+                parent
+                    .get("FullyQualifiedName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            );
+            c.insert("Job".into(), Value::Bool(true));
+            c.entry("BillWithParent").or_insert(Value::Bool(false));
+            c.insert("Level".into(), json!(1));
+        }
+        c.entry("Job").or_insert(Value::Bool(false));
+        c.entry("BillWithParent").or_insert(Value::Bool(false));
+        c.entry("PreferredDeliveryMethod")
+            .or_insert(Value::String("Print".into()));
+        c.entry("Taxable").or_insert(Value::Bool(true));
     }
+    if kind != EntityKind::Employee {
+        let tf = "SalesTermRef";
+        let field = if kind == EntityKind::Vendor {
+            "TermRef"
+        } else {
+            tf
+        };
+        fill_ref(co, ctx, &mut c, field, EntityKind::Term, "Name")?;
+        c.insert("FullyQualifiedName".into(), Value::String(fqn));
+        if opt_str(&c, "PrintOnCheckName")?.is_none() {
+            c.insert("PrintOnCheckName".into(), Value::String(display.clone()));
+        }
+        // The currency of a customer or vendor is fixed once chosen; a foreign one needs multicurrency.
+        let currency = txn::party_currency(co, &c, previous)?;
+        c.insert("CurrencyRef".into(), currency);
+        let balance = previous
+            .and_then(|p| p.get("Balance"))
+            .and_then(decimal_of)
+            .unwrap_or_default();
+        c.insert("Balance".into(), number(balance));
+        if kind == EntityKind::Customer {
+            c.insert("BalanceWithJobs".into(), number(balance));
+        }
+    } else {
+        c.entry("BillableTime").or_insert(Value::Bool(false));
+        if let Some(hired) = opt_date(&c, "HiredDate")? {
+            c.insert("HiredDate".into(), Value::String(hired.to_string()));
+        }
+    }
+    c.insert("DisplayName".into(), Value::String(display));
     c.insert("Active".into(), Value::Bool(active));
-    c.entry("Job").or_insert(Value::Bool(false));
-    c.entry("BillWithParent").or_insert(Value::Bool(false));
-    c.entry("PreferredDeliveryMethod")
-        .or_insert(Value::String("Print".into()));
-    if c.get("CurrencyRef").is_none_or(Value::is_null) {
-        c.insert("CurrencyRef".into(), home_currency());
-    }
-    let balance = previous
-        .and_then(|p| p.get("Balance"))
-        .and_then(decimal_of)
-        .unwrap_or_default();
-    c.insert("Balance".into(), number(balance));
-    c.insert("BalanceWithJobs".into(), number(balance));
     Ok(c)
 }
 
@@ -482,6 +783,7 @@ fn prepare_item(
     co: &Company,
     mut c: Map<String, Value>,
     previous: Option<&Value>,
+    ctx: &WriteCtx,
 ) -> Result<Map<String, Value>, Fault> {
     let name = opt_str(&c, "Name")?.ok_or_else(|| Fault::required("Name"))?;
     if name.contains(':') || name.contains('"') {
@@ -533,13 +835,7 @@ fn prepare_item(
         return Err(Fault::required("IncomeAccountRef"));
     }
     for field in ["IncomeAccountRef", "ExpenseAccountRef", "AssetAccountRef"] {
-        if let Some(id) = opt_ref(&c, field)? {
-            let account = referenced(co, field, EntityKind::Account, &id)?;
-            c.insert(
-                field.into(),
-                json!({"value": id, "name": name_of(account, "Name")}),
-            );
-        }
+        fill_ref(co, ctx, &mut c, field, EntityKind::Account, "Name")?;
     }
     for field in ["UnitPrice", "PurchaseCost", "QtyOnHand"] {
         if let Some(d) = opt_decimal(&c, field, field)? {
@@ -557,413 +853,279 @@ fn prepare_item(
     Ok(c)
 }
 
-// ----- Invoice ---------------------------------------------------------------------------------------------------
+// ----- Account ---------------------------------------------------------------------------------------------------
 
-const LINE_TYPES: [&str; 4] = [
-    "SalesItemLineDetail",
-    "DescriptionOnly",
-    "DiscountLineDetail",
-    "SubTotalLineDetail",
+/// Account types and the classification each belongs to.
+const ACCOUNT_TYPES: [(&str, &str); 15] = [
+    ("Bank", "Asset"),
+    ("Accounts Receivable", "Asset"),
+    ("Other Current Asset", "Asset"),
+    ("Fixed Asset", "Asset"),
+    ("Other Asset", "Asset"),
+    ("Accounts Payable", "Liability"),
+    ("Credit Card", "Liability"),
+    ("Other Current Liability", "Liability"),
+    ("Long Term Liability", "Liability"),
+    ("Equity", "Equity"),
+    ("Income", "Revenue"),
+    ("Other Income", "Revenue"),
+    ("Expense", "Expense"),
+    ("Other Expense", "Expense"),
+    ("Cost of Goods Sold", "Expense"),
 ];
 
-fn line_fault(n: usize, detail: String) -> Fault {
-    Fault::business(format!("Line {n}: {detail}")).at(format!("Line[{}]", n - 1))
-}
+/// Detail types a client may send without an AccountType, and the type they imply.
+const ACCOUNT_SUB_TYPES: [(&str, &str); 14] = [
+    ("Checking", "Bank"),
+    ("Savings", "Bank"),
+    ("AccountsReceivable", "Accounts Receivable"),
+    ("UndepositedFunds", "Other Current Asset"),
+    ("Inventory", "Other Current Asset"),
+    ("AccountsPayable", "Accounts Payable"),
+    ("CreditCard", "Credit Card"),
+    ("ServiceFeeIncome", "Income"),
+    ("SalesOfProductIncome", "Income"),
+    ("DiscountsRefundsGiven", "Income"),
+    ("SuppliesMaterialsCogs", "Cost of Goods Sold"),
+    ("OfficeGeneralAdministrativeExpenses", "Expense"),
+    ("AdvertisingPromotional", "Expense"),
+    ("OpeningBalanceEquity", "Equity"),
+];
 
-fn prepare_invoice(
+fn prepare_account(
     co: &Company,
     mut c: Map<String, Value>,
     previous: Option<&Value>,
     ctx: &WriteCtx,
 ) -> Result<Map<String, Value>, Fault> {
-    let customer_id = opt_ref(&c, "CustomerRef")?.ok_or_else(|| Fault::required("CustomerRef"))?;
-    let customer = referenced(co, "CustomerRef", EntityKind::Customer, &customer_id)?;
-    c.insert(
-        "CustomerRef".into(),
-        json!({"value": customer_id, "name": name_of(customer, "DisplayName")}),
-    );
-
-    if let Some(currency) = opt_ref(&c, "CurrencyRef")?
-        && currency != "USD"
-    {
+    let name = opt_str(&c, "Name")?.ok_or_else(|| Fault::required("Name"))?;
+    if name.contains(':') || name.contains('"') {
         return Err(Fault::business(format!(
-            "CurrencyRef {currency} is not allowed: multicurrency is off for this company, whose home currency is USD"
+            "Account Name \"{name}\" must not contain ':' or '\"'"
         ))
-        .at("CurrencyRef"));
+        .at("Name"));
     }
-    c.insert("CurrencyRef".into(), home_currency());
-
-    let lines = match c.remove("Line") {
-        Some(Value::Array(lines)) if !lines.is_empty() => lines,
-        Some(Value::Array(_)) | None | Some(Value::Null) => return Err(Fault::required("Line")),
-        Some(other) => return Err(wrong_type("Line", "an array of lines", &other)),
-    };
-
-    let mut item_lines: Vec<Map<String, Value>> = Vec::new();
-    let mut discount_lines: Vec<(usize, Map<String, Value>)> = Vec::new();
-    let mut subtotal = Decimal::ZERO;
-    for (index, line) in lines.into_iter().enumerate() {
-        let n = index + 1;
-        let Value::Object(mut line) = line else {
-            return Err(wrong_type(&format!("Line[{index}]"), "an object", &line));
-        };
-        let detail_type =
-            opt_str(&line, "DetailType")?.ok_or_else(|| Fault::required("Line.DetailType"))?;
-        let Some(detail_type) = LINE_TYPES
+    let sub_type = opt_str(&c, "AccountSubType")?;
+    let account_type = match opt_str(&c, "AccountType")? {
+        Some(t) => ACCOUNT_TYPES
             .iter()
-            .find(|t| t.eq_ignore_ascii_case(&detail_type))
-        else {
-            return Err(Fault::invalid_enumeration(
-                "Line.DetailType",
-                &detail_type,
-                &LINE_TYPES.join(", "),
-            ));
-        };
-        match *detail_type {
-            "SubTotalLineDetail" => continue,
-            "DiscountLineDetail" => {
-                discount_lines.push((n, line));
-                continue;
-            }
-            "DescriptionOnly" => {
-                line.insert("DetailType".into(), Value::String("DescriptionOnly".into()));
-                line.entry("DescriptionLineDetail").or_insert(json!({}));
-                item_lines.push(line);
-                continue;
-            }
-            _ => {}
-        }
-        let mut detail = match line.remove("SalesItemLineDetail") {
-            Some(Value::Object(d)) => d,
-            None | Some(Value::Null) => Map::new(),
-            Some(other) => {
-                return Err(wrong_type(
-                    &format!("Line[{index}].SalesItemLineDetail"),
-                    "an object",
-                    &other,
-                ));
-            }
-        };
-        let item = match opt_ref(&detail, "ItemRef")? {
-            Some(id) => referenced(co, "ItemRef", EntityKind::Item, &id)?,
-            // QBO puts lines without an item on the default "Services" item.
-            None => co
-                .rows("Item")
-                .find(|i| i.get("Name").and_then(Value::as_str) == Some("Services"))
-                .ok_or_else(|| Fault::required("Line.SalesItemLineDetail.ItemRef"))?,
-        };
-        detail.insert(
-            "ItemRef".into(),
-            json!({"value": name_of(item, "Id"), "name": name_of(item, "Name")}),
-        );
-        let qty = opt_decimal(&detail, "Qty", "SalesItemLineDetail.Qty")?;
-        let price = opt_decimal(&detail, "UnitPrice", "SalesItemLineDetail.UnitPrice")?;
-        let amount = opt_decimal(&line, "Amount", "Line.Amount")?;
-        let (qty, price, amount) = match (amount, qty, price) {
-            (Some(a), Some(q), Some(p)) => {
-                let expected = cents(q * p);
-                if a != expected {
-                    return Err(line_fault(
-                        n,
-                        format!(
-                            "Amount {a} is not equal to UnitPrice {p} * Qty {q} (= {expected} rounded to cents). \
-                             Send a matching Amount or leave it out and the server computes it."
-                        ),
-                    ));
-                }
-                (Some(q), Some(p), a)
-            }
-            (Some(a), Some(q), None) => {
-                let p = if q.is_zero() {
-                    None
-                } else {
-                    Some((a / q).round_dp(7))
-                };
-                (Some(q), p, a)
-            }
-            (Some(a), None, Some(p)) => {
-                let q = if p.is_zero() {
-                    None
-                } else {
-                    Some((a / p).round_dp(7))
-                };
-                (q, Some(p), a)
-            }
-            (Some(a), None, None) => (None, None, a),
-            (None, q, p) => {
-                let q = q.unwrap_or(Decimal::ONE);
-                let p = p
-                    .or_else(|| item.get("UnitPrice").and_then(decimal_of))
-                    .unwrap_or_default();
-                (Some(q), Some(p), cents(q * p))
-            }
-        };
-        if amount.normalize().scale() > 2 {
-            return Err(line_fault(
-                n,
-                format!("Amount {amount} has more than two decimal places"),
-            ));
-        }
-        if let Some(q) = qty {
-            detail.insert("Qty".into(), number(q));
-        }
-        if let Some(p) = price {
-            detail.insert("UnitPrice".into(), number(p));
-        }
-        match opt_ref(&detail, "TaxCodeRef")? {
-            Some(code) => {
-                referenced(co, "TaxCodeRef", EntityKind::TaxCode, &code)?;
-                detail.insert("TaxCodeRef".into(), json!({"value": code}));
-            }
-            None => {
-                let taxable = item
-                    .get("Taxable")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                detail.insert(
-                    "TaxCodeRef".into(),
-                    json!({"value": if taxable { "TAX" } else { "NON" }}),
-                );
-            }
-        }
-        if let Some(date) = opt_date(&detail, "ServiceDate")? {
-            detail.insert("ServiceDate".into(), Value::String(date.to_string()));
-        }
-        subtotal += amount;
-        line.insert("Amount".into(), number(amount));
-        line.insert(
-            "DetailType".into(),
-            Value::String("SalesItemLineDetail".into()),
-        );
-        line.insert("SalesItemLineDetail".into(), Value::Object(detail));
-        item_lines.push(line);
-    }
-
-    let mut discount = Decimal::ZERO;
-    let discount_account = co
-        .rows("Account")
-        .find(|a| a.get("AccountSubType").and_then(Value::as_str) == Some("DiscountsRefundsGiven"));
-    let mut prepared_discounts = Vec::new();
-    for (n, mut line) in discount_lines {
-        let mut detail = match line.remove("DiscountLineDetail") {
-            Some(Value::Object(d)) => d,
-            None | Some(Value::Null) => Map::new(),
-            Some(other) => {
-                return Err(wrong_type(
-                    &format!("Line[{}].DiscountLineDetail", n - 1),
-                    "an object",
-                    &other,
-                ));
-            }
-        };
-        let percent_based = opt_bool(&detail, "PercentBased")?.unwrap_or(false);
-        let amount = if percent_based {
-            let pct = opt_decimal(
-                &detail,
-                "DiscountPercent",
-                "DiscountLineDetail.DiscountPercent",
-            )?
-            .ok_or_else(|| Fault::required("Line.DiscountLineDetail.DiscountPercent"))?;
-            if pct < Decimal::ZERO || pct > Decimal::ONE_HUNDRED {
-                return Err(line_fault(
-                    n,
-                    format!("DiscountPercent {pct} must be between 0 and 100"),
-                ));
-            }
-            detail.insert("DiscountPercent".into(), number(pct));
-            cents(subtotal * pct / Decimal::ONE_HUNDRED)
-        } else {
-            let a = opt_decimal(&line, "Amount", "Line.Amount")?
-                .ok_or_else(|| Fault::required("Line.Amount"))?;
-            if a < Decimal::ZERO || a.normalize().scale() > 2 {
-                return Err(line_fault(
-                    n,
-                    format!(
-                        "discount Amount {a} must be zero or positive with at most two decimals"
-                    ),
-                ));
-            }
-            a
-        };
-        detail.insert("PercentBased".into(), Value::Bool(percent_based));
-        match opt_ref(&detail, "DiscountAccountRef")? {
-            Some(id) => {
-                let account = referenced(co, "DiscountAccountRef", EntityKind::Account, &id)?;
-                detail.insert(
-                    "DiscountAccountRef".into(),
-                    json!({"value": id, "name": name_of(account, "Name")}),
-                );
-            }
-            None => {
-                if let Some(account) = discount_account {
-                    detail.insert(
-                        "DiscountAccountRef".into(),
-                        json!({"value": name_of(account, "Id"), "name": name_of(account, "Name")}),
-                    );
-                }
-            }
-        }
-        discount += amount;
-        line.insert("Amount".into(), number(amount));
-        line.insert(
-            "DetailType".into(),
-            Value::String("DiscountLineDetail".into()),
-        );
-        line.insert("DiscountLineDetail".into(), Value::Object(detail));
-        prepared_discounts.push(line);
-    }
-    if discount > subtotal {
-        return Err(Fault::business(format!(
-            "The discount total {discount} is larger than the subtotal {subtotal}"
-        ))
-        .at("Line"));
-    }
-
-    // Line ids: keep the ones a client echoes back (unique, numeric), number the rest after them.
-    let mut all_lines: Vec<Map<String, Value>> = item_lines;
-    let discount_start = all_lines.len();
-    all_lines.extend(prepared_discounts);
-    let mut used = std::collections::BTreeSet::new();
-    for line in &mut all_lines {
-        let keep = match line.get("Id") {
-            Some(Value::String(s)) => s.parse::<u64>().ok(),
-            Some(Value::Number(n)) => n.as_u64(),
-            _ => None,
-        }
-        .filter(|id| *id > 0 && used.insert(*id));
-        if keep.is_none() {
-            line.remove("Id");
-        }
-    }
-    let mut next = used.iter().max().copied().unwrap_or(0) + 1;
-    let mut out = Vec::new();
-    for (i, mut line) in all_lines.into_iter().enumerate() {
-        if i == discount_start {
-            out.push(json!({"Amount": number(subtotal), "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}));
-        }
-        if !line.contains_key("Id") {
-            line.insert("Id".into(), Value::String(next.to_string()));
-            next += 1;
-        } else if let Some(Value::Number(n)) = line.get("Id").cloned() {
-            line.insert("Id".into(), Value::String(n.to_string()));
-        }
-        line.insert("LineNum".into(), Value::from(i + 1));
-        out.push(Value::Object(line));
-    }
-    if discount_start == out.len() {
-        out.push(json!({"Amount": number(subtotal), "DetailType": "SubTotalLineDetail", "SubTotalLineDetail": {}}));
-    }
-    c.insert("Line".into(), Value::Array(out));
-
-    // Document number: automatic when absent, unique unless the caller allows duplicates.
-    let previous_doc = previous
-        .and_then(|p| p.get("DocNumber"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let doc = match opt_str(&c, "DocNumber")? {
-        Some(doc) => {
-            if doc.chars().count() > 21 {
-                return Err(Fault::business(format!(
-                    "DocNumber \"{doc}\" is longer than 21 characters"
-                ))
-                .at("DocNumber"));
-            }
-            if !ctx.allow_duplicate_doc_number
-                && previous_doc.as_deref() != Some(doc.as_str())
-                && let Some(other) = co.rows("Invoice").find(|row| {
-                    !same_id(row, previous)
-                        && row.get("DocNumber").and_then(Value::as_str) == Some(doc.as_str())
-                })
-            {
-                let other_id = other.get("Id").and_then(Value::as_str).unwrap_or_default();
-                return Err(Fault::duplicate_doc_number(&doc, "Invoice", other_id).at("DocNumber"));
-            }
-            doc
-        }
+            .find(|(n, _)| {
+                n.eq_ignore_ascii_case(&t) || n.replace(' ', "").eq_ignore_ascii_case(&t)
+            })
+            .map(|(n, _)| *n)
+            .ok_or_else(|| {
+                let all: Vec<&str> = ACCOUNT_TYPES.iter().map(|(n, _)| *n).collect();
+                Fault::invalid_enumeration("AccountType", &t, &all.join(", "))
+            })?,
         None => {
-            let highest = co
-                .rows("Invoice")
-                .filter_map(|r| {
-                    r.get("DocNumber")
-                        .and_then(Value::as_str)
-                        .and_then(|d| d.parse::<u64>().ok())
-                })
-                .max()
-                .unwrap_or(1000);
-            (highest + 1).to_string()
+            let sub = sub_type
+                .as_deref()
+                .ok_or_else(|| Fault::required("AccountType"))?;
+            ACCOUNT_SUB_TYPES
+                .iter()
+                .find(|(s, _)| s.eq_ignore_ascii_case(sub))
+                .map(|(_, t)| *t)
+                .ok_or_else(|| Fault::required("AccountType").at("AccountType"))?
         }
     };
-    c.insert("DocNumber".into(), Value::String(doc));
-
-    let txn_date = opt_date(&c, "TxnDate")?.unwrap_or_else(|| company_today(ctx.now));
-    let due_date = match opt_date(&c, "DueDate")? {
-        Some(d) => d,
-        None => txn_date.checked_add_days(Days::new(30)).unwrap_or(txn_date),
-    };
-    c.insert("TxnDate".into(), Value::String(txn_date.to_string()));
-    c.insert("DueDate".into(), Value::String(due_date.to_string()));
-
-    let total = subtotal - discount;
-    let paid = previous
-        .map(|p| {
-            let t = p.get("TotalAmt").and_then(decimal_of).unwrap_or_default();
-            let b = p.get("Balance").and_then(decimal_of).unwrap_or_default();
-            t - b
-        })
-        .unwrap_or_default();
-    if total < paid {
-        return Err(Fault::business(format!(
-            "The new total {total} is less than the {paid} already paid on this invoice"
-        )));
+    let classification = ACCOUNT_TYPES
+        .iter()
+        .find(|(n, _)| *n == account_type)
+        .map(|(_, c)| *c)
+        .unwrap_or("Asset");
+    let mut fqn = name.clone();
+    if let Some(parent) = fill_ref(co, ctx, &mut c, "ParentRef", EntityKind::Account, "Name")? {
+        fqn = format!(
+            "{}:{name}",
+            parent
+                .get("FullyQualifiedName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        );
+        c.insert("SubAccount".into(), Value::Bool(true));
+    } else {
+        c.insert("SubAccount".into(), Value::Bool(false));
     }
-    c.insert("TxnTaxDetail".into(), json!({"TotalTax": 0}));
-    c.insert("TotalAmt".into(), number(total));
-    c.insert("Balance".into(), number(total - paid));
-    c.entry("Deposit").or_insert(json!(0));
-    c.entry("LinkedTxn").or_insert(json!([]));
-    c.entry("CustomField").or_insert(json!([]));
-    c.entry("ApplyTaxAfterDiscount")
-        .or_insert(Value::Bool(false));
-    c.entry("PrintStatus")
-        .or_insert(Value::String("NotSet".into()));
-    c.entry("EmailStatus")
-        .or_insert(Value::String("NotSet".into()));
+    if let Some(other) = co.rows("Account").find(|row| {
+        !same_id(row, previous)
+            && row
+                .get("FullyQualifiedName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(&fqn))
+    }) {
+        let other_id = other.get("Id").and_then(Value::as_str).unwrap_or_default();
+        return Err(Fault::duplicate_name(&name, &format!("account (Id {other_id})")).at("Name"));
+    }
+    let balance = previous
+        .and_then(|p| p.get("CurrentBalance"))
+        .cloned()
+        .unwrap_or(json!(0));
+    let currency = txn::party_currency(co, &c, previous)?;
+    c.insert("CurrencyRef".into(), currency);
+    c.insert("Name".into(), Value::String(name));
+    c.insert("FullyQualifiedName".into(), Value::String(fqn));
+    c.insert("AccountType".into(), Value::String(account_type.into()));
+    c.insert(
+        "Classification".into(),
+        Value::String(classification.into()),
+    );
+    c.insert("CurrentBalance".into(), balance.clone());
+    c.insert("CurrentBalanceWithSubAccounts".into(), balance);
+    let active = opt_bool(&c, "Active")?.unwrap_or(true);
+    c.insert("Active".into(), Value::Bool(active));
     Ok(c)
 }
 
-/// Keeps derived totals elsewhere in step with a write: an invoice's open balance is part of its customer's.
-fn apply_effects(
-    co: &mut Company,
+// ----- Term, Class, Department -----------------------------------------------------------------------------------
+
+fn unique_name(
+    co: &Company,
     kind: EntityKind,
-    before: Option<&Value>,
-    after: Option<&Value>,
-) {
-    if kind != EntityKind::Invoice {
-        return;
+    key: &str,
+    value: &str,
+    previous: Option<&Value>,
+) -> Result<(), Fault> {
+    if let Some(other) = co.rows(kind.name()).find(|row| {
+        !same_id(row, previous)
+            && row
+                .get(key)
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.eq_ignore_ascii_case(value))
+    }) {
+        let other_id = other.get("Id").and_then(Value::as_str).unwrap_or_default();
+        return Err(Fault::duplicate_name(
+            value,
+            &format!("{} (Id {other_id})", kind.name().to_lowercase()),
+        )
+        .at("Name"));
     }
-    let part = |row: Option<&Value>| {
-        row.and_then(|r| {
-            let customer = r.pointer("/CustomerRef/value")?.as_str()?.to_string();
-            Some((
-                customer,
-                r.get("Balance").and_then(decimal_of).unwrap_or_default(),
-            ))
-        })
-    };
-    if let Some((customer, balance)) = part(before) {
-        adjust_customer_balance(co, &customer, -balance);
-    }
-    if let Some((customer, balance)) = part(after) {
-        adjust_customer_balance(co, &customer, balance);
-    }
+    Ok(())
 }
 
-fn adjust_customer_balance(co: &mut Company, customer: &str, delta: Decimal) {
-    if let Some(Value::Object(row)) = co.get_mut("Customer", customer) {
-        let balance = row.get("Balance").and_then(decimal_of).unwrap_or_default() + delta;
-        row.insert("Balance".into(), number(balance));
-        row.insert("BalanceWithJobs".into(), number(balance));
+fn prepare_term(
+    co: &Company,
+    mut c: Map<String, Value>,
+    previous: Option<&Value>,
+) -> Result<Map<String, Value>, Fault> {
+    let name = opt_str(&c, "Name")?.ok_or_else(|| Fault::required("Name"))?;
+    unique_name(co, EntityKind::Term, "Name", &name, previous)?;
+    let due_days = opt_decimal(&c, "DueDays", "DueDays")?;
+    let day_of_month = opt_decimal(&c, "DayOfMonthDue", "DayOfMonthDue")?;
+    let kind = if day_of_month.is_some() {
+        "DATE_DRIVEN"
+    } else {
+        "STANDARD"
+    };
+    if let Some(d) = due_days {
+        if d < Decimal::ZERO || !d.fract().is_zero() {
+            return Err(Fault::business(format!(
+                "DueDays must be a whole number of days, got {d}"
+            ))
+            .at("DueDays"));
+        }
+        c.insert("DueDays".into(), number(d));
+    } else if day_of_month.is_none() {
+        c.insert("DueDays".into(), json!(0));
     }
+    c.insert("Type".into(), Value::String(kind.into()));
+    c.insert("Name".into(), Value::String(name));
+    let active = opt_bool(&c, "Active")?.unwrap_or(true);
+    c.insert("Active".into(), Value::Bool(active));
+    Ok(c)
+}
+
+fn prepare_grouping(
+    co: &Company,
+    kind: EntityKind,
+    mut c: Map<String, Value>,
+    previous: Option<&Value>,
+    ctx: &WriteCtx,
+) -> Result<Map<String, Value>, Fault> {
+    let name = opt_str(&c, "Name")?.ok_or_else(|| Fault::required("Name"))?;
+    if name.contains(':') {
+        return Err(Fault::business(format!("Name \"{name}\" must not contain ':'")).at("Name"));
+    }
+    let sub_flag = if kind == EntityKind::Class {
+        "SubClass"
+    } else {
+        "SubDepartment"
+    };
+    let fqn = match fill_ref(co, ctx, &mut c, "ParentRef", kind, "Name")? {
+        Some(parent) => {
+            if previous.is_some_and(|p| p.get("Id") == parent.get("Id")) {
+                return Err(
+                    Fault::business(format!("{} cannot be its own parent", kind.name()))
+                        .at("ParentRef"),
+                );
+            }
+            c.insert(sub_flag.into(), Value::Bool(true));
+            format!(
+                "{}:{name}",
+                parent
+                    .get("FullyQualifiedName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            )
+        }
+        None => {
+            c.insert(sub_flag.into(), Value::Bool(false));
+            name.clone()
+        }
+    };
+    unique_name(co, kind, "FullyQualifiedName", &fqn, previous)?;
+    c.insert("Name".into(), Value::String(name));
+    c.insert("FullyQualifiedName".into(), Value::String(fqn));
+    let active = opt_bool(&c, "Active")?.unwrap_or(true);
+    c.insert("Active".into(), Value::Bool(active));
+    Ok(c)
+}
+
+// ----- CompanyInfo, Preferences ----------------------------------------------------------------------------------
+
+fn prepare_company_info(mut c: Map<String, Value>) -> Result<Map<String, Value>, Fault> {
+    let name = opt_str(&c, "CompanyName")?.ok_or_else(|| Fault::required("CompanyName"))?;
+    c.insert("CompanyName".into(), Value::String(name));
+    Ok(c)
+}
+
+fn prepare_preferences(
+    mut c: Map<String, Value>,
+    previous: Option<&Value>,
+) -> Result<Map<String, Value>, Fault> {
+    let was_on = previous
+        .and_then(|p| p.pointer("/CurrencyPrefs/MultiCurrencyEnabled"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let old_home = previous
+        .and_then(|p| p.pointer("/CurrencyPrefs/HomeCurrency/value"))
+        .cloned()
+        .unwrap_or(json!("USD"));
+    let prefs = match c.remove("CurrencyPrefs") {
+        Some(Value::Object(p)) => p,
+        None | Some(Value::Null) => Map::new(),
+        Some(other) => return Err(wrong_type("CurrencyPrefs", "an object", &other)),
+    };
+    let mut prefs = prefs;
+    let on = opt_bool(&prefs, "MultiCurrencyEnabled")?.unwrap_or(false);
+    if was_on && !on {
+        return Err(Fault::business(
+            "Multicurrency cannot be turned off once it has been turned on for a company",
+        )
+        .at("CurrencyPrefs.MultiCurrencyEnabled"));
+    }
+    let home = opt_ref(&prefs, "HomeCurrency")?
+        .map(Value::String)
+        .unwrap_or(old_home.clone());
+    if home != old_home {
+        return Err(Fault::business(format!(
+            "The home currency cannot be changed (it is {old_home})"
+        ))
+        .at("CurrencyPrefs.HomeCurrency"));
+    }
+    prefs.insert("MultiCurrencyEnabled".into(), Value::Bool(on));
+    prefs.insert("HomeCurrency".into(), json!({"value": home}));
+    c.insert("CurrencyPrefs".into(), Value::Object(prefs));
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -971,103 +1133,84 @@ mod tests {
     use super::*;
 
     fn ctx() -> WriteCtx {
-        WriteCtx {
-            now: Utc::now(),
-            allow_duplicate_doc_number: false,
-        }
+        WriteCtx::new(Utc::now())
     }
 
     fn company() -> Company {
         let mut co = Company::default();
-        co.put(
-            "Account",
-            1,
-            json!({"Id":"1","Name":"Services","Active":true}),
-        );
-        co.put("Account", 2, json!({"Id":"2","Name":"Discounts given","AccountSubType":"DiscountsRefundsGiven","Active":true}));
-        co.put("TaxCode", 1, json!({"Id":"TAX","Name":"TAX"}));
-        co.put("TaxCode", 2, json!({"Id":"NON","Name":"NON"}));
-        write(
-            &mut co,
-            EntityKind::Customer,
-            None,
-            json!({"DisplayName":"Amy's"}),
-            &ctx(),
-        )
-        .unwrap();
-        write(
-            &mut co,
-            EntityKind::Item,
-            None,
-            json!({"Name":"Design","Type":"Service","UnitPrice":33.333,"IncomeAccountRef":{"value":"1"}}),
-            &ctx(),
-        )
-        .unwrap();
+        super::super::seed::seed(&mut co, "1234", Utc::now(), 0);
         co
     }
 
     #[test]
-    fn invoice_math_with_rounding_and_discounts() {
+    fn display_names_are_unique_across_customers_vendors_and_employees() {
         let mut co = company();
-        let inv = write(
+        let name = co.get("Customer", "1").unwrap()["DisplayName"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for kind in [EntityKind::Vendor, EntityKind::Employee] {
+            let f = write(
+                &mut co,
+                kind,
+                None,
+                json!({"DisplayName": name.to_uppercase(), "GivenName": "A"}),
+                &mut ctx(),
+            )
+            .unwrap_err();
+            assert_eq!(f.code, "6240", "{kind:?}");
+            assert!(f.detail.contains("customer (Id 1)"), "{}", f.detail);
+        }
+    }
+
+    #[test]
+    fn name_lists_are_deactivated_not_deleted_and_references_are_checked() {
+        let mut co = company();
+        let row = write(
             &mut co,
-            EntityKind::Invoice,
+            EntityKind::Class,
             None,
-            json!({"CustomerRef":{"value":"1"},"Line":[
-                {"DetailType":"SalesItemLineDetail","SalesItemLineDetail":{"ItemRef":{"value":"1"},"Qty":3}},
-                {"DetailType":"SalesItemLineDetail","Amount":10.01,"SalesItemLineDetail":{"ItemRef":{"value":"1"},"Qty":1,"UnitPrice":10.005}},
-                {"DetailType":"DiscountLineDetail","DiscountLineDetail":{"PercentBased":true,"DiscountPercent":10}},
-                {"DetailType":"DiscountLineDetail","Amount":1.5,"DiscountLineDetail":{"PercentBased":false}}
-            ]}),
-            &ctx(),
+            json!({"Name":"Temporary"}),
+            &mut ctx(),
         )
         .unwrap();
-        // 3 × 33.333 = 99.999 → 100.00; + 10.01 = 110.01; 10 % = 11.001 → 11.00; − 1.50 → 97.51
-        assert_eq!(inv["Line"][0]["Amount"], json!(100.0));
-        assert_eq!(inv["Line"][2]["DetailType"], "SubTotalLineDetail");
-        assert_eq!(inv["Line"][2]["Amount"], json!(110.01));
-        assert_eq!(inv["Line"][3]["Amount"], json!(11.0));
-        assert_eq!(inv["TotalAmt"], json!(97.51));
-        assert_eq!(inv["Balance"], json!(97.51));
-        assert_eq!(inv["DocNumber"], "1001");
-        assert_eq!(co.get("Customer", "1").unwrap()["Balance"], json!(97.51));
-    }
-
-    #[test]
-    fn mismatched_amount_is_refused() {
-        let mut co = company();
-        let f = write(
+        let id = row["Id"].as_str().unwrap().to_string();
+        let refused = write(
             &mut co,
-            EntityKind::Invoice,
-            None,
-            json!({"CustomerRef":{"value":"1"},"Line":[{"DetailType":"SalesItemLineDetail","Amount":10,"SalesItemLineDetail":{"ItemRef":{"value":"1"},"Qty":2,"UnitPrice":4}}]}),
-            &ctx(),
-        )
-        .unwrap_err();
-        assert_eq!(f.code, "6000");
-        assert!(f.detail.contains("Line 1"), "{}", f.detail);
-    }
-
-    #[test]
-    fn name_lists_refuse_delete_and_check_references() {
-        let mut co = company();
-        let f = write(
-            &mut co,
-            EntityKind::Customer,
+            EntityKind::Class,
             Some("delete"),
-            json!({"Id":"1","SyncToken":"0"}),
-            &ctx(),
+            json!({"Id": id, "SyncToken":"0"}),
+            &mut ctx(),
         )
         .unwrap_err();
-        assert_eq!(f.code, "6000");
+        assert_eq!(refused.code, "6000");
+        assert!(refused.detail.contains("inactive"), "{}", refused.detail);
+        let gone = write(
+            &mut co,
+            EntityKind::Class,
+            None,
+            json!({"Id": id, "SyncToken":"0", "sparse": true, "Active": false}),
+            &mut ctx(),
+        )
+        .unwrap();
+        assert_eq!(gone["Active"], false);
         let f = write(
             &mut co,
             EntityKind::Invoice,
             None,
             json!({"CustomerRef":{"value":"77"},"Line":[{"DetailType":"SalesItemLineDetail","Amount":1}]}),
-            &ctx(),
+            &mut ctx(),
         )
         .unwrap_err();
         assert_eq!(f.code, "2500");
+        let f = write(
+            &mut co,
+            EntityKind::Account,
+            None,
+            json!({"Name":"No type"}),
+            &mut ctx(),
+        )
+        .unwrap_err();
+        assert_eq!(f.code, "2020");
     }
 }

@@ -18,6 +18,8 @@ pub enum FaultType {
     Validation,
     Authorization,
     System,
+    /// The throttle answer's type.
+    Service,
 }
 
 impl FaultType {
@@ -26,6 +28,7 @@ impl FaultType {
             FaultType::Validation => "ValidationFault",
             FaultType::Authorization => "AuthorizationFault",
             FaultType::System => "SystemFault",
+            FaultType::Service => "SERVICE",
         }
     }
 }
@@ -180,6 +183,30 @@ impl Fault {
             code: "003100",
             message: "ApplicationAuthorizationFailed".to_string(),
             detail: detail.into(),
+            element: String::new(),
+        }
+    }
+
+    /// 429 / 3001: a request limit was reached (Intuit sends no Retry-After).
+    pub fn throttled(detail_suffix: &str) -> Self {
+        Fault {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: FaultType::Service,
+            code: "3001",
+            message: "message=ThrottleExceeded; errorCode=003001; statusCode=429".to_string(),
+            detail: format!("The request limit was reached.  Try again later{detail_suffix}"),
+            element: String::new(),
+        }
+    }
+
+    /// 5xx / 10000: the service failed.
+    pub fn system(status: u16) -> Self {
+        Fault {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            kind: FaultType::System,
+            code: "10000",
+            message: "An application error has occurred while processing your request".to_string(),
+            detail: "System Failure Error: An unexpected error occurred while accessing or saving your data. Please wait a few minutes and try again.".to_string(),
             element: String::new(),
         }
     }

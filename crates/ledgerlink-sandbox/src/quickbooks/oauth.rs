@@ -336,14 +336,15 @@ pub async fn revoke(State(app): State<Arc<Shared>>, headers: HeaderMap, body: By
     StatusCode::OK.into_response()
 }
 
-/// Mints an authorization code for the sandbox company.
+/// Mints an authorization code for `realm` (the first company when `None`).
 pub fn mint_code(
     st: &mut SandboxState,
+    realm: Option<String>,
     redirect_uri: Option<String>,
     now: DateTime<Utc>,
 ) -> (String, String) {
     let code = format!("AB11{}{}", now.timestamp(), random_alnum(30));
-    let realm = st.credentials.realm_id.clone();
+    let realm = realm.unwrap_or_else(|| st.credentials.realm_id.clone());
     st.tokens.codes.insert(
         code.clone(),
         AuthorizationCode {

@@ -1,14 +1,18 @@
 //! The sample company: Juniper & Finch Landscape Design, a small US landscaping business.
 //!
 //! Layout: [`seed`] fills an empty [`Company`] with company info and preferences, a chart of accounts, the US tax
-//! codes, customers (one with an apostrophe, one inactive), service and non-inventory items and a few open
-//! invoices. Customers, items and invoices go through the same [`entities::write`] path as API calls, so seeded
-//! rows carry exactly the derived fields (totals, balances, names on references) a client would get.
+//! codes and rates (TAX/NON plus the Sonoma County combined code, the company default), payment terms, classes,
+//! departments, customers (one with an apostrophe, one inactive), vendors, employees, service and non-inventory
+//! items, a few open invoices (one overdue) and an open bill. Everything but the chart of accounts and the tax
+//! setup goes through the same [`entities::write`] path as API calls, so seeded rows carry exactly the derived
+//! fields (totals, tax, balances, names on references) a client would get. [`PROFILES`] names the several
+//! companies the sandbox user owns (the authorize page lets a user pick one); they share the sample data.
 
 use chrono::{DateTime, Days, Utc};
 use serde_json::{Value, json};
 
 use super::entities::{self, EntityKind, WriteCtx, home_currency};
+use super::fault::Fault;
 use super::state::Company;
 use super::time::{company_today, meta_time};
 
@@ -26,7 +30,14 @@ fn stamped(mut row: Value, id: &str, now: DateTime<Utc>) -> Value {
     row
 }
 
-const ACCOUNTS: [(&str, &str, &str, &str); 10] = [
+/// The companies of the sandbox user: (company name, industry). The first is the startup line's realm.
+pub const PROFILES: [(&str, &str); 3] = [
+    ("Juniper & Finch Landscape Design", "Landscaping Services"),
+    ("Harbor Lights Catering Co.", "Catering"),
+    ("Copper Kettle Bicycle Works", "Bicycle Repair"),
+];
+
+const ACCOUNTS: [(&str, &str, &str, &str); 16] = [
     ("Services", "Revenue", "Income", "ServiceFeeIncome"),
     (
         "Sales of Product Income",
@@ -77,18 +88,66 @@ const ACCOUNTS: [(&str, &str, &str, &str); 10] = [
         "Income",
         "ServiceFeeIncome",
     ),
+    (
+        "Visa Business Card",
+        "Liability",
+        "Credit Card",
+        "CreditCard",
+    ),
+    (
+        "Office Supplies",
+        "Expense",
+        "Expense",
+        "OfficeGeneralAdministrativeExpenses",
+    ),
+    (
+        "Advertising",
+        "Expense",
+        "Expense",
+        "AdvertisingPromotional",
+    ),
+    (
+        "Opening Balance Equity",
+        "Equity",
+        "Equity",
+        "OpeningBalanceEquity",
+    ),
+    (
+        "Sales Tax Payable",
+        "Liability",
+        "Other Current Liability",
+        "SalesTaxPayable",
+    ),
+    ("Savings", "Asset", "Bank", "Savings"),
 ];
 
-/// Fills `co` with the sample company as of `now`. `realm_id` becomes the CompanyInfo Id.
-pub fn seed(co: &mut Company, realm_id: &str, now: DateTime<Utc>) {
+/// Fills `co` with the sample company `profile` (index into [`PROFILES`]) as of `now`. `realm_id` becomes the
+/// CompanyInfo Id.
+pub fn seed(co: &mut Company, realm_id: &str, now: DateTime<Utc>, profile: usize) {
+    if let Err(f) = try_seed(co, realm_id, now, profile) {
+        // The sample data is fixed: a refusal here is a defect of the sandbox itself.
+        panic!(
+            "the sample company does not pass the sandbox's own rules: {} ({})",
+            f.detail, f.code
+        );
+    }
+}
+
+fn try_seed(
+    co: &mut Company,
+    realm_id: &str,
+    now: DateTime<Utc>,
+    profile: usize,
+) -> Result<(), Fault> {
     *co = Company::default();
+    let (company_name, industry) = PROFILES[profile % PROFILES.len()];
     co.put(
         "CompanyInfo",
         1,
         stamped(
             json!({
-                "CompanyName": "Juniper & Finch Landscape Design",
-                "LegalName": "Juniper & Finch Landscape Design LLC",
+                "CompanyName": company_name,
+                "LegalName": format!("{company_name} LLC"),
                 "CompanyAddr": {"Id": "1", "Line1": "218 Alder Row", "City": "Santa Rosa", "CountrySubDivisionCode": "CA", "PostalCode": "95404", "Country": "US"},
                 "CustomerCommunicationAddr": {"Id": "1", "Line1": "218 Alder Row", "City": "Santa Rosa", "CountrySubDivisionCode": "CA", "PostalCode": "95404"},
                 "LegalAddr": {"Id": "1", "Line1": "218 Alder Row", "City": "Santa Rosa", "CountrySubDivisionCode": "CA", "PostalCode": "95404"},
@@ -102,7 +161,7 @@ pub fn seed(co: &mut Company, realm_id: &str, now: DateTime<Utc>) {
                 "DefaultTimeZone": "America/Los_Angeles",
                 "NameValue": [
                     {"Name": "NeoEnabled", "Value": "true"},
-                    {"Name": "IndustryType", "Value": "Landscaping Services"},
+                    {"Name": "IndustryType", "Value": industry},
                     {"Name": "SubscriptionStatus", "Value": "SUBSCRIBED"},
                     {"Name": "OfferingSku", "Value": "QuickBooks Online Plus"}
                 ]
@@ -119,7 +178,9 @@ pub fn seed(co: &mut Company, realm_id: &str, now: DateTime<Utc>) {
                 "AccountingInfoPrefs": {"TrackDepartments": false, "ClassTrackingPerTxn": false, "CustomerTerminology": "Customers"},
                 "SalesFormsPrefs": {"CustomTxnNumbers": false, "AllowDiscount": true, "DefaultTerms": {"value": "3"}, "AutoApplyCredit": true},
                 "CurrencyPrefs": {"MultiCurrencyEnabled": false, "HomeCurrency": {"value": "USD"}},
-                "TaxPrefs": {"UsingSalesTax": true, "PartnerTaxEnabled": true},
+                "TaxPrefs": {"UsingSalesTax": true, "PartnerTaxEnabled": true, "TaxGroupCodeRef": {"value": "3"}},
+                "VendorAndPurchasesPrefs": {"TrackingByCustomer": true, "BillableExpenseTracking": true},
+                "TimeTrackingPrefs": {"UseServices": true, "BillCustomers": true, "WorkWeekStartDate": "Monday"},
                 "OtherPrefs": {"NameValue": [{"Name": "SalesFormsPrefs.DefaultCustomerMessage", "Value": "Thank you for your business!"}]}
             }),
             "1",
@@ -166,11 +227,73 @@ pub fn seed(co: &mut Company, realm_id: &str, now: DateTime<Utc>) {
             ),
         );
     }
+    co.put(
+        "TaxRate",
+        1,
+        stamped(
+            json!({"Name": "California", "Description": "California state sales tax", "RateValue": 7.25, "AgencyRef": {"value": "1"}, "SpecialTaxType": "NONE", "DisplayType": "ReadOnly", "Active": true}),
+            "1",
+            now,
+        ),
+    );
+    co.put(
+        "TaxRate",
+        2,
+        stamped(
+            json!({"Name": "Sonoma County District", "Description": "Sonoma County district tax", "RateValue": 1.25, "AgencyRef": {"value": "1"}, "SpecialTaxType": "NONE", "DisplayType": "ReadOnly", "Active": true}),
+            "2",
+            now,
+        ),
+    );
+    co.put(
+        "TaxCode",
+        3,
+        stamped(
+            json!({"Name": "Sonoma County", "Description": "California 7.25 % + Sonoma County 1.25 %", "Taxable": true, "TaxGroup": true, "Active": true, "Hidden": false,
+                "SalesTaxRateList": {"TaxRateDetail": [
+                    {"TaxRateRef": {"value": "1", "name": "California"}, "TaxTypeApplicable": "TaxOnAmount", "TaxOrder": 0},
+                    {"TaxRateRef": {"value": "2", "name": "Sonoma County District"}, "TaxTypeApplicable": "TaxOnAmount", "TaxOrder": 0}
+                ]},
+                "PurchaseTaxRateList": {"TaxRateDetail": []}}),
+            "3",
+            now,
+        ),
+    );
 
-    let ctx = WriteCtx {
-        now,
-        allow_duplicate_doc_number: false,
-    };
+    let mut ctx = WriteCtx::new(now);
+    for (name, days) in [
+        ("Due on receipt", 0),
+        ("Net 15", 15),
+        ("Net 30", 30),
+        ("Net 60", 60),
+    ] {
+        entities::write(
+            co,
+            EntityKind::Term,
+            None,
+            json!({"Name": name, "DueDays": days}),
+            &mut ctx,
+        )?;
+    }
+    for name in ["Residential", "Commercial"] {
+        entities::write(co, EntityKind::Class, None, json!({"Name": name}), &mut ctx)?;
+    }
+    entities::write(
+        co,
+        EntityKind::Class,
+        None,
+        json!({"Name": "Municipal", "ParentRef": {"value": "2"}}),
+        &mut ctx,
+    )?;
+    for name in ["North Bay", "East Bay"] {
+        entities::write(
+            co,
+            EntityKind::Department,
+            None,
+            json!({"Name": name}),
+            &mut ctx,
+        )?;
+    }
     let customers = [
         json!({"DisplayName": "Marigold's Tea Room", "GivenName": "Rosa", "FamilyName": "Delacroix", "CompanyName": "Marigold's Tea Room", "PrimaryEmailAddr": {"Address": "rosa@marigoldstea.example"}, "PrimaryPhone": {"FreeFormNumber": "(707) 555-0111"}, "BillAddr": {"Line1": "14 Vine St.", "City": "Healdsburg", "CountrySubDivisionCode": "CA", "PostalCode": "95448"}, "Taxable": true}),
         json!({"DisplayName": "Bayview Dental Group", "CompanyName": "Bayview Dental Group", "PrimaryEmailAddr": {"Address": "office@bayviewdental.example"}, "PrimaryPhone": {"FreeFormNumber": "(707) 555-0123"}, "BillAddr": {"Line1": "900 Harbor Blvd.", "City": "Petaluma", "CountrySubDivisionCode": "CA", "PostalCode": "94952"}, "Taxable": false}),
@@ -185,7 +308,7 @@ pub fn seed(co: &mut Company, realm_id: &str, now: DateTime<Utc>) {
         json!({"DisplayName": "Old Mill Bakery", "CompanyName": "Old Mill Bakery", "Active": false, "Taxable": true}),
     ];
     for c in customers {
-        entities::write(co, EntityKind::Customer, None, c, &ctx).expect("seed customer is valid");
+        entities::write(co, EntityKind::Customer, None, c, &mut ctx)?;
     }
     let items = [
         json!({"Name": "Services", "Type": "Service", "Description": "General services", "UnitPrice": 0, "IncomeAccountRef": {"value": "1"}}),
@@ -198,7 +321,7 @@ pub fn seed(co: &mut Company, realm_id: &str, now: DateTime<Utc>) {
         json!({"Name": "Drip Emitter Kit", "Type": "NonInventory", "Sku": "DRP-KIT", "Description": "25-emitter drip kit", "UnitPrice": 18.99, "Taxable": true, "IncomeAccountRef": {"value": "2"}, "ExpenseAccountRef": {"value": "7"}}),
     ];
     for i in items {
-        entities::write(co, EntityKind::Item, None, i, &ctx).expect("seed item is valid");
+        entities::write(co, EntityKind::Item, None, i, &mut ctx)?;
     }
     let today = company_today(now);
     let days_ago = |n: u64| {
@@ -226,6 +349,41 @@ pub fn seed(co: &mut Company, realm_id: &str, now: DateTime<Utc>) {
         ]}),
     ];
     for inv in invoices {
-        entities::write(co, EntityKind::Invoice, None, inv, &ctx).expect("seed invoice is valid");
+        entities::write(co, EntityKind::Invoice, None, inv, &mut ctx)?;
     }
+    let vendors = [
+        json!({"DisplayName": "Redwood Nursery Supply", "CompanyName": "Redwood Nursery Supply", "PrimaryEmailAddr": {"Address": "orders@redwoodnursery.example"}, "TermRef": {"value": "3"}}),
+        json!({"DisplayName": "Sonoma Stone & Gravel", "CompanyName": "Sonoma Stone & Gravel", "PrimaryEmailAddr": {"Address": "yard@sonomastone.example"}}),
+        json!({"DisplayName": "O'Brien Equipment Rental", "CompanyName": "O'Brien Equipment Rental", "Vendor1099": false}),
+        json!({"DisplayName": "PG&E", "CompanyName": "Pacific Gas and Electric"}),
+    ];
+    for v in vendors {
+        entities::write(co, EntityKind::Vendor, None, v, &mut ctx)?;
+    }
+    for e in [
+        json!({"GivenName": "Maya", "FamilyName": "Okafor", "PrimaryEmailAddr": {"Address": "maya@juniperfinch.example"}, "HiredDate": "2021-04-12", "BillableTime": true}),
+        json!({"GivenName": "Tomás", "FamilyName": "Reyes", "HiredDate": "2022-09-01", "BillableTime": true}),
+    ] {
+        entities::write(co, EntityKind::Employee, None, e, &mut ctx)?;
+    }
+    // One overdue invoice (past its Net 30 due date), and an open bill.
+    entities::write(
+        co,
+        EntityKind::Invoice,
+        None,
+        json!({"CustomerRef": {"value": "3"}, "TxnDate": days_ago(50), "Line": [
+            {"DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "2"}, "Qty": 10}}
+        ]}),
+        &mut ctx,
+    )?;
+    entities::write(
+        co,
+        EntityKind::Bill,
+        None,
+        json!({"VendorRef": {"value": "1"}, "TxnDate": days_ago(5), "Line": [
+            {"DetailType": "AccountBasedExpenseLineDetail", "Amount": 412.8, "Description": "Shrubs and perennials", "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "7"}}}
+        ]}),
+        &mut ctx,
+    )?;
+    Ok(())
 }

@@ -1,8 +1,9 @@
 //! Everything the QuickBooks sandbox remembers, and how it is saved.
 //!
 //! Layout: [`SandboxState`] is the whole persisted document: the app [`Credentials`], the OAuth grants
-//! ([`TokenBook`]), the company data ([`Company`]: one [`Table`] of JSON objects per entity, plus tombstones of
-//! deleted transactions for change feeds), the stored `requestid` replies and the clock offset. The call log is kept
+//! ([`TokenBook`]), the data of every company the sandbox user owns (one [`Company`] per realm: one [`Table`] of
+//! JSON objects per entity, plus tombstones of deleted transactions for change feeds), the stored `requestid`
+//! replies and the clock offset. The call log is kept
 //! in memory only. [`save`] writes the document atomically (temporary file, then rename) so a crash never leaves
 //! a half-written state file behind.
 
@@ -143,23 +144,23 @@ impl Company {
         self.tables.get_mut(entity)?.rows.get_mut(&key)
     }
 
+    /// The table key of row `id`.
+    pub fn key(&self, entity: &str, id: &str) -> Option<u64> {
+        self.key_of(entity, id)
+    }
+
     fn key_of(&self, entity: &str, id: &str) -> Option<u64> {
         let id = id.trim();
         let table = self.tables.get(entity)?;
         if let Ok(key) = id.parse::<u64>()
-            && table
-                .rows
-                .get(&key)
-                .and_then(|r| r.get("Id"))
-                .and_then(Value::as_str)
-                == Some(id)
+            && table.rows.get(&key).and_then(row_id) == Some(id)
         {
             return Some(key);
         }
         table
             .rows
             .iter()
-            .find(|(_, row)| row.get("Id").and_then(Value::as_str) == Some(id))
+            .find(|(_, row)| row_id(row) == Some(id))
             .map(|(k, _)| *k)
     }
 
@@ -191,6 +192,19 @@ impl Company {
     }
 }
 
+/// The `Id` of a stored row. A RecurringTransaction row is a wrapper (`{"Invoice": {…}}`) whose Id sits in the
+/// single object it holds.
+pub fn row_id(row: &Value) -> Option<&str> {
+    if let Some(id) = row.get("Id").and_then(Value::as_str) {
+        return Some(id);
+    }
+    let obj = row.as_object()?;
+    if obj.len() == 1 {
+        return obj.values().next()?.get("Id").and_then(Value::as_str);
+    }
+    None
+}
+
 /// A reply stored under a `requestid`, replayed verbatim on a repeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredReply {
@@ -213,7 +227,8 @@ pub struct CallRecord {
 pub struct SandboxState {
     pub credentials: Credentials,
     pub tokens: TokenBook,
-    pub company: Company,
+    /// Company data per realm id. The first realm (`credentials.realm_id`) is the one the startup line describes.
+    pub companies: BTreeMap<String, Company>,
     /// `requestid` → first reply, per realm.
     pub replies: BTreeMap<String, BTreeMap<String, StoredReply>>,
     /// The sandbox clock's offset when last saved, so a restart does not move time backwards.
@@ -227,11 +242,21 @@ impl SandboxState {
         SandboxState {
             credentials,
             tokens: TokenBook::default(),
-            company: Company::default(),
+            companies: BTreeMap::new(),
             replies: BTreeMap::new(),
             clock_offset_ms: 0,
             calls: Vec::new(),
         }
+    }
+}
+
+impl SandboxState {
+    pub fn company(&self, realm: &str) -> Option<&Company> {
+        self.companies.get(realm)
+    }
+
+    pub fn company_mut(&mut self, realm: &str) -> Option<&mut Company> {
+        self.companies.get_mut(realm)
     }
 }
 

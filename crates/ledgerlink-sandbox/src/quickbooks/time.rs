@@ -2,7 +2,8 @@
 //!
 //! Layout: the sample company lives in a fixed Pacific offset ([`company_offset`]); [`api_time`] is the envelope
 //! `time` (milliseconds), [`meta_time`] the `MetaData` stamps (seconds), [`company_today`] the default `TxnDate`.
-//! [`parse_instant`] reads either a full timestamp or a bare date so queries can compare both kinds.
+//! [`parse_instant`] reads a full timestamp (RFC 3339, a basic `-0700` offset, or none: company zone) or a bare
+//! date so queries and change feeds can compare all of them.
 
 use chrono::{DateTime, FixedOffset, NaiveDate, SecondsFormat, TimeZone, Utc};
 
@@ -33,6 +34,18 @@ pub fn company_today(now: DateTime<Utc>) -> NaiveDate {
 pub fn parse_instant(text: &str) -> Option<DateTime<FixedOffset>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t);
+    }
+    // ISO 8601 with a basic offset (`-0700`), as Python's `%z` writes it.
+    for format in ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t);
+        }
+    }
+    // No offset: the company's zone.
+    for format in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return company_offset().from_local_datetime(&t).single();
+        }
     }
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
     company_offset()

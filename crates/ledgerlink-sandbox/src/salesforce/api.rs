@@ -1,8 +1,11 @@
-//! The `/services/data/vXX.X/…` resources: sObject CRUD, external-id upsert, query and query paging.
+//! The `/services/data/vXX.X/…` resources: sObject CRUD, describe, external-id upsert, the `updated/` and `deleted/`
+//! change feeds, limits, query and query paging.
 //!
 //! Layout: each handler takes the [`Session`] the guard attached, locks the org once, delegates to [`records`] or
 //! [`soql`], saves the state file after a write, and answers in Salesforce's shapes (`{id, success, errors}`,
 //! 204 for updates and deletes, 300 for ambiguous external ids, `{totalSize, done, nextRecordsUrl?, records}`).
+//! [`describe_json`] derives the describe document (labels, SOAP types, lengths, child relationships) from the
+//! schema tables so it can never disagree with what writes and queries accept.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,17 +14,17 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use chrono::Duration;
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use ledgerlink_model::SalesforceId;
 use serde::Serialize;
 use serde_json::json;
 
 use super::error::SfError;
-use super::objects::{FieldDef, OBJECT_NAMES};
+use super::objects::{self, FieldDef, FieldType, OBJECT_NAMES};
 use super::records::{self, Ctx, OutRecord, UpsertOutcome, record_url};
 use super::state::{Cursor, Org, base62};
-use super::value::parse_body;
-use super::{App, DAILY_API_LIMIT, Session, no_content, soql};
+use super::value::{FieldValue, format_datetime, parse_body, parse_datetime};
+use super::{App, Session, no_content, soql};
 
 type ApiResult = Result<Response, SfError>;
 
@@ -56,23 +59,36 @@ pub async fn resources(Extension(s): Extension<Session>) -> Response {
 
 pub async fn limits(State(app): State<Arc<App>>) -> Response {
     let used = app.lock().usage_today(app.clock.now());
+    let max = app.daily_limit();
     axum::Json(json!({
-        "DailyApiRequests": {"Max": DAILY_API_LIMIT, "Remaining": DAILY_API_LIMIT.saturating_sub(used)},
+        "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
+        "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+        "DailyAsyncApexExecutions": {"Max": 250000, "Remaining": 250000},
+        "DataStorageMB": {"Max": 5, "Remaining": 5},
+        "FileStorageMB": {"Max": 20, "Remaining": 20},
     }))
     .into_response()
 }
 
 fn object_summary(org: &Org, name: &str, version: &str) -> serde_json::Value {
     let def = org.def(name).expect("listed objects exist");
+    let (label, plural) = objects::object_labels(def.name);
     json!({
         "name": def.name,
-        "label": def.name,
+        "label": label,
+        "labelPlural": plural,
         "keyPrefix": def.prefix,
         "createable": def.createable,
         "updateable": def.createable,
         "deletable": def.createable,
         "queryable": true,
+        "retrieveable": true,
+        "searchable": def.name != "User",
+        "replicateable": true,
+        "triggerable": true,
+        "layoutable": true,
         "custom": false,
+        "customSetting": false,
         "urls": {
             "sobject": format!("/services/data/{version}/sobjects/{}", def.name),
             "describe": format!("/services/data/{version}/sobjects/{}/describe", def.name),
@@ -103,31 +119,78 @@ pub async fn sobject_info(
     .into_response())
 }
 
-fn describe(org: &Org, name: &str, version: &str) -> Response {
+/// The SOAP type describe reports for a field type.
+fn soap_type(ty: &FieldType) -> &'static str {
+    match ty {
+        FieldType::Id | FieldType::Reference(_) => "tns:ID",
+        FieldType::Boolean => "xsd:boolean",
+        FieldType::Currency | FieldType::Double | FieldType::Percent => "xsd:double",
+        FieldType::Int => "xsd:int",
+        FieldType::Date => "xsd:date",
+        FieldType::DateTime => "xsd:dateTime",
+        _ => "xsd:string",
+    }
+}
+
+/// The per-object describe document (`GET /sobjects/{S}/describe`).
+pub fn describe_json(org: &Org, name: &str, version: &str) -> serde_json::Value {
     let def = org.def(name).expect("checked by the caller");
     let fields: Vec<_> = def
         .fields
         .iter()
         .map(|f| {
+            let (length, precision, scale, digits) = match &f.ty {
+                FieldType::Id | FieldType::Reference(_) => (18, 0, 0, 0),
+                FieldType::Text | FieldType::Email | FieldType::Url | FieldType::Picklist(_) => (255, 0, 0, 0),
+                FieldType::Phone => (40, 0, 0, 0),
+                FieldType::TextArea => (32_768, 0, 0, 0),
+                FieldType::Currency | FieldType::Double => (0, 18, 2, 0),
+                FieldType::Percent => (0, 3, 0, 0),
+                FieldType::Int => (0, 0, 0, 9),
+                _ => (0, 0, 0, 0),
+            };
+            let system = matches!(
+                f.name.as_str(),
+                "Id" | "IsDeleted" | "CreatedDate" | "CreatedById" | "LastModifiedDate" | "LastModifiedById" | "SystemModstamp"
+            );
+            let sortable = f.ty != FieldType::TextArea;
             let mut v = json!({
                 "name": f.name,
-                "label": f.name,
+                "label": objects::field_label(&f.name, matches!(f.ty, FieldType::Reference(_))),
                 "type": f.ty.name(),
+                "soapType": soap_type(&f.ty),
+                "length": length,
+                "byteLength": length * 3,
+                "precision": precision,
+                "scale": scale,
+                "digits": digits,
                 "createable": f.createable,
                 "updateable": f.updateable,
-                "nillable": !f.required && f.createable,
+                "nillable": !f.required && !system && f.ty != FieldType::Boolean,
+                "defaultedOnCreate": system || f.ty == FieldType::Boolean || f.name == "OwnerId",
+                "calculated": false,
+                "unique": false,
+                "caseSensitive": false,
+                "filterable": sortable,
+                "sortable": sortable,
+                "groupable": sortable && !f.ty.is_numeric(),
+                "nameField": f.name == "Name",
                 "externalId": f.external_id,
                 "idLookup": f.external_id || f.name == "Id",
                 "custom": f.custom,
+                "restrictedPicklist": matches!(&f.ty, FieldType::Picklist(v) if !v.is_empty()),
                 "relationshipName": f.relationship_name(),
+                "referenceTo": [],
+                "picklistValues": [],
             });
             match &f.ty {
-                super::objects::FieldType::Reference(t) => v["referenceTo"] = json!(t),
-                super::objects::FieldType::Picklist(values) => {
+                FieldType::Reference(t) => v["referenceTo"] = json!(t),
+                FieldType::Picklist(values) => {
                     v["picklistValues"] = json!(
                         values
                             .iter()
-                            .map(|p| json!({"value": p, "label": p, "active": true}))
+                            .enumerate()
+                            .map(|(i, p)| json!({"value": p, "label": p, "active": true, "defaultValue": i == 0 && def.name == "Task"}))
                             .collect::<Vec<_>>()
                     )
                 }
@@ -136,9 +199,110 @@ fn describe(org: &Org, name: &str, version: &str) -> Response {
             v
         })
         .collect();
+    let children: Vec<_> = objects::child_relationships(def.name)
+        .map(|(child, field, rel)| {
+            json!({
+                "childSObject": child,
+                "field": field,
+                "relationshipName": rel,
+                "cascadeDelete": matches!((def.name, child), ("Account", "Contact" | "Opportunity") | ("Opportunity", "OpportunityLineItem") | (_, "PricebookEntry")),
+                "deprecatedAndHidden": false,
+                "restrictedDelete": false,
+            })
+        })
+        .collect();
     let mut summary = object_summary(org, name, version);
     summary["fields"] = json!(fields);
-    axum::Json(summary).into_response()
+    summary["childRelationships"] = json!(children);
+    summary["recordTypeInfos"] = json!([]);
+    summary["supportedScopes"] = json!([{"label": "All", "name": "everything"}]);
+    summary["urls"]["uiDetailTemplate"] = json!(null);
+    summary
+}
+
+fn describe(org: &Org, name: &str, version: &str) -> Response {
+    axum::Json(describe_json(org, name, version)).into_response()
+}
+
+/// The `start`/`end` window of a change feed, rounded down to the minute as Salesforce does.
+fn change_window(
+    params: &HashMap<String, String>,
+    now: DateTime<Utc>,
+    max_days: i64,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), SfError> {
+    let bad = |m: String| SfError::bad_request("INVALID_REPLICATION_DATE", m);
+    let get = |key: &str| -> Result<DateTime<Utc>, SfError> {
+        let raw = params.get(key).ok_or_else(|| {
+            SfError::bad_request("MISSING_ARGUMENT", format!("{key} was not specified"))
+        })?;
+        // A `+` left unencoded in a query string arrives as a space.
+        parse_datetime(raw)
+            .or_else(|| parse_datetime(&raw.replace(' ', "+")))
+            .ok_or_else(|| bad(format!("{key}: '{raw}' is not a valid dateTime (expected e.g. 2024-01-15T10:30:00+00:00)")))
+    };
+    let minute = Duration::minutes(1);
+    let start = get("start")?.duration_trunc(minute).unwrap_or(now);
+    let end = get("end")?.duration_trunc(minute).unwrap_or(now);
+    if start > end {
+        return Err(bad("start must be before end".into()));
+    }
+    if start < now - Duration::days(max_days) {
+        return Err(bad(format!(
+            "start must be within the last {max_days} days"
+        )));
+    }
+    Ok((start, end.min(now.duration_trunc(minute).unwrap_or(now))))
+}
+
+fn stamp_of(rec: &super::state::Record) -> Option<DateTime<Utc>> {
+    rec.get("SystemModstamp")
+        .and_then(FieldValue::as_str)
+        .and_then(parse_datetime)
+}
+
+fn id_of(rec: &super::state::Record) -> String {
+    rec.get("Id")
+        .and_then(FieldValue::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `GET /sobjects/{S}/updated/?start=&end=`: ids of live records changed in the window.
+fn updated_feed(app: &App, object: &str, params: &HashMap<String, String>) -> ApiResult {
+    let org = app.lock();
+    let name = canonical_object(&org, object)?;
+    let (start, end) = change_window(params, app.clock.now(), 30)?;
+    let ids: Vec<String> = org
+        .all(name)
+        .filter(|r| !Org::is_deleted(r))
+        .filter(|r| stamp_of(r).is_some_and(|t| t >= start && t < end))
+        .map(id_of)
+        .collect();
+    Ok(axum::Json(json!({"ids": ids, "latestDateCovered": format_datetime(end)})).into_response())
+}
+
+/// `GET /sobjects/{S}/deleted/?start=&end=`: records deleted in the window (15 days kept).
+fn deleted_feed(app: &App, object: &str, params: &HashMap<String, String>) -> ApiResult {
+    let org = app.lock();
+    let name = canonical_object(&org, object)?;
+    let now = app.clock.now();
+    let (start, end) = change_window(params, now, 15)?;
+    let earliest = (now - Duration::days(15))
+        .duration_trunc(Duration::minutes(1))
+        .unwrap_or(now);
+    let records: Vec<_> = org
+        .all(name)
+        .filter(|r| Org::is_deleted(r))
+        .filter_map(|r| stamp_of(r).map(|t| (r, t)))
+        .filter(|(_, t)| *t >= start && *t < end)
+        .map(|(r, t)| json!({"id": id_of(r), "deletedDate": format_datetime(t)}))
+        .collect();
+    Ok(axum::Json(json!({
+        "deletedRecords": records,
+        "earliestDateAvailable": format_datetime(earliest),
+        "latestDateCovered": format_datetime(end),
+    }))
+    .into_response())
 }
 
 pub async fn create(
@@ -189,6 +353,12 @@ pub async fn read(
     Path((_, object, id)): Path<(String, String, String)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult {
+    if id == "updated" {
+        return updated_feed(&app, &object, &params);
+    }
+    if id == "deleted" {
+        return deleted_feed(&app, &object, &params);
+    }
     let org = app.lock();
     let name = canonical_object(&org, &object)?;
     if id == "describe" {
@@ -329,7 +499,7 @@ fn run_query(
     let now = app.clock.now();
     let mut org = app.lock();
     let result = soql::run(&org, q, all_rows, now, &s.version)?;
-    let page = app.query_page_size;
+    let page = app.page_size();
     if result.rows.len() <= page {
         let body = QueryPage {
             total_size: result.total_size,
@@ -396,7 +566,7 @@ pub async fn query_more(
     if offset >= cursor.rows.len() {
         return Err(invalid());
     }
-    let end = (offset + app.query_page_size).min(cursor.rows.len());
+    let end = (offset + app.page_size()).min(cursor.rows.len());
     let next = (end < cursor.rows.len())
         .then(|| format!("/services/data/{}/query/{cursor_id}-{end}", cursor.version));
     let body = QueryPage {

@@ -1,23 +1,37 @@
 //! Salesforce sandbox: a stateful org speaking the REST API's wire format.
 //!
 //! Layout: this module holds the options, [`start`], the router and the request guard (API version check, Bearer
-//! session, `Sforce-Limit-Info`, call log). [`oauth`] serves the token endpoints, [`api`] the
-//! `/services/data/vXX.X/…` resources, [`admin`] the loopback-only `/sandbox/admin/…` controls. Behind them,
-//! [`state`] is the persisted org, [`objects`] the schema, [`records`] the write rules and rendering, [`soql`] the
-//! query language, [`seed`] the sample org, [`value`] and [`error`] the wire-level values and error shapes.
+//! session, daily API budget and `Sforce-Limit-Info`, injected faults, call log). [`serve`] is the HTTP(S) accept
+//! loop (TLS with a certificate generated at start, dropped connections). [`oauth`] serves the token, authorize and
+//! revoke endpoints (web-server, refresh, password and JWT bearer grants), [`api`] the `/services/data/vXX.X/…`
+//! resources, [`composite`] sObject Collections and Composite, [`admin`] the loopback-only `/sandbox/admin/…`
+//! controls. Behind them, [`state`] is the persisted org, [`objects`] the schema, [`records`] the write rules and
+//! rendering, [`soql`] the query language, [`seed`] the sample org, [`value`] and [`error`] the wire-level values and
+//! error shapes.
+//!
+//! Faults (`/sandbox/admin/faults`, shared model in [`crate::faults`]) strike only `/services/data/…` requests, after
+//! the session check: a throttle is Salesforce's 403 `REQUEST_LIMIT_EXCEEDED` with the concurrent-request message
+//! (Salesforce has no 429 on REST; the daily budget says `TotalRequests Limit exceeded.` instead, so a client can tell
+//! a passing throttle from a spent day), server errors are 500/502/503 `UNKNOWN_EXCEPTION`, an expired token is 401
+//! `INVALID_SESSION_ID` (the session is really ended, so the client must refresh), slow answers sleep first, and
+//! dropped connections close the socket with no answer at all — before or, with `after_write`, after the request
+//! was applied.
 
 pub mod admin;
 pub mod api;
+pub mod composite;
 pub mod error;
 pub mod oauth;
 pub mod objects;
 pub mod records;
 pub mod seed;
+pub mod serve;
 pub mod soql;
 pub mod state;
 pub mod value;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
@@ -32,6 +46,7 @@ use tokio::sync::oneshot;
 
 use crate::RunningSandbox;
 use crate::clock::Clock;
+use crate::faults::{Fault, Faults};
 use error::SfError;
 use state::{CallLog, Org};
 
@@ -41,7 +56,7 @@ pub const API_VERSION: &str = "59.0";
 pub const MIN_API_VERSION: u32 = 50;
 /// The newest version listed by `GET /services/data/` (newer ones are still accepted).
 pub const MAX_LISTED_VERSION: u32 = 62;
-/// The daily allowance reported in `Sforce-Limit-Info`.
+/// The default daily allowance reported in `Sforce-Limit-Info` and enforced with `REQUEST_LIMIT_EXCEEDED`.
 pub const DAILY_API_LIMIT: u64 = 100_000;
 
 /// How to run the Salesforce sandbox.
@@ -57,6 +72,10 @@ pub struct SalesforceOptions {
     pub clock: Clock,
     /// Rows per query batch before `nextRecordsUrl` (Salesforce: 2000); small values exercise paging in tests.
     pub query_page_size: usize,
+    /// Serve https with a self-signed certificate generated at start (its PEM path is in the startup line).
+    pub tls: bool,
+    /// API calls allowed per sandbox-clock UTC day before 403 `REQUEST_LIMIT_EXCEEDED`.
+    pub daily_api_limit: u64,
 }
 
 impl Default for SalesforceOptions {
@@ -68,6 +87,8 @@ impl Default for SalesforceOptions {
             access_token_ttl: Duration::hours(2),
             clock: Clock::new(),
             query_page_size: 2000,
+            tls: false,
+            daily_api_limit: DAILY_API_LIMIT,
         }
     }
 }
@@ -79,11 +100,35 @@ pub struct App {
     pub base_url: String,
     pub state_file: Option<PathBuf>,
     pub access_token_ttl: Duration,
-    pub query_page_size: usize,
+    query_page_size: AtomicUsize,
+    daily_api_limit: AtomicU64,
     pub seed: bool,
+    pub faults: Faults,
 }
 
 impl App {
+    pub fn page_size(&self) -> usize {
+        self.query_page_size.load(Ordering::SeqCst)
+    }
+
+    pub fn set_page_size(&self, n: usize) {
+        self.query_page_size.store(n, Ordering::SeqCst);
+    }
+
+    pub fn daily_limit(&self) -> u64 {
+        self.daily_api_limit.load(Ordering::SeqCst)
+    }
+
+    pub fn set_daily_limit(&self, n: u64) {
+        self.daily_api_limit.store(n, Ordering::SeqCst);
+    }
+
+    /// The data routes without the guard, for Composite subrequests: the composite call was counted and drew its
+    /// fault once, its subrequests are not counted again.
+    pub fn inner_router(self: &Arc<Self>) -> Router {
+        data_routes().with_state(self.clone())
+    }
+
     /// The org, locked. A panic in another handler must not brick the sandbox, so poisoning is ignored.
     pub fn lock(&self) -> MutexGuard<'_, Org> {
         self.org.lock().unwrap_or_else(|e| e.into_inner())
@@ -116,8 +161,29 @@ fn api_version_number(segment: &str) -> Option<u32> {
 
 fn limit_header(org: &Org, app: &App) -> HeaderValue {
     let used = org.usage_today(app.clock.now());
-    HeaderValue::from_str(&format!("api-usage={used}/{DAILY_API_LIMIT}"))
+    HeaderValue::from_str(&format!("api-usage={used}/{}", app.daily_limit()))
         .unwrap_or(HeaderValue::from_static("api-usage=0/100000"))
+}
+
+/// The answer when the day's API budget is spent.
+fn total_requests_exceeded() -> SfError {
+    SfError::new(
+        StatusCode::FORBIDDEN,
+        "REQUEST_LIMIT_EXCEEDED",
+        "TotalRequests Limit exceeded.",
+    )
+}
+
+/// A 5xx as Salesforce's servers send it.
+fn server_error(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let error_id = state::random_token(9);
+    SfError::new(
+        status,
+        "UNKNOWN_EXCEPTION",
+        format!("An unexpected error occurred. Please include this ErrorId if you contact support: {error_id}"),
+    )
+    .into_response()
 }
 
 /// Version check, Bearer session and call counting for `/services/data/vXX.X/…`.
@@ -148,20 +214,66 @@ async fn api_guard(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
             match org.access_tokens.get(token) {
                 Some(t) if t.expires_at > now => {
                     let user_id = t.user_id.clone();
-                    org.count_call(now);
-                    Ok(Session {
-                        user_id,
-                        version: version.clone(),
-                    })
+                    if org.usage_today(now) >= app.daily_limit() {
+                        Err(total_requests_exceeded())
+                    } else {
+                        org.count_call(now);
+                        match app.faults.draw() {
+                            Fault::ExpireToken => {
+                                // The session really ends: a retry with the same token fails too.
+                                org.access_tokens.remove(token);
+                                Err(SfError::invalid_session())
+                            }
+                            fault => Ok((
+                                Session {
+                                    user_id,
+                                    version: version.clone(),
+                                },
+                                fault,
+                            )),
+                        }
+                    }
                 }
                 _ => Err(SfError::invalid_session()),
             }
         }
     };
     let mut resp = match session {
-        Ok(s) => {
+        Ok((s, fault)) => {
             req.extensions_mut().insert(s);
-            next.run(req).await
+            let dropper = req.extensions().get::<serve::DropConnection>().cloned();
+            match fault {
+                Fault::Throttle => SfError::new(
+                    StatusCode::FORBIDDEN,
+                    "REQUEST_LIMIT_EXCEEDED",
+                    "ConcurrentPerOrgLongTxn Limit exceeded.",
+                )
+                .into_response(),
+                Fault::ServerError {
+                    status,
+                    after_write,
+                } => {
+                    if after_write {
+                        let _applied = next.run(req).await;
+                    }
+                    server_error(status)
+                }
+                Fault::Drop { after_write } => {
+                    if after_write {
+                        let _applied = next.run(req).await;
+                    }
+                    match dropper {
+                        Some(d) => d.drop_now().await,
+                        // Served outside the sandbox's own loop (no handle): the nearest thing is a 503.
+                        None => server_error(503),
+                    }
+                }
+                Fault::Slow(delay) => {
+                    tokio::time::sleep(delay).await;
+                    next.run(req).await
+                }
+                Fault::None | Fault::ExpireToken => next.run(req).await,
+            }
         }
         Err(e) => e.into_response(),
     };
@@ -212,8 +324,9 @@ async fn versions() -> Response {
     axum::Json(list).into_response()
 }
 
-fn router(app: Arc<App>) -> Router {
-    let data = Router::new()
+/// The `/services/data/vXX.X/…` routes, unguarded.
+fn data_routes() -> Router<Arc<App>> {
+    Router::new()
         .route("/services/data/{version}", get(api::resources))
         .route("/services/data/{version}/", get(api::resources))
         .route("/services/data/{version}/limits", get(api::limits))
@@ -225,6 +338,24 @@ fn router(app: Arc<App>) -> Router {
         .route(
             "/services/data/{version}/sobjects/{object}/{id}",
             get(api::read).patch(api::update).delete(api::delete),
+        )
+        .route(
+            "/services/data/{version}/composite/sobjects",
+            post(composite::collection_create)
+                .patch(composite::collection_update)
+                .delete(composite::collection_delete),
+        )
+        .route(
+            "/services/data/{version}/composite/sobjects/{object}",
+            get(composite::collection_retrieve),
+        )
+        .route(
+            "/services/data/{version}/composite/sobjects/{object}/{field}",
+            axum::routing::patch(composite::collection_upsert),
+        )
+        .route(
+            "/services/data/{version}/composite",
+            post(composite::composite),
         )
         .route(
             "/services/data/{version}/sobjects/{object}/{field}/{value}",
@@ -240,11 +371,17 @@ fn router(app: Arc<App>) -> Router {
             "/services/data/{version}/queryAll/{locator}",
             get(api::query_more),
         )
-        .route_layer(middleware::from_fn_with_state(app.clone(), api_guard));
+}
+
+fn router(app: Arc<App>) -> Router {
+    let data = data_routes().route_layer(middleware::from_fn_with_state(app.clone(), api_guard));
     Router::new()
         .route("/services/data", get(versions))
-        .route("/services/data/", get(versions))
         .route("/services/oauth2/token", post(oauth::token))
+        .route(
+            "/services/oauth2/authorize",
+            get(oauth::authorize_page).post(oauth::authorize_decision),
+        )
         .route(
             "/services/oauth2/revoke",
             post(oauth::revoke).get(oauth::revoke),
@@ -256,9 +393,14 @@ fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// The startup line: base URL and ready-to-use credentials.
-fn info(app: &App, org: &Org, access_token: &str) -> serde_json::Value {
-    json!({
+/// The startup line: base URL and ready-to-use credentials (plus the certificate's PEM path with TLS).
+fn info(
+    app: &App,
+    org: &Org,
+    access_token: &str,
+    cert_pem_path: Option<&std::path::Path>,
+) -> serde_json::Value {
+    let mut v = json!({
         "system": "salesforce",
         "base_url": app.base_url,
         "instance_url": app.base_url,
@@ -271,7 +413,26 @@ fn info(app: &App, org: &Org, access_token: &str) -> serde_json::Value {
         "password": org.password,
         "access_token": access_token,
         "refresh_token": org.startup_refresh_token,
-    })
+        "authorize_url": format!("{}/services/oauth2/authorize", app.base_url),
+        "admin_url": format!("{}/sandbox/admin", app.base_url),
+    });
+    if let Some(path) = cert_pem_path {
+        v["cert_pem_path"] = json!(path.display().to_string());
+    }
+    v
+}
+
+/// Where the certificate's PEM goes: next to the state file, or in the temporary directory (named by port, so two
+/// sandboxes never share one).
+fn cert_pem_path(opts: &SalesforceOptions, port: u16) -> PathBuf {
+    match &opts.state_file {
+        Some(state) => {
+            let mut p = state.as_os_str().to_owned();
+            p.push(".cert.pem");
+            PathBuf::from(p)
+        }
+        None => std::env::temp_dir().join(format!("ledgerlink-salesforce-sandbox-{port}.pem")),
+    }
 }
 
 /// Starts the sandbox on 127.0.0.1 and returns once it accepts connections.
@@ -288,7 +449,13 @@ pub async fn start(opts: SalesforceOptions) -> anyhow::Result<RunningSandbox> {
             )
         })?;
     let port = listener.local_addr()?.port();
-    let base_url = format!("http://127.0.0.1:{port}");
+    let tls = if opts.tls {
+        Some(serve::Tls::generate(&cert_pem_path(&opts, port))?)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let base_url = format!("{scheme}://127.0.0.1:{port}");
     let loaded = match &opts.state_file {
         Some(path) => Org::load(path)?,
         None => None,
@@ -318,25 +485,26 @@ pub async fn start(opts: SalesforceOptions) -> anyhow::Result<RunningSandbox> {
         base_url: base_url.clone(),
         state_file: opts.state_file.clone(),
         access_token_ttl: opts.access_token_ttl,
-        query_page_size: opts.query_page_size,
+        query_page_size: AtomicUsize::new(opts.query_page_size),
+        daily_api_limit: AtomicU64::new(opts.daily_api_limit),
         seed: opts.seed,
+        faults: Faults::default(),
     });
     let info = {
         let org = app.lock();
         app.persist(&org);
-        info(&app, &org, &access_token)
+        info(
+            &app,
+            &org,
+            &access_token,
+            tls.as_ref().map(|t| t.cert_pem_path.as_path()),
+        )
     };
     let (tx, rx) = oneshot::channel::<()>();
     let service = router(app.clone());
+    let acceptor = tls.map(|t| t.acceptor);
     let task = tokio::spawn(async move {
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "salesforce sandbox: server stopped with an error");
-        }
+        serve::serve(listener, acceptor, service, rx).await;
         let org = app.lock();
         app.persist(&org);
     });

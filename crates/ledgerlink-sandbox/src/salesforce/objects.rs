@@ -251,8 +251,111 @@ pub const OBJECT_NAMES: &[&str] = &[
     "Product2",
     "Pricebook2",
     "PricebookEntry",
+    "Task",
     "User",
 ];
+
+/// Task statuses; `Completed` closes the task.
+pub const TASK_STATUSES: &[&str] = &[
+    "Not Started",
+    "In Progress",
+    "Completed",
+    "Waiting on someone else",
+    "Deferred",
+];
+
+/// Child relationships: (parent, child object, lookup field on the child, relationship name). These are what SOQL
+/// subqueries (`(SELECT … FROM OpportunityLineItems)`) and describe's `childRelationships` know.
+pub const CHILD_RELATIONSHIPS: &[(&str, &str, &str, &str)] = &[
+    ("Account", "Contact", "AccountId", "Contacts"),
+    ("Account", "Opportunity", "AccountId", "Opportunities"),
+    ("Account", "Account", "ParentId", "ChildAccounts"),
+    ("Account", "Task", "WhatId", "Tasks"),
+    ("Contact", "Task", "WhoId", "Tasks"),
+    (
+        "Opportunity",
+        "OpportunityLineItem",
+        "OpportunityId",
+        "OpportunityLineItems",
+    ),
+    ("Opportunity", "Task", "WhatId", "Tasks"),
+    (
+        "Product2",
+        "PricebookEntry",
+        "Product2Id",
+        "PricebookEntries",
+    ),
+    (
+        "Pricebook2",
+        "PricebookEntry",
+        "Pricebook2Id",
+        "PricebookEntries",
+    ),
+    (
+        "PricebookEntry",
+        "OpportunityLineItem",
+        "PricebookEntryId",
+        "OpportunityLineItems",
+    ),
+];
+
+/// The child relationships of a parent object: (child object, field, relationship name).
+pub fn child_relationships(
+    parent: &str,
+) -> impl Iterator<Item = (&'static str, &'static str, &'static str)> + '_ {
+    CHILD_RELATIONSHIPS
+        .iter()
+        .filter(move |(p, ..)| *p == parent)
+        .map(|(_, c, f, r)| (*c, *f, *r))
+}
+
+/// An object's label and plural label, as describe shows them.
+pub fn object_labels(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "Account" => ("Account", "Accounts"),
+        "Contact" => ("Contact", "Contacts"),
+        "Opportunity" => ("Opportunity", "Opportunities"),
+        "OpportunityLineItem" => ("Opportunity Product", "Opportunity Product"),
+        "Product2" => ("Product", "Products"),
+        "Pricebook2" => ("Price Book", "Price Books"),
+        "PricebookEntry" => ("Price Book Entry", "Price Book Entries"),
+        "Task" => ("Task", "Tasks"),
+        _ => ("User", "Users"),
+    }
+}
+
+/// A readable label from an API name: `BillingPostalCode` → `Billing Postal Code`, `AccountId` → `Account ID`,
+/// `QuickBooks_Invoice_Id__c` → `QuickBooks Invoice Id`.
+pub fn field_label(name: &str, is_reference: bool) -> String {
+    if let Some(stem) = name.strip_suffix("__c") {
+        return stem.replace('_', " ");
+    }
+    if name == "Id" {
+        return "Record ID".into();
+    }
+    let stem = if is_reference {
+        name.strip_suffix("Id").unwrap_or(name)
+    } else {
+        name
+    };
+    let mut out = String::new();
+    let chars: Vec<char> = stem.chars().collect();
+    for (i, c) in chars.iter().enumerate() {
+        let boundary = i > 0
+            && c.is_ascii_uppercase()
+            && (chars[i - 1].is_ascii_lowercase()
+                || chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase()));
+        if boundary {
+            out.push(' ');
+        }
+        out.push(*c);
+    }
+    if is_reference {
+        format!("{out} ID")
+    } else {
+        out
+    }
+}
 
 fn reference(target: &str) -> FieldType {
     FieldType::Reference(vec![target.to_string()])
@@ -416,6 +519,27 @@ fn builtin(name: &'static str) -> ObjectDef {
             f.push(FieldDef::new("IsActive", T::Boolean));
             f.push(FieldDef::new("UseStandardPrice", T::Boolean));
             ("01u", true, f)
+        }
+        "Task" => {
+            let mut f = system_fields(true);
+            f.push(FieldDef::new(
+                "WhatId",
+                T::Reference(vec!["Account".into(), "Opportunity".into()]),
+            ));
+            f.push(FieldDef::new("WhoId", reference("Contact")));
+            f.push(FieldDef::new("Subject", T::Text));
+            f.push(FieldDef::new("ActivityDate", T::Date));
+            f.push(FieldDef::new(
+                "Status",
+                T::Picklist(TASK_STATUSES.iter().map(|s| s.to_string()).collect()),
+            ));
+            f.push(FieldDef::new(
+                "Priority",
+                T::Picklist(vec!["High".into(), "Normal".into(), "Low".into()]),
+            ));
+            f.push(FieldDef::new("IsClosed", T::Boolean).read_only());
+            f.push(FieldDef::new("Description", T::TextArea));
+            ("00T", true, f)
         }
         _ => {
             let mut f = system_fields(false);

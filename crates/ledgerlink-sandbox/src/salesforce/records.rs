@@ -40,6 +40,8 @@ pub enum Out {
         object: String,
         url: String,
     },
+    /// A child subquery's rows (`None`: the parent has none, rendered as null like Salesforce does).
+    Children(Option<Vec<OutRecord>>),
 }
 
 impl Serialize for OutRecord {
@@ -61,6 +63,14 @@ impl Serialize for Out {
                 let mut map = serializer.serialize_map(Some(2))?;
                 map.serialize_entry("type", object)?;
                 map.serialize_entry("url", url)?;
+                map.end()
+            }
+            Out::Children(None) => serializer.serialize_none(),
+            Out::Children(Some(rows)) => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("totalSize", &rows.len())?;
+                map.serialize_entry("done", &true)?;
+                map.serialize_entry("records", rows)?;
                 map.end()
             }
         }
@@ -601,6 +611,17 @@ fn apply_rules(
                     "the price book of an opportunity with products can't be changed",
                 ));
             }
+        }
+        "Task" => {
+            // Status and Priority have defaults, so a task needs only what it is about.
+            if rec.get("Status").is_none_or(FieldValue::is_null) {
+                rec.insert("Status".into(), FieldValue::text("Not Started"));
+            }
+            if rec.get("Priority").is_none_or(FieldValue::is_null) {
+                rec.insert("Priority".into(), FieldValue::text("Normal"));
+            }
+            let closed = str_of(rec, "Status") == Some("Completed");
+            rec.insert("IsClosed".into(), FieldValue::Bool(closed));
         }
         "OpportunityLineItem" => line_item_rules(org, rec, explicit, old)?,
         "PricebookEntry" if old.is_none() => price_book_entry_rules(org, rec)?,

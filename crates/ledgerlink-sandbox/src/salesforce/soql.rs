@@ -1,9 +1,11 @@
 //! The SOQL subset the connectors and the usual client libraries send.
 //!
 //! Layout: a hand-written [`lex`]er (tokens with their character positions), a recursive-descent [`parse`]r that
-//! builds a [`Query`] (select list, FROM, WHERE tree, ORDER BY, LIMIT, OFFSET), [`resolve`] which checks every field
-//! path against the org's schema and every literal against its field's type, and [`run`] which filters, orders and
-//! renders records. Errors carry Salesforce's `ERROR at Row:r:Column:c` pointer so a bad query is easy to fix.
+//! builds a [`Query`] (select list with child subqueries, FROM, WHERE tree, ORDER BY, LIMIT, OFFSET), a resolver
+//! which checks every field path against the org's schema and every literal against its field's type (a child
+//! subquery's FROM names one of the parent's child relationships, e.g. `OpportunityLineItems`), and [`run`] which
+//! filters, orders and renders records, each parent row carrying its children as a nested
+//! `{totalSize, done, records}` (or null when it has none). Errors carry Salesforce's `ERROR at Row:r:Column:c` pointer so a bad query is easy to fix.
 
 use std::cmp::Ordering;
 
@@ -314,6 +316,8 @@ pub struct OrderItem {
 pub enum SelectItem {
     Field(Path),
     Count,
+    /// `(SELECT … FROM ChildRelationship …)`; `pos` is where the relationship name stands.
+    SubQuery(Box<Query>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -410,7 +414,7 @@ impl Parser<'_> {
         Ok(Path { segments, pos })
     }
 
-    fn query(&mut self) -> Result<Query, SfError> {
+    fn query(&mut self, nested: bool) -> Result<Query, SfError> {
         self.expect_keyword("SELECT")?;
         let mut select = Vec::new();
         loop {
@@ -430,7 +434,17 @@ impl Parser<'_> {
             } else if self.is_keyword("FROM") {
                 return Err(self.unexpected("a field name"));
             } else {
-                select.push(SelectItem::Field(self.path("a field name")?));
+                if self.peek().tok == Tok::LParen {
+                    if nested {
+                        return Err(self.unexpected("a field name (subqueries can't be nested)"));
+                    }
+                    self.next();
+                    let sub = self.query(true)?;
+                    self.expect(Tok::RParen, "')' to close the subquery")?;
+                    select.push(SelectItem::SubQuery(Box::new(sub)));
+                } else {
+                    select.push(SelectItem::Field(self.path("a field name")?));
+                }
             }
             if self.peek().tok == Tok::Comma {
                 self.next();
@@ -496,7 +510,8 @@ impl Parser<'_> {
         if self.eat_keyword("OFFSET") {
             offset = Some(self.count("a number after OFFSET")?);
         }
-        if self.peek().tok != Tok::Eof {
+        let end = if nested { Tok::RParen } else { Tok::Eof };
+        if self.peek().tok != end {
             let expected = match (filter.is_some(), order.is_empty(), limit.is_some()) {
                 (false, true, false) => "WHERE, ORDER BY, LIMIT, OFFSET or the end of the query",
                 (_, true, false) => "AND, OR, ORDER BY, LIMIT, OFFSET or the end of the query",
@@ -629,7 +644,7 @@ impl Parser<'_> {
                 Tok::Ident(s) if DATE_LITERALS.iter().any(|d| d.eq_ignore_ascii_case(s)) => {
                     let name = s.to_ascii_uppercase();
                     self.next();
-                    let n = if name.contains("_N_") {
+                    let n = if takes_n(&name) {
                         self.expect(Tok::Colon, &format!("':' and a number after {name}"))?;
                         Some(self.count(&format!("a number after {name}:"))? as i64)
                     } else {
@@ -653,16 +668,45 @@ const DATE_LITERALS: &[&str] = &[
     "TODAY",
     "YESTERDAY",
     "TOMORROW",
+    "LAST_WEEK",
+    "THIS_WEEK",
+    "NEXT_WEEK",
+    "LAST_MONTH",
     "THIS_MONTH",
+    "NEXT_MONTH",
+    "LAST_90_DAYS",
+    "NEXT_90_DAYS",
+    "THIS_QUARTER",
+    "LAST_QUARTER",
+    "NEXT_QUARTER",
+    "THIS_YEAR",
+    "LAST_YEAR",
+    "NEXT_YEAR",
     "LAST_N_DAYS",
     "NEXT_N_DAYS",
     "N_DAYS_AGO",
+    "LAST_N_WEEKS",
+    "NEXT_N_WEEKS",
+    "N_WEEKS_AGO",
+    "LAST_N_MONTHS",
+    "NEXT_N_MONTHS",
+    "N_MONTHS_AGO",
+    "LAST_N_QUARTERS",
+    "NEXT_N_QUARTERS",
+    "LAST_N_YEARS",
+    "NEXT_N_YEARS",
+    "N_YEARS_AGO",
 ];
+
+/// Whether a date literal takes `:n`.
+fn takes_n(name: &str) -> bool {
+    name.contains("_N_") || name.starts_with("N_")
+}
 
 /// Parses a query (syntax only; field names are checked by [`resolve`]).
 pub fn parse(query: &str) -> Result<Query, SfError> {
     let toks = lex(query)?;
-    Parser { query, toks, at: 0 }.query()
+    Parser { query, toks, at: 0 }.query(false)
 }
 
 /// One relationship hop of a resolved path.
@@ -945,7 +989,11 @@ fn path_value(org: &Org, rec: &Record, path: &Resolved) -> FieldValue {
         let Some(id) = current.get(&hop.ref_field).and_then(FieldValue::as_str) else {
             return FieldValue::Null;
         };
-        let Some(next) = org.get(hop.target.name, id) else {
+        // A polymorphic lookup (Task.WhatId) may point at any of its targets: the id's prefix says which.
+        let Some(next) = org
+            .get(hop.target.name, id)
+            .or_else(|| org.find_any(id).map(|(_, r)| r))
+        else {
             return FieldValue::Null;
         };
         current = next;
@@ -966,26 +1014,57 @@ fn cmp_stored(ty: &FieldType, a: &FieldValue, b: &FieldValue) -> Ordering {
     }
 }
 
+/// The first day of the month `k` months from the one `d` is in.
+fn month_start(d: NaiveDate, k: i64) -> NaiveDate {
+    let index = i64::from(d.year()) * 12 + i64::from(d.month0()) + k;
+    let (year, month0) = (index.div_euclid(12), index.rem_euclid(12));
+    NaiveDate::from_ymd_opt(year as i32, month0 as u32 + 1, 1).unwrap_or(d)
+}
+
+/// The half-open day range `[start, end)` a date literal covers (UTC days; weeks start on Sunday, quarters are
+/// calendar quarters, as in an org with the default locale and fiscal year).
 fn date_range(name: &str, n: Option<i64>, now: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
     let today = now.date_naive();
     let n = n.unwrap_or(0);
     let day = |k: i64| today + Duration::days(k);
+    let week = today - Duration::days(i64::from(today.weekday().num_days_from_sunday()));
+    let weeks = |k: i64| week + Duration::weeks(k);
+    let month = |k: i64| month_start(today, k);
+    let q0 = month_start(today, -i64::from(today.month0() % 3));
+    let quarter = |k: i64| month_start(q0, 3 * k);
+    let year = |k: i64| month_start(today, -i64::from(today.month0()) + 12 * k);
     match name {
         "TODAY" => (today, day(1)),
         "YESTERDAY" => (day(-1), today),
         "TOMORROW" => (day(1), day(2)),
+        "LAST_WEEK" => (weeks(-1), weeks(0)),
+        "THIS_WEEK" => (weeks(0), weeks(1)),
+        "NEXT_WEEK" => (weeks(1), weeks(2)),
+        "LAST_MONTH" => (month(-1), month(0)),
+        "NEXT_MONTH" => (month(1), month(2)),
+        "LAST_90_DAYS" => (day(-90), day(1)),
+        "NEXT_90_DAYS" => (day(1), day(91)),
+        "THIS_QUARTER" => (quarter(0), quarter(1)),
+        "LAST_QUARTER" => (quarter(-1), quarter(0)),
+        "NEXT_QUARTER" => (quarter(1), quarter(2)),
+        "THIS_YEAR" => (year(0), year(1)),
+        "LAST_YEAR" => (year(-1), year(0)),
+        "NEXT_YEAR" => (year(1), year(2)),
         "LAST_N_DAYS" => (day(-n), day(1)),
-        "NEXT_N_DAYS" => (today, day(n + 1)),
+        "NEXT_N_DAYS" => (day(1), day(n + 1)),
         "N_DAYS_AGO" => (day(-n), day(-n + 1)),
-        _ => {
-            let first = today.with_day(1).unwrap_or(today);
-            let next = if first.month() == 12 {
-                NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
-            } else {
-                NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
-            };
-            (first, next.unwrap_or(first))
-        }
+        "LAST_N_WEEKS" => (weeks(-n), weeks(0)),
+        "NEXT_N_WEEKS" => (weeks(1), weeks(n + 1)),
+        "N_WEEKS_AGO" => (weeks(-n), weeks(-n + 1)),
+        "LAST_N_MONTHS" => (month(-n), month(0)),
+        "NEXT_N_MONTHS" => (month(1), month(n + 1)),
+        "N_MONTHS_AGO" => (month(-n), month(-n + 1)),
+        "LAST_N_QUARTERS" => (quarter(-n), quarter(0)),
+        "NEXT_N_QUARTERS" => (quarter(1), quarter(n + 1)),
+        "LAST_N_YEARS" => (year(-n), year(0)),
+        "NEXT_N_YEARS" => (year(1), year(n + 1)),
+        "N_YEARS_AGO" => (year(-n), year(-n + 1)),
+        _ => (month(0), month(1)),
     }
 }
 
@@ -1094,16 +1173,19 @@ fn insert_path(
         }
         return;
     };
-    let parent = rec
+    let parent_ref = rec
         .and_then(|r| r.get(&hop.ref_field))
-        .and_then(FieldValue::as_str)
-        .and_then(|id| org.get(hop.target.name, id));
+        .and_then(FieldValue::as_str);
+    let (parent_type, parent) = match parent_ref.and_then(|id| org.find_any(id)) {
+        Some((t, r)) => (t, Some(r)),
+        None => (hop.target.name, None),
+    };
     let slot = match out.iter().position(|(k, _)| *k == hop.relationship) {
         Some(i) => i,
         None => {
             let value = parent.map(|p| {
                 let id = p.get("Id").and_then(FieldValue::as_str).unwrap_or_default();
-                OutRecord(vec![attributes(version, hop.target.name, id)])
+                OutRecord(vec![attributes(version, parent_type, id)])
             });
             out.push((hop.relationship.clone(), Out::Parent(value)));
             out.len() - 1
@@ -1114,46 +1196,108 @@ fn insert_path(
     }
 }
 
-/// Parses, checks and runs a query. `all_rows` is `queryAll` (deleted records included).
-pub fn run(
-    org: &Org,
-    query: &str,
-    all_rows: bool,
-    now: DateTime<Utc>,
-    version: &str,
-) -> Result<QueryResult, SfError> {
-    let q = parse(query)?;
-    let def = org.def(&q.object).ok_or_else(|| {
-        query_error(
-            query,
-            q.object_pos,
-            "INVALID_TYPE",
-            &format!("sObject type '{}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name.", q.object),
-        )
-    })?;
-    let mut select = Vec::new();
+/// A query checked against the schema, ready to run over any set of candidate records.
+struct Plan {
+    def: ObjectDef,
+    fields: Vec<Resolved>,
+    children: Vec<ChildPlan>,
+    /// The select list in the order written: a field or a child subquery.
+    order_of_items: Vec<PlanItem>,
+    filter: Option<RCond>,
+    order: Vec<(Resolved, OrderItem)>,
+    limit: Option<usize>,
+    offset: Option<usize>,
+    count: bool,
+}
+
+enum PlanItem {
+    Field(usize),
+    Child(usize),
+}
+
+struct ChildPlan {
+    relationship: &'static str,
+    /// The lookup on the child that points at the parent.
+    field: &'static str,
+    plan: Plan,
+}
+
+fn plan(query: &str, org: &Org, def: ObjectDef, q: &Query) -> Result<Plan, SfError> {
+    let mut fields: Vec<Resolved> = Vec::new();
+    let mut keys: Vec<(Vec<String>, String)> = Vec::new();
+    let mut children = Vec::new();
+    let mut items = Vec::new();
     for item in &q.select {
-        if let SelectItem::Field(p) = item {
-            let r = resolve_path(query, org, &def, p)?;
-            let key = (
-                r.hops
-                    .iter()
-                    .map(|h| h.relationship.clone())
-                    .collect::<Vec<_>>(),
-                r.field.name.clone(),
-            );
-            if select
-                .iter()
-                .any(|(k, _): &((Vec<String>, String), Resolved)| *k == key)
-            {
-                return Err(query_error(
-                    query,
-                    p.pos,
-                    "MALFORMED_QUERY",
-                    &format!("duplicate field selected: {}", p.segments.join(".")),
-                ));
+        match item {
+            SelectItem::Field(p) => {
+                let r = resolve_path(query, org, &def, p)?;
+                let key = (
+                    r.hops
+                        .iter()
+                        .map(|h| h.relationship.clone())
+                        .collect::<Vec<_>>(),
+                    r.field.name.clone(),
+                );
+                if keys.contains(&key) {
+                    return Err(query_error(
+                        query,
+                        p.pos,
+                        "MALFORMED_QUERY",
+                        &format!("duplicate field selected: {}", p.segments.join(".")),
+                    ));
+                }
+                keys.push(key);
+                items.push(PlanItem::Field(fields.len()));
+                fields.push(r);
             }
-            select.push((key, r));
+            SelectItem::SubQuery(sub) => {
+                let found = super::objects::child_relationships(def.name)
+                    .find(|(_, _, rel)| rel.eq_ignore_ascii_case(&sub.object));
+                let Some((child, field, relationship)) = found else {
+                    return Err(query_error(
+                        query,
+                        sub.object_pos,
+                        "INVALID_TYPE",
+                        &format!(
+                            "Didn't understand relationship '{}' in FROM part of query call. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. {} has these child relationships: {}",
+                            sub.object,
+                            def.name,
+                            super::objects::child_relationships(def.name)
+                                .map(|c| c.2)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                };
+                if children
+                    .iter()
+                    .any(|c: &ChildPlan| c.relationship == relationship)
+                {
+                    return Err(query_error(
+                        query,
+                        sub.object_pos,
+                        "MALFORMED_QUERY",
+                        &format!("duplicate subquery on {relationship}"),
+                    ));
+                }
+                if sub.select.contains(&SelectItem::Count) {
+                    return Err(query_error(
+                        query,
+                        sub.object_pos,
+                        "MALFORMED_QUERY",
+                        "COUNT() can't be used in a subquery",
+                    ));
+                }
+                let child_def = org.def(child).ok_or_else(SfError::not_found)?;
+                let child_plan = plan(query, org, child_def, sub)?;
+                items.push(PlanItem::Child(children.len()));
+                children.push(ChildPlan {
+                    relationship,
+                    field,
+                    plan: child_plan,
+                });
+            }
+            SelectItem::Count => {}
         }
     }
     let filter = q
@@ -1161,20 +1305,37 @@ pub fn run(
         .as_ref()
         .map(|c| resolve_cond(query, org, &def, c))
         .transpose()?;
-    let order: Vec<(Resolved, &OrderItem)> = q
+    let order = q
         .order
         .iter()
-        .map(|o| resolve_path(query, org, &def, &o.path).map(|r| (r, o)))
+        .map(|o| resolve_path(query, org, &def, &o.path).map(|r| (r, o.clone())))
         .collect::<Result<_, _>>()?;
+    Ok(Plan {
+        def,
+        fields,
+        children,
+        order_of_items: items,
+        filter,
+        order,
+        limit: q.limit,
+        offset: q.offset,
+        count: q.select.contains(&SelectItem::Count),
+    })
+}
 
-    let mut rows: Vec<&Record> = org
-        .all(def.name)
-        .filter(|r| all_rows || !Org::is_deleted(r))
-        .filter(|r| filter.as_ref().is_none_or(|f| eval(org, r, f, now)))
+/// Filters, orders and pages candidate records.
+fn select_rows<'a>(
+    org: &Org,
+    plan: &Plan,
+    candidates: impl Iterator<Item = &'a Record>,
+    now: DateTime<Utc>,
+) -> Vec<&'a Record> {
+    let mut rows: Vec<&Record> = candidates
+        .filter(|r| plan.filter.as_ref().is_none_or(|f| eval(org, r, f, now)))
         .collect();
-    if !order.is_empty() {
+    if !plan.order.is_empty() {
         rows.sort_by(|a, b| {
-            for (path, item) in &order {
+            for (path, item) in &plan.order {
                 let (va, vb) = (path_value(org, a, path), path_value(org, b, path));
                 let ord = match (va.is_null(), vb.is_null()) {
                     (true, true) => Ordering::Equal,
@@ -1204,10 +1365,76 @@ pub fn run(
             Ordering::Equal
         });
     }
-    let offset = q.offset.unwrap_or(0);
-    let limit = q.limit.unwrap_or(usize::MAX);
-    let picked: Vec<&Record> = rows.into_iter().skip(offset).take(limit).collect();
-    if q.select.contains(&SelectItem::Count) {
+    rows.into_iter()
+        .skip(plan.offset.unwrap_or(0))
+        .take(plan.limit.unwrap_or(usize::MAX))
+        .collect()
+}
+
+fn render_row(
+    org: &Org,
+    plan: &Plan,
+    rec: &Record,
+    all_rows: bool,
+    now: DateTime<Utc>,
+    version: &str,
+) -> OutRecord {
+    let id = rec
+        .get("Id")
+        .and_then(FieldValue::as_str)
+        .unwrap_or_default();
+    let mut out = vec![attributes(version, plan.def.name, id)];
+    for item in &plan.order_of_items {
+        match item {
+            PlanItem::Field(i) => {
+                let r = &plan.fields[*i];
+                insert_path(org, &mut out, Some(rec), &r.hops, &r.field, version);
+            }
+            PlanItem::Child(i) => {
+                let child = &plan.children[*i];
+                let candidates = org
+                    .all(child.plan.def.name)
+                    .filter(|r| all_rows || !Org::is_deleted(r))
+                    .filter(|r| r.get(child.field).and_then(FieldValue::as_str) == Some(id));
+                let rows: Vec<OutRecord> = select_rows(org, &child.plan, candidates, now)
+                    .into_iter()
+                    .map(|r| render_row(org, &child.plan, r, all_rows, now, version))
+                    .collect();
+                let value = if rows.is_empty() {
+                    Out::Children(None)
+                } else {
+                    Out::Children(Some(rows))
+                };
+                out.push((child.relationship.to_string(), value));
+            }
+        }
+    }
+    OutRecord(out)
+}
+
+/// Parses, checks and runs a query. `all_rows` is `queryAll` (deleted records included).
+pub fn run(
+    org: &Org,
+    query: &str,
+    all_rows: bool,
+    now: DateTime<Utc>,
+    version: &str,
+) -> Result<QueryResult, SfError> {
+    let q = parse(query)?;
+    let def = org.def(&q.object).ok_or_else(|| {
+        query_error(
+            query,
+            q.object_pos,
+            "INVALID_TYPE",
+            &format!("sObject type '{}' is not supported. If you are attempting to use a custom object, be sure to append the '__c' after the entity name.", q.object),
+        )
+    })?;
+    let plan = plan(query, org, def, &q)?;
+    let candidates = org
+        .all(plan.def.name)
+        .filter(|r| all_rows || !Org::is_deleted(r));
+    let picked = select_rows(org, &plan, candidates, now);
+    if plan.count {
         return Ok(QueryResult {
             total_size: picked.len(),
             rows: Vec::new(),
@@ -1215,17 +1442,7 @@ pub fn run(
     }
     let rendered: Vec<OutRecord> = picked
         .iter()
-        .map(|rec| {
-            let id = rec
-                .get("Id")
-                .and_then(FieldValue::as_str)
-                .unwrap_or_default();
-            let mut out = vec![attributes(version, def.name, id)];
-            for (_, r) in &select {
-                insert_path(org, &mut out, Some(rec), &r.hops, &r.field, version);
-            }
-            OutRecord(out)
-        })
+        .map(|rec| render_row(org, &plan, rec, all_rows, now, version))
         .collect();
     Ok(QueryResult {
         total_size: rendered.len(),

@@ -107,6 +107,9 @@ pub struct Org {
     pub refresh_tokens: BTreeMap<String, RefreshToken>,
     pub auth_codes: BTreeMap<String, AuthCode>,
     pub api_usage: ApiUsage,
+    /// PEMs (certificates or public keys) JWT bearer assertions are checked against.
+    #[serde(default)]
+    pub connected_app_certificates: Vec<String>,
     #[serde(skip)]
     pub calls: VecDeque<CallLog>,
     #[serde(skip)]
@@ -136,6 +139,7 @@ impl Org {
             refresh_tokens: BTreeMap::new(),
             auth_codes: BTreeMap::new(),
             api_usage: ApiUsage::default(),
+            connected_app_certificates: Vec::new(),
             calls: VecDeque::new(),
             cursors: HashMap::new(),
         }
