@@ -12,7 +12,7 @@
 //! GCRA spreads an allowance of 500/min evenly (one call every 120 ms), which slows a burst of 30 writes that the
 //! realm would accept at once. A log of the grant instants of the last `limit` calls gives exactly "at most
 //! `limit` calls in any window of one minute", lets bursts through, and makes a time scale for tests trivial
-//! (the window is `60 s × scale`). Its memory is bounded by the limit (500 instants). Grants are timestamped just
+//! (the window is `60 s / speedup`). Its memory is bounded by the limit (500 instants). Grants are timestamped just
 //! before sending, after the concurrency slot is held, so a call waiting for a slot never ages in the window.
 
 use std::collections::VecDeque;
@@ -74,7 +74,7 @@ struct Inner {
     requests: Option<Window>,
     batches: Option<Window>,
     slots: Option<Arc<Semaphore>>,
-    scale: f64,
+    speedup: f64,
     throttled: AtomicU64,
     granted: AtomicU64,
     delayed: AtomicU64,
@@ -95,20 +95,21 @@ pub struct Permit {
 impl Limiter {
     /// A limiter at real speed for `policy`.
     pub fn new(policy: &RateLimitPolicy) -> Self {
-        Self::with_time_scale(policy, 1.0)
+        Self::with_speedup(policy, 1.0)
     }
 
-    /// A limiter whose minute lasts `60 s × scale` (tests use e.g. `0.01` so a full minute's allowance refills in
-    /// 0.6 s). A scale that is not a positive number is treated as 1.
-    pub fn with_time_scale(policy: &RateLimitPolicy, scale: f64) -> Self {
-        let scale = if scale.is_finite() && scale > 0.0 { scale } else { 1.0 };
-        let period = WINDOW.mul_f64(scale).mul_f64(WINDOW_MARGIN_FACTOR);
+    /// A limiter whose clock runs `speedup` times faster than real time: its minute lasts `60 s / speedup`. The
+    /// sandboxes' `time_scale` is the same number, so a test runs both at one speed (e.g. 50: a minute's allowance
+    /// refills in 1.2 s). A speed-up that is not a positive number is treated as 1.
+    pub fn with_speedup(policy: &RateLimitPolicy, speedup: f64) -> Self {
+        let speedup = if speedup.is_finite() && speedup > 0.0 { speedup } else { 1.0 };
+        let period = WINDOW.div_f64(speedup).mul_f64(WINDOW_MARGIN_FACTOR);
         Limiter {
             inner: Arc::new(Inner {
                 requests: policy.requests_per_minute.map(|n| Window::new(n, period)),
                 batches: policy.batch_requests_per_minute.map(|n| Window::new(n, period)),
                 slots: policy.max_concurrent.map(|n| Arc::new(Semaphore::new(n.max(1) as usize))),
-                scale,
+                speedup,
                 throttled: AtomicU64::new(0),
                 granted: AtomicU64::new(0),
                 delayed: AtomicU64::new(0),
@@ -127,9 +128,9 @@ impl Limiter {
         })
     }
 
-    /// The time scale this limiter runs at (1.0 = real time).
-    pub fn time_scale(&self) -> f64 {
-        self.inner.scale
+    /// How much faster than real time this limiter's clock runs (1.0 = real time).
+    pub fn speedup(&self) -> f64 {
+        self.inner.speedup
     }
 
     /// Waits for leave to send one single call.
@@ -208,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn no_window_holds_more_than_the_limit() {
-        let lim = Limiter::with_time_scale(&policy(Some(5), None, None), 0.005); // window 300 ms
+        let lim = Limiter::with_speedup(&policy(Some(5), None, None), 200.0); // window 300 ms
         let period = WINDOW.mul_f64(0.005);
         let start = Instant::now();
         let mut at = Vec::new();
@@ -225,7 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn batch_calls_count_against_both_allowances() {
-        let lim = Limiter::with_time_scale(&policy(Some(100), None, Some(2)), 0.005);
+        let lim = Limiter::with_speedup(&policy(Some(100), None, Some(2)), 200.0);
         let start = Instant::now();
         for _ in 0..3 {
             let _p = lim.acquire_batch().await;
@@ -239,7 +240,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn permits_cap_calls_in_flight_across_clones() {
-        let lim = Limiter::with_time_scale(&policy(None, Some(3), None), 0.01);
+        let lim = Limiter::with_speedup(&policy(None, Some(3), None), 100.0);
         let in_flight = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -271,6 +272,6 @@ mod tests {
         lim.clone().record_throttle();
         lim.record_throttle();
         assert_eq!(lim.throttled_count(), 2);
-        assert_eq!(Limiter::with_time_scale(&policy(None, None, None), -3.0).time_scale(), 1.0);
+        assert_eq!(Limiter::with_speedup(&policy(None, None, None), -3.0).speedup(), 1.0);
     }
 }

@@ -19,8 +19,7 @@ use serde_json::{Value, json};
 
 /// The limiter's minute (and the sandbox's) lasts 1.2 s here, so the limiter is checked against the sandbox's
 /// own enforcement of Intuit's limits at the same pace.
-const LIMIT_SCALE: f64 = 0.02;
-/// The sandbox's limit clock runs this much faster than real time (the inverse of `LIMIT_SCALE`).
+/// QuickBooks' per-minute limits run this much faster than real time, in the sandbox and in the connector alike.
 const SANDBOX_LIMIT_SPEEDUP: f64 = 50.0;
 /// A throttle's default one-minute wait lasts 60 ms.
 const RETRY_SCALE: f64 = 0.001;
@@ -63,7 +62,7 @@ impl System for Quickbooks {
             minor_version: 75,
         };
         let qbo = QuickbooksConnector::new(config, store as Arc<dyn TokenStore>, http::client())
-            .with_limiter(Limiter::with_time_scale(&quickbooks_policy(), LIMIT_SCALE));
+            .with_limiter(Limiter::with_speedup(&quickbooks_policy(), SANDBOX_LIMIT_SPEEDUP));
         let system = Quickbooks { sandbox, qbo: Arc::new(qbo) };
         system.admin(reqwest::Method::POST, "limits", Some(json!({"time_scale": SANDBOX_LIMIT_SPEEDUP}))).await;
         system

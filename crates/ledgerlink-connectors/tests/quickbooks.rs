@@ -14,8 +14,7 @@ use ledgerlink_sandbox::quickbooks::{QuickbooksOptions, start};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-const LIMIT_SCALE: f64 = 0.02;
-/// The sandbox's limit clock runs this much faster than real time (the inverse of `LIMIT_SCALE`).
+/// QuickBooks' per-minute limits run this much faster than real time, in the sandbox and in the connector alike.
 const SANDBOX_LIMIT_SPEEDUP: f64 = 50.0;
 
 struct Fixture {
@@ -43,7 +42,7 @@ async fn fixture() -> Fixture {
     // realm under the sandbox's enforcement of Intuit's limits.
     let qbo = Arc::new(
         QuickbooksConnector::new(config, store.clone() as Arc<dyn TokenStore>, http::client())
-            .with_limiter(Limiter::with_time_scale(&quickbooks_policy(), LIMIT_SCALE)),
+            .with_limiter(Limiter::with_speedup(&quickbooks_policy(), SANDBOX_LIMIT_SPEEDUP)),
     );
     let f = Fixture { sandbox, store, qbo };
     admin(&f, "limits", json!({"time_scale": SANDBOX_LIMIT_SPEEDUP})).await;

@@ -124,7 +124,7 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
             // run at the same speed-up to stay just under them.
             if let Some(speedup) = cfg.get("rate_limit_speedup").and_then(Value::as_f64).filter(|s| *s > 0.0) {
                 let policy = ledgerlink_connectors::quickbooks::quickbooks_policy();
-                connector = connector.with_limiter(ledgerlink_connectors::limiter::Limiter::with_time_scale(&policy, 1.0 / speedup));
+                connector = connector.with_limiter(ledgerlink_connectors::limiter::Limiter::with_speedup(&policy, speedup));
             }
             Ok(Arc::new(connector))
         }
