@@ -240,6 +240,15 @@ impl Run<'_> {
         })
     }
 
+    /// An expression that must give a list; null is the empty list.
+    fn eval_list(&self, step: &Step, expr: &Expr, what: &str) -> Result<Vec<Value>, StepError> {
+        match self.eval(step, expr)? {
+            Value::Array(items) => Ok(items),
+            Value::Null => Ok(Vec::new()),
+            other => Err(invalid(step, format!("{what} `{}` must be a list, but it gave {other}", expr.source()))),
+        }
+    }
+
     fn eval_string(&self, step: &Step, expr: &Expr, what: &str) -> Result<Option<String>, StepError> {
         match self.eval(step, expr)? {
             Value::Null => Ok(None),
@@ -251,11 +260,7 @@ impl Run<'_> {
     }
 
     async fn for_each(&mut self, step: &Step, over: &Expr) -> Result<Value, StepError> {
-        let items = match self.eval(step, over)? {
-            Value::Array(items) => items,
-            Value::Null => Vec::new(),
-            other => return Err(invalid(step, format!("for_each `{}` must be a list, but it gave {other}", over.source()))),
-        };
+        let items = self.eval_list(step, over, "for_each")?;
         let mut results = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             self.vars.insert(step.as_name.clone(), item);
@@ -603,11 +608,7 @@ impl Run<'_> {
             Some(Value::Null) | None => Currency::USD,
             Some(other) => return Err(invalid(step, format!("currency must be an ISO code, got {other}"))),
         };
-        let source_lines = match self.eval(step, lines)? {
-            Value::Array(a) => a,
-            Value::Null => Vec::new(),
-            other => return Err(invalid(step, format!("lines `{}` must be a list, got {other}", lines.source()))),
-        };
+        let source_lines = self.eval_list(step, lines, "lines")?;
         let mut out_lines = Vec::with_capacity(source_lines.len());
         for (i, l) in source_lines.into_iter().enumerate() {
             self.vars.insert("line".into(), l);
@@ -731,7 +732,7 @@ impl Run<'_> {
             return Ok(());
         }
         let Some(ts) = conn.change_timestamp(updated) else { return Ok(()) };
-        let version = ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let version = keys::version_of(ts);
         let now = crate::now();
         self.engine
             .store

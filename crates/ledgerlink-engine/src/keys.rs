@@ -21,6 +21,11 @@ pub fn change_job_key(flow: &str, connection: &str, object: &str, id: &str, vers
     format!("change:{flow}:{connection}:{object}:{id}:{version}")
 }
 
+/// The version of a record as its change timestamp, in one fixed text form (job keys and seen-sets compare it).
+pub fn version_of(ts: chrono::DateTime<chrono::Utc>) -> String {
+    ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 /// A stable hash of a JSON value (object keys sorted), used to recognise our own writes coming back.
 pub fn value_hash(value: &serde_json::Value) -> String {
     let mut h = Sha256::new();

@@ -43,21 +43,11 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
     let mut high = now - overlap;
     for rec in &changes.records {
         if let (Some(id), Some(ts)) = (conn.record_id(rec), conn.change_timestamp(rec)) {
-            seen.insert(id, ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            seen.insert(id, keys::version_of(ts));
             high = high.max(ts);
         }
     }
-    engine
-        .store
-        .put_cursor(&ChangeCursor {
-            connection: connection.clone(),
-            object: object.clone(),
-            flow: flow.name.clone(),
-            position: high,
-            seen: serde_json::to_value(&seen)?,
-            updated_at: now,
-        })
-        .await?;
+    save_cursor(engine, flow, connection, object, high, &seen, now).await?;
     tracing::info!(flow = %flow.name, baseline = seen.len(), "flow starts watching {connection} {object} from now");
     Ok(PollReport { read: changes.records.len(), ..Default::default() })
 }
@@ -84,7 +74,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
     for rec in changes.records {
         let Some(id) = conn.record_id(&rec) else { continue };
         let Some(ts) = conn.change_timestamp(&rec) else { continue };
-        let version = ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let version = keys::version_of(ts);
         if seen.get(&id) == Some(&version) {
             continue;
         }
@@ -133,17 +123,29 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
     // Keep only what the next overlap window can show again.
     let horizon = high - overlap;
     seen.retain(|_, v| DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc) >= horizon).unwrap_or(false));
-    store
-        .put_cursor(&ChangeCursor {
-            connection: connection.clone(),
-            object: object.clone(),
-            flow: flow.name.clone(),
-            position: high,
-            seen: serde_json::to_value(&seen)?,
-            updated_at: now,
-        })
-        .await?;
+    save_cursor(engine, flow, connection, object, high, &seen, now).await?;
     Ok(report)
+}
+
+/// Stores where a flow's poll of `object` stands: the high-water mark and the versions seen near it.
+async fn save_cursor(
+    engine: &Engine,
+    flow: &Flow,
+    connection: &str,
+    object: &str,
+    position: DateTime<Utc>,
+    seen: &BTreeMap<String, String>,
+    now: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let cursor = ChangeCursor {
+        connection: connection.to_string(),
+        object: object.to_string(),
+        flow: flow.name.clone(),
+        position,
+        seen: serde_json::to_value(seen)?,
+        updated_at: now,
+    };
+    Ok(engine.store.put_cursor(&cursor).await?)
 }
 
 /// One poll, recorded in the run history when it found something or failed (idle polls are not recorded).
