@@ -83,6 +83,13 @@ pub trait Connector: Send + Sync {
     /// version (used with the id to de-duplicate changes seen twice).
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>>;
 
+    /// Whether `err` is this system refusing a create because an equal record already exists (a unique name or
+    /// value). The engine then looks again instead of giving up: another writer may have just created it.
+    fn is_duplicate_error(&self, err: &ConnectorError) -> bool {
+        let _ = err;
+        false
+    }
+
     /// The system's own id field of a record.
     fn record_id(&self, record: &Record) -> Option<String> {
         record.get("Id").and_then(|v| v.as_str()).map(str::to_string)

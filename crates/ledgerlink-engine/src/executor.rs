@@ -71,6 +71,8 @@ enum StepError {
     Exec(ExecError),
     Invalid(Invalid),
     Review(ReviewId),
+    /// A create refused because an equal record exists (another writer was faster); carries the refusal.
+    Duplicate(Invalid),
 }
 
 impl From<ExecError> for StepError {
@@ -180,7 +182,7 @@ impl<'a> Run<'a> {
                 }
                 Err(StepError::Exec(e)) => return Err(e),
                 Err(StepError::Review(id)) => return Ok(Outcome::Review(id)),
-                Err(StepError::Invalid(inv)) => return self.to_review(inv).await,
+                Err(StepError::Invalid(inv) | StepError::Duplicate(inv)) => return self.to_review(inv).await,
             }
         }
         Ok(Outcome::Done { writes: self.writes })
@@ -344,8 +346,48 @@ impl Run<'_> {
             tracing::warn!(flow = %self.flow.name, %src, target = %target, "linked record no longer exists; matching again");
         }
 
-        // 2. The match cascade, in the order the flow gives. Exact and normalised rules take a single candidate;
-        //    several candidates, or any fuzzy ones, go to a person, unless a person already decided.
+        // 2. The match cascade.
+        if let Some(found) = self.match_cascade(step, &conn, connection, object, &src, match_rules, is_customer).await? {
+            return Ok(found);
+        }
+
+        // 3. Nothing found: create it, exactly once.
+        let record = self.build_record(step, create)?;
+        let key = keys::action_key(&self.flow.name, &src, &step.id);
+        let created = match self.create_once(step, &conn, connection, object, &record, &key).await {
+            // Another writer created an equal record between our look and our create (two accounts of the same
+            // name, two workers): look again, now with the fresh record in view, and link it.
+            Err(StepError::Duplicate(refusal)) => {
+                self.all_records.remove(&(connection.to_string(), object.to_string()));
+                return match self.match_cascade(step, &conn, connection, object, &src, match_rules, is_customer).await? {
+                    Some(found) => Ok(found),
+                    None => Err(StepError::Invalid(refusal)),
+                };
+            }
+            other => other?,
+        };
+        let id = conn.record_id(&created).unwrap_or_default();
+        self.link(&src, RecordRef::new(connection, object, id), Some(keys::value_hash(&Value::Object(record)))).await?;
+        if is_customer {
+            self.count(|s| &s.customers_created);
+        }
+        Ok(Value::Object(created))
+    }
+
+    /// Tries each match rule in order. Exact and normalised rules take a single candidate; several candidates, or
+    /// any fuzzy ones, go to a person, unless a person already decided. `None`: nothing matched, create.
+    #[allow(clippy::too_many_arguments)]
+    async fn match_cascade(
+        &mut self,
+        step: &Step,
+        conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>,
+        connection: &str,
+        object: &str,
+        src: &RecordRef,
+        match_rules: &[ledgerlink_flow::MatchRule],
+        is_customer: bool,
+    ) -> Result<Option<Value>, StepError> {
+        let src = src.clone();
         for rule in match_rules {
             let value = match self.eval(step, &rule.value)? {
                 Value::Null => continue,
@@ -361,7 +403,7 @@ impl Run<'_> {
                 let id = conn.record_id(&rec).unwrap_or_default();
                 self.link(&src, RecordRef::new(connection, object, id), None).await?;
                 self.matched(is_customer);
-                return Ok(Value::Object(rec));
+                return Ok(Some(Value::Object(rec)));
             }
             match self.decisions.for_match(&src, &step.id).cloned() {
                 Some(Decision::Link { target_id }) => {
@@ -370,10 +412,10 @@ impl Run<'_> {
                     })?;
                     self.link(&src, RecordRef::new(connection, object, target_id), None).await?;
                     self.matched(is_customer);
-                    return Ok(Value::Object(rec));
+                    return Ok(Some(Value::Object(rec)));
                 }
                 // A person chose a new record over these candidates.
-                Some(Decision::Create) => break,
+                Some(Decision::Create) => return Ok(None),
                 _ => {}
             }
             let how = match rule.how {
@@ -404,16 +446,7 @@ impl Run<'_> {
             return Err(StepError::Review(id));
         }
 
-        // 3. Nothing found: create it, exactly once.
-        let record = self.build_record(step, create)?;
-        let key = keys::action_key(&self.flow.name, &src, &step.id);
-        let created = self.create_once(step, &conn, connection, object, &record, &key).await?;
-        let id = conn.record_id(&created).unwrap_or_default();
-        self.link(&src, RecordRef::new(connection, object, id), Some(keys::value_hash(&Value::Object(record)))).await?;
-        if is_customer {
-            self.count(|s| &s.customers_created);
-        }
-        Ok(Value::Object(created))
+        Ok(None)
     }
 
     fn matched(&self, is_customer: bool) {
@@ -520,12 +553,13 @@ impl Run<'_> {
                 self.audit(connection, object, None, "create", "error", None, Some(Value::Object(record.clone())), Some(e.to_string()))
                     .await?;
                 if let ConnectorError::Validation { code, message, field } = &e {
-                    return Err(StepError::Invalid(Invalid {
+                    let refusal = Invalid {
                         step: step.id.clone(),
                         kind: "rejected",
                         reason: format!("{connection} refused to create the {object}: {message}"),
                         details: json!({"code": code, "field": field, "payload": Value::Object(record.clone())}),
-                    }));
+                    };
+                    return Err(if conn.is_duplicate_error(&e) { StepError::Duplicate(refusal) } else { StepError::Invalid(refusal) });
                 }
                 Err(conn_err(step, e))
             }

@@ -197,12 +197,21 @@ impl QuickbooksConnector {
     }
 
     /// Classifies a failed answer, counting throttles on the limiter.
+    ///
+    /// Intuit sends no Retry-After with a throttle; the default wait (a minute) runs on the limiter's clock, so a
+    /// sandbox running its limits faster is waited out at the same speed.
     fn failure(&self, reply: &Reply) -> ConnectorError {
-        let err = classify::classify(reply);
-        if matches!(err, ConnectorError::RateLimited { .. }) {
-            self.limiter.record_throttle();
+        match classify::classify(reply) {
+            ConnectorError::RateLimited { retry_after, message } => {
+                self.limiter.record_throttle();
+                let retry_after = match crate::http::retry_after(&reply.headers) {
+                    Some(given) => Some(given),
+                    None => retry_after.map(|d| d.div_f64(self.limiter.speedup())),
+                };
+                ConnectorError::RateLimited { retry_after, message }
+            }
+            other => other,
         }
-        err
     }
 
     /// Sends one request under the limiter (a batch call takes a batch permit), with the current access token;
@@ -344,6 +353,11 @@ impl QuickbooksConnector {
 impl Connector for QuickbooksConnector {
     fn system(&self) -> &'static str {
         "quickbooks"
+    }
+
+    /// 6240: the DisplayName (or an item's Name) is taken.
+    fn is_duplicate_error(&self, err: &ConnectorError) -> bool {
+        matches!(err, ConnectorError::Validation { code, .. } if code == "6240")
     }
 
     fn rate_limit_policy(&self) -> RateLimitPolicy {

@@ -674,6 +674,11 @@ impl Connector for SalesforceConnector {
         "salesforce"
     }
 
+    /// DUPLICATE_VALUE: a unique or external-id field already holds this value.
+    fn is_duplicate_error(&self, err: &ConnectorError) -> bool {
+        matches!(err, ConnectorError::Validation { code, .. } if code == "DUPLICATE_VALUE")
+    }
+
     fn rate_limit_policy(&self) -> RateLimitPolicy {
         RateLimitPolicy {
             requests_per_minute: None,
