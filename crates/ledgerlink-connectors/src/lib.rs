@@ -83,6 +83,11 @@ pub trait Connector: Send + Sync {
     /// version (used with the id to de-duplicate changes seen twice).
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>>;
 
+    /// The fields a read must include for [`Connector::change_timestamp`] to work on the record it returns.
+    fn change_timestamp_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Whether `err` is this system refusing a create because an equal record already exists (a unique name or
     /// value). The engine then looks again instead of giving up: another writer may have just created it.
     fn is_duplicate_error(&self, err: &ConnectorError) -> bool {

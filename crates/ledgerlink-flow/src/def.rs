@@ -156,6 +156,48 @@ pub enum StepKind {
     },
     /// Sparse update of one record. Result: the updated record.
     Update { connection: String, object: String, id: Expr, fields: Mapping },
+    /// Two-way sync of field pairs between `source` (this side, usually the trigger record) and the linked record
+    /// `id` of `object` in `connection` (the other side). Per pair, compared with what was last synced (kept on the
+    /// link as hashes): a field changed on one side is copied to the other; changed on both sides to different
+    /// values is a conflict settled by the pair's policy. Nothing is written when both sides agree, so a change
+    /// coming back from our own write stops there. Result: `{"to_source": [...], "to_target": [...]}`.
+    Sync {
+        connection: String,
+        object: String,
+        id: Expr,
+        source: SourceRef,
+        /// (source field, target field), dotted paths; values are copied as they are.
+        pairs: Vec<(String, String)>,
+        /// Policy per source field; fields not listed use `default_policy`.
+        policies: Vec<(String, SyncPolicy)>,
+        default_policy: SyncPolicy,
+    },
+}
+
+/// How a field changed on both sides since the last sync is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPolicy {
+    /// The source side (this flow's trigger side) is the system of record for the field.
+    SourceWins,
+    /// The other side is.
+    TargetWins,
+    /// The record changed last wins.
+    NewestWins,
+    /// A person decides; nothing is written for the record until then.
+    Review,
+}
+
+impl SyncPolicy {
+    pub fn parse(s: &str) -> Option<SyncPolicy> {
+        Some(match s {
+            "source_wins" => SyncPolicy::SourceWins,
+            "target_wins" => SyncPolicy::TargetWins,
+            "newest_wins" => SyncPolicy::NewestWins,
+            "review" => SyncPolicy::Review,
+            _ => return None,
+        })
+    }
 }
 
 impl StepKind {
@@ -165,7 +207,8 @@ impl StepKind {
             | StepKind::Find { connection, .. }
             | StepKind::FindOrCreate { connection, .. }
             | StepKind::CreateInvoice { connection, .. }
-            | StepKind::Update { connection, .. } => connection,
+            | StepKind::Update { connection, .. }
+            | StepKind::Sync { connection, .. } => connection,
         }
     }
 
@@ -176,6 +219,7 @@ impl StepKind {
             StepKind::FindOrCreate { .. } => "find_or_create",
             StepKind::CreateInvoice { .. } => "create_invoice",
             StepKind::Update { .. } => "update",
+            StepKind::Sync { .. } => "sync",
         }
     }
 }

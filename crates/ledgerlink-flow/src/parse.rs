@@ -101,6 +101,18 @@
 //! quantity = 'line.Quantity'
 //! unit_price = 'line.UnitPrice'
 //!
+//! # Two-way: keep field pairs equal between this record and the linked one, settling conflicts by policy.
+//! # [[steps]]
+//! # id = "sync"
+//! # type = "sync"
+//! # connection = "${quickbooks}"
+//! # object = "Customer"
+//! # record_id = 'customer.Id'
+//! # source = { connection = "${salesforce}", object = "Account", id = 'record.Id' }
+//! # policy = "newest_wins"          # or source_wins, target_wins, review (the default)
+//! # fields = { Name = "DisplayName", Phone = "PrimaryPhone.FreeFormNumber" }
+//! # policies = { Name = "source_wins" }
+//!
 //! [[steps]]
 //! id = "writeback"
 //! type = "update"                   # sparse update of one record
@@ -124,7 +136,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::def::{
-    Flow, Mapping, MatchHow, MatchRule, ParamDef, ParamValue, Pos, SourceRef, Step, StepKind, Trigger,
+    Flow, Mapping, MatchHow, MatchRule, SyncPolicy, ParamDef, ParamValue, Pos, SourceRef, Step, StepKind, Trigger,
 };
 use crate::expr::Expr;
 
@@ -186,7 +198,7 @@ pub const INVOICE_LINE_FIELDS: &[&str] = &[
 ];
 const INVOICE_LINE_REQUIRED: &[&str] = &["item_id", "quantity", "unit_price"];
 
-const STEP_TYPES: &[&str] = &["get", "find", "find_or_create", "create_invoice", "update"];
+const STEP_TYPES: &[&str] = &["get", "find", "find_or_create", "create_invoice", "update", "sync"];
 /// `poll`: read changes on an interval. `webhook`: the system's change notifications, backed by a slower poll sweep.
 const TRIGGER_TYPES: &[&str] = &["poll", "webhook", "schedule"];
 const DEFAULT_INTERVAL_SECONDS: u64 = 60;
@@ -754,6 +766,7 @@ impl<'s> Parser<'s> {
             "find" => &["object", "equals", "fields"],
             "find_or_create" => &["object", "source", "match", "create"],
             "create_invoice" => &["source", "header", "lines", "line", "expected_total"],
+            "sync" => &["object", "record_id", "source", "fields", "policy", "policies"],
             _ => &["object", "record_id", "fields"],
         };
         let all: Vec<&str> = COMMON.iter().chain(allowed).copied().collect();
@@ -841,6 +854,49 @@ impl<'s> Parser<'s> {
                 };
                 expected_ok.then_some(kind)
             }
+            "sync" => {
+                let object = self.string(t, "object", true);
+                let id = self.expr(t, "record_id", true, scope);
+                let source = self.source_ref(t, scope);
+                let pairs = self.string_pairs(t, "fields", true);
+                let default_policy = match t.get("policy") {
+                    None => Some(SyncPolicy::Review),
+                    Some(v) => {
+                        let at = v.span().start;
+                        self.string(t, "policy", false).and_then(|p| self.sync_policy(&p, at))
+                    }
+                };
+                let mut policies = Vec::new();
+                let mut policies_ok = true;
+                if t.get("policies").is_some() {
+                    for (field, policy, at) in self.string_pairs_at(t, "policies").unwrap_or_default() {
+                        match self.sync_policy(&policy, at) {
+                            Some(p) => policies.push((field, p)),
+                            None => policies_ok = false,
+                        }
+                    }
+                }
+                if let (Some(pairs), Some(v)) = (&pairs, t.get("fields")) {
+                    if pairs.is_empty() {
+                        self.error(v.span().start, format!("`fields` in {} needs at least one field pair", t.what));
+                    }
+                    for (field, _) in &policies {
+                        if !pairs.iter().any(|(s, _)| s == field) {
+                            self.error(v.span().start, format!("`policies` in {} names `{field}`, which is not one of its `fields`", t.what));
+                        }
+                    }
+                }
+                let kind = StepKind::Sync {
+                    connection: connection?,
+                    object: object?,
+                    id: id?,
+                    source: source?,
+                    pairs: pairs?,
+                    policies,
+                    default_policy: default_policy?,
+                };
+                policies_ok.then_some(kind)
+            }
             _ => {
                 let object = self.string(t, "object", true);
                 let id = self.expr(t, "record_id", true, scope);
@@ -861,6 +917,46 @@ impl<'s> Parser<'s> {
                 })
             }
         }
+    }
+
+    fn sync_policy(&mut self, text: &str, at: usize) -> Option<SyncPolicy> {
+        let p = SyncPolicy::parse(text);
+        if p.is_none() {
+            self.error(at, format!("unknown sync policy `{text}`; use source_wins, target_wins, newest_wins or review"));
+        }
+        p
+    }
+
+    /// A table of plain strings (`this_field = "other_field"`), with parameters substituted.
+    fn string_pairs(&mut self, t: Table<'_, '_>, key: &str, required: bool) -> Option<Vec<(String, String)>> {
+        if t.get(key).is_none() {
+            if required {
+                self.missing(t, key);
+            }
+            return None;
+        }
+        self.string_pairs_at(t, key).map(|v| v.into_iter().map(|(k, v, _)| (k, v)).collect())
+    }
+
+    fn string_pairs_at(&mut self, t: Table<'_, '_>, key: &str) -> Option<Vec<(String, String, usize)>> {
+        let what = format!("`{key}` of {}", t.what);
+        let m = self.table(t, key, true)?;
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (k, v) in m.entries() {
+            match v.get_ref() {
+                DeValue::String(text) => {
+                    let name = self.substitute(k.get_ref(), k.span().start);
+                    let value = self.substitute(text, v.span().start);
+                    out.push((name, value, v.span().start));
+                }
+                other => {
+                    self.error(v.span().start, format!("`{}` in {what} must be a field name in quotes, found {}", k.get_ref(), other.type_str()));
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
     }
 
     fn source_ref(&mut self, t: Table<'_, '_>, scope: &[String]) -> Option<SourceRef> {

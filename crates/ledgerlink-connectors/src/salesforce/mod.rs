@@ -674,6 +674,10 @@ impl Connector for SalesforceConnector {
         "salesforce"
     }
 
+    fn change_timestamp_fields(&self) -> &'static [&'static str] {
+        &["SystemModstamp"]
+    }
+
     /// DUPLICATE_VALUE: a unique or external-id field already holds this value.
     fn is_duplicate_error(&self, err: &ConnectorError) -> bool {
         matches!(err, ConnectorError::Validation { code, .. } if code == "DUPLICATE_VALUE")
