@@ -3,7 +3,8 @@
 //! The [`TokenStore`] is where a connection's tokens live (the engine backs it with the encrypted store). The
 //! token manager in this module refreshes an access token when it expires or is refused, saves the rotated
 //! refresh token through the store BEFORE using the new access token (losing a rotated QuickBooks refresh token
-//! kills the connection), and lets only one refresh run at a time per connection.
+//! kills the connection), and lets only one refresh run at a time per connection: within a process by its own
+//! lock, across processes by the store's refresh turn ([`TokenStore::begin_refresh`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,12 +38,61 @@ impl std::fmt::Debug for OAuthTokens {
 }
 
 /// Durable home of one connection's tokens.
+///
+/// A store shared by several processes also serialises their refreshes through [`TokenStore::begin_refresh`] and
+/// [`TokenStore::end_refresh`]: with rotating refresh tokens, two processes refreshing at once would each retire
+/// the token the other is about to use. A store only one process uses keeps the defaults, under which the
+/// [`TokenManager`]'s own lock is the whole story.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
     async fn load(&self) -> Result<OAuthTokens, ConnectorError>;
     /// Persists `tokens` durably; must return only once they are safe from a crash.
     async fn save(&self, tokens: &OAuthTokens) -> Result<(), ConnectorError>;
+
+    /// Asks for the connection's refresh turn, waiting (with a deadline) while another refresher holds it.
+    /// [`RefreshTurn::Held`] obliges the caller to call [`TokenStore::end_refresh`] once it has saved (or given
+    /// up); [`RefreshTurn::OtherFinished`] means someone else refreshed meanwhile, so the caller re-loads.
+    async fn begin_refresh(&self) -> Result<RefreshTurn, ConnectorError> {
+        Ok(RefreshTurn::Held)
+    }
+
+    /// Gives the refresh turn back. Failing to do so only delays the next refresher until the turn expires, so
+    /// this reports nothing.
+    async fn end_refresh(&self) {}
 }
+
+/// The answer to [`TokenStore::begin_refresh`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshTurn {
+    /// The caller holds the turn: nobody else refreshes this connection until it calls `end_refresh`.
+    Held,
+    /// Another refresher held the turn and has let go of it; what it saved is in the store.
+    OtherFinished,
+}
+
+/// Why a refresh is wanted; checked again against the stored tokens once the refresh turn is ours, because the
+/// previous holder of the turn may have made it needless.
+enum Need<'a> {
+    /// The access token is expired or about to be.
+    Expired,
+    /// The server refused this access token.
+    Refused(&'a str),
+}
+
+impl Need<'_> {
+    fn still(&self, stored: &OAuthTokens) -> bool {
+        match self {
+            // The margin is added to now, not subtracted from the expiry, which cannot overflow for an unknown
+            // (minimum) expiry.
+            Need::Expired => stored.access_expires_at <= Utc::now() + EXPIRY_MARGIN,
+            Need::Refused(stale) => stored.access_token == *stale,
+        }
+    }
+}
+
+/// How many times one refresh goes back to the store after another refresher finished without curing the need
+/// (it failed, say), before giving up with a retryable error.
+const MAX_REFRESH_ROUNDS: usize = 8;
 
 /// How long before its expiry an access token is treated as expired, so a call never starts with a token that
 /// dies in flight.
@@ -189,6 +239,8 @@ pub trait TokenGrant: Send + Sync + std::fmt::Debug {
 ///
 /// The lock is held across the whole refresh (request and save), so a connection never runs two refreshes at
 /// once: with rotating refresh tokens, a second concurrent refresh would use a token the first just retired.
+/// Across processes the [`TokenStore`]'s refresh turn does the same, and a process that waited for another's
+/// refresh re-loads the tokens it saved instead of refreshing again.
 pub struct TokenManager {
     store: Arc<dyn TokenStore>,
     refresh: RefreshConfig,
@@ -258,12 +310,11 @@ impl TokenManager {
                     t
                 }
                 // A grant needs nothing stored: the first call obtains the first token.
-                Err(_) if self.grant.is_some() => return self.refresh_locked(&mut guard, None).await,
+                Err(_) if self.grant.is_some() => return self.refresh_locked(&mut guard, Need::Expired).await,
                 Err(e) => return Err(e),
             },
         };
-        // Compared as `expiry > now + margin`, which cannot overflow for an unknown (minimum) expiry.
-        if tokens.access_expires_at > Utc::now() + EXPIRY_MARGIN {
+        if !Need::Expired.still(&tokens) {
             return Ok(tokens.access_token);
         }
         if tokens.refresh_token.is_none() && self.grant.is_none() {
@@ -273,49 +324,84 @@ impl TokenManager {
             }
             return Err(no_refresh_token());
         }
-        self.refresh_locked(&mut guard, Some(&tokens)).await
+        self.refresh_locked(&mut guard, Need::Expired).await
     }
 
     /// Called after the server refused `stale`. Refreshes only if the stored token is still `stale`: when several
-    /// calls are refused at once, the first refreshes and the others get its result.
+    /// calls are refused at once (in this process or in others sharing the store), the first refreshes and the
+    /// others get its result.
     pub async fn refresh_after_401(&self, stale: &str) -> Result<String, ConnectorError> {
         let mut guard = self.current.lock().await;
-        // Read the store again: whoever holds the tokens durably is the authority on what is current.
-        let tokens = match self.store.load().await {
-            Ok(t) => t,
-            Err(_) if self.grant.is_some() => return self.refresh_locked(&mut guard, None).await,
-            Err(e) => return Err(e),
-        };
-        if tokens.access_token != stale {
-            let token = tokens.access_token.clone();
-            *guard = Some(tokens);
-            return Ok(token);
-        }
-        if tokens.refresh_token.is_none() && self.grant.is_none() {
-            return Err(no_refresh_token());
-        }
-        self.refresh_locked(&mut guard, Some(&tokens)).await
+        self.refresh_locked(&mut guard, Need::Refused(stale)).await
     }
 
-    /// Refreshes with the lock held, saves the new tokens, and only then hands out the new access token.
+    /// Refreshes with the in-process lock held and the store's refresh turn taken, saves the new tokens, and only
+    /// then hands out the new access token.
+    ///
+    /// The stored tokens are read again once the turn is ours: whoever holds the tokens durably is the authority
+    /// on what is current, and another process may have refreshed while we waited. If that cured the need, its
+    /// tokens are used and no refresh is made; otherwise the refresh uses the newest stored refresh token.
     async fn refresh_locked(
         &self,
         guard: &mut tokio::sync::MutexGuard<'_, Option<OAuthTokens>>,
-        tokens: Option<&OAuthTokens>,
+        need: Need<'_>,
     ) -> Result<String, ConnectorError> {
+        for _ in 0..MAX_REFRESH_ROUNDS {
+            let turn = self.store.begin_refresh().await?;
+            let stored = match self.store.load().await {
+                Ok(t) => Some(t),
+                // A grant needs nothing stored: the first call obtains the first token.
+                Err(_) if self.grant.is_some() => None,
+                Err(e) => {
+                    if turn == RefreshTurn::Held {
+                        self.store.end_refresh().await;
+                    }
+                    return Err(e);
+                }
+            };
+            if let Some(tokens) = stored.as_ref().filter(|t| !need.still(t)) {
+                if turn == RefreshTurn::Held {
+                    self.store.end_refresh().await;
+                }
+                tracing::debug!(token_url = %self.refresh.token_url, "tokens were refreshed by another refresher; using them");
+                let token = tokens.access_token.clone();
+                **guard = stored;
+                return Ok(token);
+            }
+            if turn == RefreshTurn::OtherFinished {
+                // The other refresher did not cure it (it failed, or refreshed before our token was refused): take
+                // the turn ourselves.
+                continue;
+            }
+            let refreshed = self.refresh_and_save(stored.as_ref()).await;
+            self.store.end_refresh().await;
+            let fresh = refreshed?;
+            let token = fresh.access_token.clone();
+            **guard = Some(fresh);
+            return Ok(token);
+        }
+        Err(ConnectorError::Transient {
+            message: format!(
+                "the tokens of {} kept going stale while other refreshers held the refresh turn; will try again",
+                self.refresh.token_url
+            ),
+            outcome_unknown: false,
+        })
+    }
+
+    /// Obtains new tokens (refresh token or grant) and saves them before anyone may use them.
+    async fn refresh_and_save(&self, stored: Option<&OAuthTokens>) -> Result<OAuthTokens, ConnectorError> {
         let fresh = match &self.grant {
             Some(grant) => grant.obtain(&self.http).await?,
             None => {
-                let refresh_token = tokens.and_then(|t| t.refresh_token.as_deref()).ok_or_else(no_refresh_token)?;
+                let refresh_token = stored.and_then(|t| t.refresh_token.as_deref()).ok_or_else(no_refresh_token)?;
                 self.refresh.refresh(&self.http, refresh_token).await?
             }
         };
         self.refreshes.fetch_add(1, Ordering::Relaxed);
         self.store.save(&fresh).await?;
         tracing::info!(token_url = %self.refresh.token_url, "access token refreshed and saved");
-        let token = fresh.access_token.clone();
-        **guard = Some(fresh);
-        Ok(token)
+        Ok(fresh)
     }
 
     /// Sends a request built by `build` with the current access token; when the answer says the token was
@@ -542,6 +628,89 @@ mod tests {
         let tm = TokenManager::new(store, config(&url, ClientAuth::Basic), http::client());
         let err = tm.access_token().await.unwrap_err();
         assert!(err.to_string().contains("disk full"), "{err}");
+    }
+
+    /// A store shared with another (simulated) process that refreshes while this one waits for the turn: on the
+    /// first `begin_refresh` it saves the other process's tokens and reports that it finished.
+    struct SharedWithAnother {
+        inner: MemoryTokenStore,
+        other_refreshes: std::sync::Mutex<Option<OAuthTokens>>,
+        turns: AtomicU64,
+        ended: AtomicU64,
+    }
+
+    #[async_trait]
+    impl TokenStore for SharedWithAnother {
+        async fn load(&self) -> Result<OAuthTokens, ConnectorError> {
+            self.inner.load().await
+        }
+        async fn save(&self, tokens: &OAuthTokens) -> Result<(), ConnectorError> {
+            self.inner.save(tokens).await
+        }
+        async fn begin_refresh(&self) -> Result<RefreshTurn, ConnectorError> {
+            let theirs = self.other_refreshes.lock().unwrap().take();
+            if let Some(theirs) = theirs {
+                self.inner.save(&theirs).await?;
+                return Ok(RefreshTurn::OtherFinished);
+            }
+            self.turns.fetch_add(1, Ordering::SeqCst);
+            Ok(RefreshTurn::Held)
+        }
+        async fn end_refresh(&self) {
+            self.ended.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn shared(theirs: Option<OAuthTokens>) -> Arc<SharedWithAnother> {
+        Arc::new(SharedWithAnother {
+            inner: MemoryTokenStore::with_tokens("old-access", "good", chrono::TimeDelta::seconds(5)),
+            other_refreshes: std::sync::Mutex::new(theirs),
+            turns: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_refresh_another_process_made_while_we_waited_is_used_not_repeated() {
+        let (url, seen) = serve().await;
+        let theirs = OAuthTokens {
+            access_token: "their-access".into(),
+            refresh_token: Some("their-rotated".into()),
+            access_expires_at: Utc::now() + chrono::TimeDelta::hours(1),
+            refresh_expires_at: None,
+        };
+        let store = shared(Some(theirs));
+        let tm = TokenManager::new(store.clone(), config(&url, ClientAuth::Basic), http::client());
+        assert_eq!(tm.access_token().await.unwrap(), "their-access");
+        assert!(seen.lock().unwrap().is_empty(), "no second refresh");
+        assert_eq!((tm.refresh_count(), store.turns.load(Ordering::SeqCst)), (0, 0));
+        // Cached from then on.
+        assert_eq!(tm.access_token().await.unwrap(), "their-access");
+    }
+
+    #[tokio::test]
+    async fn a_refresh_that_did_not_cure_the_need_is_followed_by_ours_under_the_turn() {
+        let (url, seen) = serve().await;
+        // The other process saved tokens that are already about to expire (its refresh did not help us).
+        let stale = OAuthTokens {
+            access_token: "their-short".into(),
+            refresh_token: Some("good".into()),
+            access_expires_at: Utc::now() + chrono::TimeDelta::seconds(1),
+            refresh_expires_at: None,
+        };
+        let store = shared(Some(stale));
+        let tm = TokenManager::new(store.clone(), config(&url, ClientAuth::Basic), http::client());
+        assert_eq!(tm.access_token().await.unwrap(), "new-access");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(store.turns.load(Ordering::SeqCst), 1);
+        assert_eq!(store.ended.load(Ordering::SeqCst), 1, "the turn is given back");
+        assert_eq!(store.inner.current().unwrap().refresh_token.as_deref(), Some("rotated"));
+
+        // A failed refresh gives the turn back too.
+        let store = shared(None);
+        let tm = TokenManager::new(store.clone(), config(&format!("{url}-missing"), ClientAuth::Basic), http::client());
+        assert!(tm.access_token().await.is_err());
+        assert_eq!((store.turns.load(Ordering::SeqCst), store.ended.load(Ordering::SeqCst)), (1, 1));
     }
 
     #[test]

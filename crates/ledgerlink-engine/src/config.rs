@@ -10,6 +10,8 @@
 //! [engine]
 //! concurrency = 4                             # jobs run at once by this process
 //! max_attempts = 8                            # then the job is dead-lettered
+//! # connection_leases = true                  # one worker per connection (default: on with PostgreSQL)
+//! # connection_lease_seconds = 30             # a dead worker's connections move after this
 //!
 //! [[connections]]                             # imported into the store (secrets sealed) on first start
 //! name = "salesforce"
@@ -68,6 +70,10 @@ pub struct EngineSection {
     pub lease_seconds: Option<i64>,
     /// Name of this worker in job leases (default: `worker-<pid>`).
     pub worker_id: Option<String>,
+    /// Run a connection's jobs only while holding its lease (default: on with PostgreSQL, off with SQLite).
+    pub connection_leases: Option<bool>,
+    /// Seconds a connection lease lasts unless renewed (default 30): how soon a dead worker's connections move.
+    pub connection_lease_seconds: Option<i64>,
 }
 
 /// One connection: `name`, `system`, and the system's settings; secrets among them are sealed on import.
@@ -168,6 +174,12 @@ impl Config {
         }
         if let Some(w) = &self.engine.worker_id {
             s.worker_id = w.clone();
+        }
+        if let Some(on) = self.engine.connection_leases {
+            s.connection_leases = Some(on);
+        }
+        if let Some(l) = self.engine.connection_lease_seconds {
+            s.connection_lease_ttl = chrono::Duration::seconds(l.max(1));
         }
         s
     }

@@ -1,13 +1,15 @@
 //! Connectors built from stored connections. A connection's secrets (client secret, access and refresh tokens)
 //! live sealed in the store; [`StoreTokenStore`] is the connectors' token store over it, so a rotated refresh
-//! token is durable before the new access token is used.
+//! token is durable before the new access token is used. It also gives out the connection's refresh turn as the
+//! store lease `refresh:<connection>`, so that processes sharing one database refresh one at a time and a
+//! process that waited re-loads the tokens the other saved instead of refreshing again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ledgerlink_connectors::auth::{OAuthTokens, TokenStore};
+use ledgerlink_connectors::auth::{OAuthTokens, RefreshTurn, TokenStore};
 use ledgerlink_connectors::quickbooks::{QuickbooksConfig, QuickbooksConnector};
 use ledgerlink_connectors::salesforce::{SalesforceConfig, SalesforceConnector};
 use ledgerlink_connectors::{Connector, ConnectorError};
@@ -18,15 +20,37 @@ use serde_json::{Value, json};
 /// The systems ledgerlink can connect today.
 pub const SYSTEMS: &[&str] = &["quickbooks", "salesforce"];
 
+/// How long a refresh turn is held at most: a refresher that dies mid-refresh blocks the others this long. A
+/// token request takes well under a second; the HTTP client gives up long before this.
+pub const REFRESH_TURN_TTL: chrono::Duration = chrono::Duration::seconds(30);
+
+/// How often a process waiting for another's refresh looks at the store.
+const REFRESH_WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Keeps one connection's tokens inside its sealed credentials.
 pub struct StoreTokenStore {
     store: Arc<dyn Store>,
     name: String,
+    /// This handle's name in the refresh lease: unique per handle, so two processes (or two handles in one
+    /// process) never mistake each other's turn for their own.
+    owner: String,
+    turn_ttl: chrono::Duration,
 }
 
 impl StoreTokenStore {
     pub fn new(store: Arc<dyn Store>, name: impl Into<String>) -> Self {
-        StoreTokenStore { store, name: name.into() }
+        let owner = format!("refresher-{}-{:016x}", std::process::id(), rand::random::<u64>());
+        StoreTokenStore { store, name: name.into(), owner, turn_ttl: REFRESH_TURN_TTL }
+    }
+
+    /// The same with a refresh turn of `ttl` instead of [`REFRESH_TURN_TTL`].
+    pub fn with_turn_ttl(mut self, ttl: chrono::Duration) -> Self {
+        self.turn_ttl = ttl;
+        self
+    }
+
+    fn turn_lease(&self) -> String {
+        format!("refresh:{}", self.name)
     }
 
     async fn connection(&self) -> Result<Connection, ConnectorError> {
@@ -64,6 +88,41 @@ impl TokenStore for StoreTokenStore {
             }
         }
         Err(ConnectorError::Transient { message: "token store: too many concurrent credential updates".into(), outcome_unknown: false })
+    }
+
+    /// Takes the lease `refresh:<connection>`; while another process holds it, waits until it is released (or
+    /// has expired, if that process died) and reports [`RefreshTurn::OtherFinished`], so the caller re-loads.
+    async fn begin_refresh(&self) -> Result<RefreshTurn, ConnectorError> {
+        let lease = self.turn_lease();
+        if self.store.try_acquire_lease(&lease, &self.owner, crate::now(), self.turn_ttl).await.map_err(store_err)? {
+            return Ok(RefreshTurn::Held);
+        }
+        tracing::debug!(connection = %self.name, "another process is refreshing the tokens; waiting for it");
+        // The holder's turn ends by its TTL at the latest; a little slack covers clocks and the last poll.
+        let deadline = tokio::time::Instant::now() + self.turn_ttl.to_std().unwrap_or_default() + std::time::Duration::from_secs(5);
+        loop {
+            if self.store.lease_holder(&lease, crate::now()).await.map_err(store_err)?.is_none() {
+                return Ok(RefreshTurn::OtherFinished);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ConnectorError::Transient {
+                    message: format!(
+                        "connection `{}`: another process has held the token refresh turn for over {} s",
+                        self.name,
+                        self.turn_ttl.num_seconds()
+                    ),
+                    outcome_unknown: false,
+                });
+            }
+            tokio::time::sleep(REFRESH_WAIT_POLL).await;
+        }
+    }
+
+    async fn end_refresh(&self) {
+        if let Err(e) = self.store.release_lease(&self.turn_lease(), &self.owner).await {
+            // Harmless beyond a delay: the turn expires by itself.
+            tracing::warn!(connection = %self.name, error = %e, "could not give the token refresh turn back");
+        }
     }
 }
 

@@ -70,6 +70,13 @@ pub struct EngineSettings {
     pub idle_wait: std::time::Duration,
     /// Overrides every flow's poll interval (the demo polls faster than a production default).
     pub poll_interval: Option<std::time::Duration>,
+    /// Whether the worker runs a connection's jobs only while it holds that connection's lease (see
+    /// [`worker`]). `None`: yes on PostgreSQL, where several workers may share the queue; no on SQLite.
+    pub connection_leases: Option<bool>,
+    /// How long a connection lease lasts unless renewed: how soon a dead worker's connections are taken over.
+    pub connection_lease_ttl: chrono::Duration,
+    /// A held connection with no work for this long is released, so another worker may take it.
+    pub connection_idle_release: std::time::Duration,
 }
 
 impl Default for EngineSettings {
@@ -83,6 +90,9 @@ impl Default for EngineSettings {
             retry_max: chrono::Duration::minutes(10),
             idle_wait: std::time::Duration::from_millis(100),
             poll_interval: None,
+            connection_leases: None,
+            connection_lease_ttl: chrono::Duration::seconds(30),
+            connection_idle_release: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -260,6 +270,12 @@ async fn assemble(cfg: &Config, recover_leases: bool) -> anyhow::Result<Engine> 
         let n = store.recover_leases(orphan_owner, now()).await?;
         if n > 0 {
             tracing::warn!(jobs = n, "took back jobs left running by a previous process");
+        }
+        // Likewise its connection, refresh and heartbeat leases, which would otherwise hold up this process (and
+        // the others) until they expire.
+        let n = store.release_leases_of(orphan_owner).await?;
+        if n > 0 {
+            tracing::info!(leases = n, "dropped leases left by a previous process");
         }
     }
     let connectors = connections::build_all(store.clone()).await?;

@@ -1,32 +1,245 @@
 //! The worker: claims due jobs under a lease, runs them, and records the outcome. Retryable failures are
 //! rescheduled with exponential backoff and full jitter (never sooner than a Retry-After the system gave); after
 //! the last attempt the job is dead-lettered with its error, to be retried or replayed by hand.
+//!
+//! Layout: [`run`] is the loop (claim, spawn, reap); [`ConnectionLeases`] is the part of it that, when several
+//! workers share one PostgreSQL, leases each connection to one worker at a time; [`handle`] runs one job and
+//! records its outcome; [`backoff`] computes retry delays.
+//!
+//! Connection leases. A worker runs a job that names a connection only while it holds the store lease
+//! `connection:<name>`, so one connection's rate limiter and token refresh live in one process at a time (jobs
+//! without a connection go to anyone). Every worker keeps a heartbeat lease `worker:<id>`; from the live workers
+//! and the connections that have work, each takes its fair share (`ceil(connections / workers)`) of unheld
+//! connections with due jobs, renews what it holds while it works, drains (stops claiming, lets its running jobs
+//! finish, then releases) what exceeds its share when more workers arrive, and releases a connection it has had
+//! no work for during `connection_idle_release`. A worker that dies simply stops renewing: its leases run out
+//! after `connection_lease_ttl` and the others take its connections over. The trade-off: one connection's
+//! throughput is bounded by one worker's concurrency (which is also what keeps it under QuickBooks' 10 concurrent
+//! requests per realm); throughput grows with the number of connections, not with workers per connection.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use ledgerlink_store::Job;
+use ledgerlink_store::{Job, Store};
 use rand::Rng;
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 
 use crate::executor::{ExecError, Outcome, run_flow};
 use crate::poller::{JOB_FLOW_RECORD, JOB_OWN_WRITE};
 use crate::{Engine, Stats};
 
+/// The lease name under which `connection` is held by one worker.
+pub fn connection_lease(connection: &str) -> String {
+    format!("connection:{connection}")
+}
+
+/// The heartbeat lease of a live worker.
+pub fn worker_lease(worker: &str) -> String {
+    format!("worker:{worker}")
+}
+
+/// Whether this engine leases connections: as configured, or by default only on a store that several
+/// processes may share (PostgreSQL). The embedded SQLite store has one process, which holds everything anyway.
+pub fn leases_connections(engine: &Engine) -> bool {
+    engine.settings.connection_leases.unwrap_or(engine.store.backend() == "postgres")
+}
+
+/// Jobs of this worker in flight, per connection (a connection is only released when it has none).
+type Running = Arc<Mutex<HashMap<String, usize>>>;
+
+/// Counts one job as running for its connection until dropped (also when its task is aborted).
+struct RunningGuard {
+    running: Running,
+    connection: Option<String>,
+}
+
+impl RunningGuard {
+    fn new(running: &Running, connection: Option<String>) -> RunningGuard {
+        if let Some(c) = &connection {
+            *running.lock().unwrap_or_else(|p| p.into_inner()).entry(c.clone()).or_default() += 1;
+        }
+        RunningGuard { running: running.clone(), connection }
+    }
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &self.connection {
+            let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(c) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(c);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    /// Since when this worker has had neither due nor running jobs for the connection.
+    idle_since: Option<Instant>,
+    /// Over this worker's fair share: no new jobs are claimed; released once its running jobs are done.
+    draining: bool,
+}
+
+/// The connection leases one worker holds (see the module docs).
+pub struct ConnectionLeases {
+    store: Arc<dyn Store>,
+    owner: String,
+    ttl: Duration,
+    idle_release: StdDuration,
+    check_every: StdDuration,
+    next_check: Instant,
+    held: BTreeMap<String, Held>,
+}
+
+impl ConnectionLeases {
+    pub fn new(engine: &Engine) -> ConnectionLeases {
+        let s = &engine.settings;
+        let ttl = s.connection_lease_ttl.max(Duration::milliseconds(100));
+        // Renewed four times per TTL (at most once a second), so a busy moment never lets a lease lapse.
+        let check_every = (ttl.to_std().unwrap_or_default() / 4).min(StdDuration::from_secs(1));
+        ConnectionLeases {
+            store: engine.store.clone(),
+            owner: s.worker_id.clone(),
+            ttl,
+            idle_release: s.connection_idle_release,
+            check_every,
+            next_check: Instant::now(),
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// The connections whose jobs this worker may claim now.
+    pub fn claimable(&self) -> Vec<String> {
+        self.held.iter().filter(|(_, h)| !h.draining).map(|(c, _)| c.clone()).collect()
+    }
+
+    /// Every connection this worker holds (draining ones included).
+    pub fn held(&self) -> Vec<String> {
+        self.held.keys().cloned().collect()
+    }
+
+    /// Heartbeat, renewals, releases and new leases, when the check is due.
+    async fn maintain(&mut self, running: &Running) -> Result<(), ledgerlink_store::StoreError> {
+        if Instant::now() < self.next_check {
+            return Ok(());
+        }
+        self.next_check = Instant::now() + self.check_every;
+        let now = crate::now();
+        let store = &self.store;
+        store.try_acquire_lease(&worker_lease(&self.owner), &self.owner, now, self.ttl).await?;
+        let due: BTreeSet<String> = store.due_connections(now).await?.into_iter().collect();
+        let live = store.list_leases("worker:", now).await?.len().max(1);
+        let taken: BTreeSet<String> = store
+            .list_leases("connection:", now)
+            .await?
+            .into_iter()
+            .filter_map(|l| l.name.strip_prefix("connection:").map(str::to_string))
+            .collect();
+        let wanted = due.union(&taken).count();
+        let share = wanted.div_ceil(live).max(1);
+        let running_now: HashMap<String, usize> = running.lock().unwrap_or_else(|p| p.into_inner()).clone();
+
+        // Renew or release what is held.
+        let names: Vec<String> = self.held.keys().cloned().collect();
+        for c in names {
+            let busy_here = running_now.get(&c).copied().unwrap_or(0) > 0;
+            let Some(h) = self.held.get_mut(&c) else { continue };
+            if due.contains(&c) || busy_here {
+                h.idle_since = None;
+            } else {
+                h.idle_since.get_or_insert_with(Instant::now);
+            }
+            let idle_long = h.idle_since.is_some_and(|t| t.elapsed() >= self.idle_release);
+            if (idle_long || h.draining) && !busy_here {
+                self.held.remove(&c);
+                store.release_lease(&connection_lease(&c), &self.owner).await?;
+                tracing::info!(connection = %c, worker = %self.owner, "connection lease released");
+            } else if !store.try_acquire_lease(&connection_lease(&c), &self.owner, now, self.ttl).await? {
+                // Only possible if this worker stalled past the TTL and another took the connection over.
+                self.held.remove(&c);
+                tracing::warn!(connection = %c, worker = %self.owner, "connection lease lost to another worker");
+            }
+        }
+
+        // Over the fair share (more workers arrived): drain the excess, newest names last.
+        let active: Vec<String> = self.claimable();
+        if active.len() > share {
+            for c in active.iter().skip(share) {
+                if let Some(h) = self.held.get_mut(c) {
+                    h.draining = true;
+                    tracing::info!(connection = %c, worker = %self.owner, share, "draining a connection for another worker");
+                }
+            }
+        }
+
+        // Under it: take free connections that have work.
+        let mut count = self.claimable().len();
+        for c in &due {
+            if count >= share {
+                break;
+            }
+            if self.held.contains_key(c) || taken.contains(c) {
+                continue;
+            }
+            if store.try_acquire_lease(&connection_lease(c), &self.owner, now, self.ttl).await? {
+                tracing::info!(connection = %c, worker = %self.owner, "connection lease taken");
+                self.held.insert(c.clone(), Held::default());
+                count += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every lease back (clean shutdown), so other workers need not wait for them to expire.
+    pub async fn release_all(&mut self) {
+        for c in std::mem::take(&mut self.held).into_keys() {
+            if let Err(e) = self.store.release_lease(&connection_lease(&c), &self.owner).await {
+                tracing::warn!(connection = %c, error = %e, "could not release the connection lease");
+            }
+        }
+        if let Err(e) = self.store.release_lease(&worker_lease(&self.owner), &self.owner).await {
+            tracing::warn!(error = %e, "could not release the worker heartbeat");
+        }
+    }
+}
+
 /// Runs jobs until `shutdown` turns true.
+///
+/// Job tasks belong to this future: if it is dropped (as when its task is aborted), they are aborted with it,
+/// like a process that dies; their job leases and connection leases then expire and others take over.
 pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let slots = Arc::new(Semaphore::new(engine.settings.concurrency.max(1)));
+    let running: Running = Arc::default();
+    let mut leases = leases_connections(&engine).then(|| ConnectionLeases::new(&engine));
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        while tasks.try_join_next().is_some() {}
+        if let Some(l) = leases.as_mut()
+            && let Err(e) = l.maintain(&running).await
+        {
+            tracing::error!(error = %e, "maintaining connection leases failed");
         }
         let free = slots.available_permits();
         let claimed = if free == 0 {
             Vec::new()
         } else {
             let limit = u32::try_from(free).unwrap_or(u32::MAX);
-            match engine.store.claim_jobs(&engine.settings.worker_id, crate::now(), engine.settings.lease, limit).await {
+            let (worker, now, lease) = (&engine.settings.worker_id, crate::now(), engine.settings.lease);
+            let result = match &leases {
+                Some(l) => engine.store.claim_jobs_for(worker, now, lease, limit, &l.claimable()).await,
+                None => engine.store.claim_jobs(worker, now, lease, limit).await,
+            };
+            match result {
                 Ok(jobs) => jobs,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming jobs failed");
@@ -44,14 +257,19 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> anyhow:
         for job in claimed {
             let permit = slots.clone().acquire_owned().await?;
             let engine = engine.clone();
-            tokio::spawn(async move {
+            let guard = RunningGuard::new(&running, job.connection.clone());
+            tasks.spawn(async move {
                 handle(&engine, job).await;
+                drop(guard);
                 drop(permit);
             });
         }
     }
     // Let running jobs finish (their leases would otherwise have to expire).
-    let _ = slots.acquire_many(u32::try_from(engine.settings.concurrency.max(1)).unwrap_or(1)).await;
+    while tasks.join_next().await.is_some() {}
+    if let Some(l) = leases.as_mut() {
+        l.release_all().await;
+    }
     Ok(())
 }
 

@@ -4,8 +4,12 @@
 //! (`sqlite://…` → [`sqlite::SqliteStore`], `postgres://…` → [`postgres::PgStore`]). [`crypto`] seals
 //! connection credentials with AES-256-GCM under a master key from `LEDGERLINK_MASTER_KEY` or a 0600 key file.
 //! [`types`] holds the rows: connections, jobs, links, write intents, change cursors, runs, audit entries,
-//! review items. Migrations live in `migrations/sqlite` and `migrations/postgres`; the same contract tests
+//! review items, named leases. Migrations live in `migrations/sqlite` and `migrations/postgres`; the same contract tests
 //! (`tests/contract.rs`) run against both backends.
+//!
+//! Named leases (`try_acquire_lease` and friends) are the store's one cross-process mutual exclusion: the engine
+//! leases each connection to one worker, serialises token refreshes per connection, and keeps a heartbeat per
+//! worker with them. A lease is a row with an owner and an expiry, so a dead holder's lease simply runs out.
 
 pub mod crypto;
 pub mod testing;
@@ -83,6 +87,20 @@ pub trait Store: Send + Sync + 'static {
     /// embedded SQLite file). They become due now; `attempts` is kept, so a job that keeps killing its worker
     /// still reaches its limit. Returns how many were taken back.
     async fn recover_leases(&self, owner: Option<&str>, now: DateTime<Utc>) -> Result<u64>;
+    /// Like [`Store::claim_jobs`], but only jobs whose `connection` is one of `connections`, or that have no
+    /// connection at all: a worker that holds the leases of some connections runs only their jobs (and the
+    /// connection-less ones, which anyone may run).
+    async fn claim_jobs_for(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+        connections: &[String],
+    ) -> Result<Vec<Job>>;
+    /// The connections that have claimable jobs at `now` (queued and due, or running with an expired lease),
+    /// sorted by name: what a worker looks at to decide which connection leases to take.
+    async fn due_connections(&self, now: DateTime<Utc>) -> Result<Vec<String>>;
     async fn get_job(&self, id: JobId) -> Result<Option<Job>>;
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
     async fn count_jobs(&self) -> Result<JobCounts>;
@@ -119,6 +137,22 @@ pub trait Store: Send + Sync + 'static {
     /// The review items raised by one job, oldest first (a resumed job reads the decisions made on them).
     async fn reviews_for_job(&self, job_id: JobId) -> Result<Vec<ReviewItem>>;
     async fn resolve_review(&self, id: ReviewId, resolution: &serde_json::Value, now: DateTime<Utc>) -> Result<ReviewItem>;
+
+    // ----- named leases: one owner at a time, across processes -----
+    /// Takes the lease `name` for `owner` until `now + ttl` and returns true when it is free, expired (held until
+    /// before `now`), or already `owner`'s (then it is renewed); returns false while another owner holds it.
+    /// One atomic statement, so of any number of concurrent callers at most one gets a free lease.
+    async fn try_acquire_lease(&self, name: &str, owner: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool>;
+    /// Gives the lease up if `owner` holds it (expired or not); returns whether it did. Another owner's lease is
+    /// left alone.
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<bool>;
+    /// The current (unexpired at `now`) holder of `name`, if any.
+    async fn lease_holder(&self, name: &str, now: DateTime<Utc>) -> Result<Option<Lease>>;
+    /// Every lease whose name starts with `prefix` that is unexpired at `now`, sorted by name.
+    async fn list_leases(&self, prefix: &str, now: DateTime<Utc>) -> Result<Vec<Lease>>;
+    /// Drops the leases of a process known to be gone: those of `owner`, or every lease when `owner` is None
+    /// (only sound for a store no other process uses). Returns how many were dropped.
+    async fn release_leases_of(&self, owner: Option<&str>) -> Result<u64>;
 }
 
 /// Opens the store the URL names, runs its migrations, and returns it.

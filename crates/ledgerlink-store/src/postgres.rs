@@ -205,6 +205,54 @@ impl Store for PgStore {
         Ok(jobs)
     }
 
+    async fn claim_jobs_for(
+        &self,
+        worker: &str,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+        connections: &[String],
+    ) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
+                             updated_at = $3
+             WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE ((status = 'queued' AND run_at <= $3) OR (status = 'running' AND lease_until < $3))
+                   AND (connection IS NULL OR connection = ANY($5))
+                 ORDER BY run_at, id
+                 LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING *",
+        )
+        .bind(worker)
+        .bind(now + lease)
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(connections)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (j.run_at, j.id));
+        Ok(jobs)
+    }
+
+    async fn due_connections(&self, now: DateTime<Utc>) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT connection FROM jobs
+             WHERE connection IS NOT NULL
+               AND ((status = 'queued' AND run_at <= $1) OR (status = 'running' AND lease_until < $1))
+             ORDER BY connection",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("connection")?)).collect()
+    }
+
     async fn complete_job(&self, id: JobId, worker: &str, now: DateTime<Utc>) -> Result<()> {
         let done = sqlx::query(
             "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $1
@@ -610,6 +658,69 @@ impl Store for PgStore {
             Some(_) => Err(StoreError::Conflict(format!("review item {id} is already resolved"))),
         }
     }
+
+    // ----- named leases -----
+
+    async fn try_acquire_lease(&self, name: &str, owner: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
+        // The conflict arm only fires for an expired lease or our own; otherwise nothing is returned. PostgreSQL
+        // locks the conflicting row and re-checks the WHERE against its newest version, so two takers of one
+        // expired lease cannot both win.
+        let row = sqlx::query(
+            "INSERT INTO leases (name, owner, held_until, acquired_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET
+                 owner = excluded.owner,
+                 held_until = excluded.held_until,
+                 acquired_at = CASE WHEN leases.owner = excluded.owner AND leases.held_until >= $4
+                                    THEN leases.acquired_at ELSE excluded.acquired_at END
+             WHERE leases.held_until < $4 OR leases.owner = excluded.owner
+             RETURNING owner",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(now + ttl)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM leases WHERE name = $1 AND owner = $2")
+            .bind(name)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn lease_holder(&self, name: &str, now: DateTime<Utc>) -> Result<Option<Lease>> {
+        let row = sqlx::query("SELECT * FROM leases WHERE name = $1 AND held_until >= $2")
+            .bind(name)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(lease_from_row).transpose()
+    }
+
+    async fn list_leases(&self, prefix: &str, now: DateTime<Utc>) -> Result<Vec<Lease>> {
+        // A prefix compare rather than LIKE, so `_` and `%` in names mean themselves.
+        let rows = sqlx::query(
+            "SELECT * FROM leases WHERE left(name, char_length($1)) = $1 AND held_until >= $2 ORDER BY name",
+        )
+        .bind(prefix)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(lease_from_row).collect()
+    }
+
+    async fn release_leases_of(&self, owner: Option<&str>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM leases WHERE $1::text IS NULL OR owner = $1::text")
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
 }
 
 // ----- row decoding -----
@@ -751,5 +862,14 @@ fn review_from_row(row: &PgRow) -> Result<ReviewItem> {
         status: parse_review_status(&status)?,
         resolution: row.try_get("resolution")?,
         resolved_at: row.try_get("resolved_at")?,
+    })
+}
+
+fn lease_from_row(row: &PgRow) -> Result<Lease> {
+    Ok(Lease {
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        until: row.try_get("held_until")?,
+        acquired_at: row.try_get("acquired_at")?,
     })
 }

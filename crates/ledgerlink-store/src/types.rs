@@ -304,3 +304,13 @@ pub struct ReviewItem {
     pub resolution: Option<serde_json::Value>,
     pub resolved_at: Option<DateTime<Utc>>,
 }
+
+/// A named lease held by `owner` until `until` (inclusive); after that anyone may take it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub name: String,
+    pub owner: String,
+    pub until: DateTime<Utc>,
+    /// When the current owner first took it (renewals keep it), so a holder's tenure can be told.
+    pub acquired_at: DateTime<Utc>,
+}

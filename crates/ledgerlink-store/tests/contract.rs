@@ -649,6 +649,148 @@ async fn reviews_are_found_by_their_job(f: &Fixture) {
     assert!(s.reviews_for_job(job_b + 1000).await.unwrap().is_empty());
 }
 
+async fn leases_are_exclusive_under_concurrency(f: &Fixture) {
+    const CONTENDERS: usize = 16;
+    let ttl = Duration::seconds(30);
+    // Everyone races for a free lease at once: exactly one wins.
+    let race = |at: DateTime<Utc>, round: &'static str| {
+        let tasks: Vec<_> = (0..CONTENDERS)
+            .map(|i| {
+                let store = Arc::clone(&f.store);
+                tokio::spawn(async move {
+                    let owner = format!("{round}-{i}");
+                    store.try_acquire_lease("connection:qbo", &owner, at, ttl).await.unwrap().then_some(owner)
+                })
+            })
+            .collect();
+        async move {
+            let mut winners = Vec::new();
+            for t in tasks {
+                winners.extend(t.await.unwrap());
+            }
+            winners
+        }
+    };
+    let winners = race(t0(), "first").await;
+    assert_eq!(winners.len(), 1, "a free lease went to {winners:?}");
+    let holder = f.store.lease_holder("connection:qbo", t0()).await.unwrap().unwrap();
+    assert_eq!(holder.owner, winners[0]);
+    assert_eq!((holder.until, holder.acquired_at), (t0() + ttl, t0()));
+
+    // While it holds, nobody else gets it, however many try.
+    assert!(race(t0() + Duration::seconds(10), "second").await.is_empty());
+    // Once it has expired, exactly one of many takes it over.
+    let later = t0() + ttl + Duration::seconds(1);
+    let takers = race(later, "third").await;
+    assert_eq!(takers.len(), 1, "an expired lease went to {takers:?}");
+    assert_eq!(f.store.lease_holder("connection:qbo", later).await.unwrap().unwrap().owner, takers[0]);
+}
+
+async fn leases_expire_renew_and_release(f: &Fixture) {
+    let s = &f.store;
+    let ttl = Duration::seconds(30);
+    assert!(s.lease_holder("refresh:qbo", t0()).await.unwrap().is_none());
+    assert!(s.try_acquire_lease("refresh:qbo", "a", t0(), ttl).await.unwrap());
+    assert!(!s.try_acquire_lease("refresh:qbo", "b", t0() + Duration::seconds(29), ttl).await.unwrap());
+    // Exactly at its end the lease still holds (as job leases do); strictly after, it has expired.
+    assert!(!s.try_acquire_lease("refresh:qbo", "b", t0() + ttl, ttl).await.unwrap());
+    assert_eq!(s.lease_holder("refresh:qbo", t0() + ttl).await.unwrap().unwrap().owner, "a");
+
+    // Renewal by the owner moves the end and keeps the start of its tenure.
+    let renewed_at = t0() + Duration::seconds(20);
+    assert!(s.try_acquire_lease("refresh:qbo", "a", renewed_at, ttl).await.unwrap());
+    let held = s.lease_holder("refresh:qbo", t0() + Duration::seconds(45)).await.unwrap().unwrap();
+    assert_eq!((held.owner.as_str(), held.until, held.acquired_at), ("a", renewed_at + ttl, t0()));
+    assert!(!s.try_acquire_lease("refresh:qbo", "b", t0() + Duration::seconds(45), ttl).await.unwrap());
+
+    // Expired: `b` takes over, and the old owner can neither renew nor release it any more.
+    let over = renewed_at + ttl + Duration::milliseconds(1);
+    assert!(s.lease_holder("refresh:qbo", over).await.unwrap().is_none());
+    assert!(s.try_acquire_lease("refresh:qbo", "b", over, ttl).await.unwrap());
+    let taken = s.lease_holder("refresh:qbo", over).await.unwrap().unwrap();
+    assert_eq!((taken.owner.as_str(), taken.acquired_at), ("b", over));
+    assert!(!s.try_acquire_lease("refresh:qbo", "a", over, ttl).await.unwrap());
+    assert!(!s.release_lease("refresh:qbo", "a").await.unwrap());
+    assert_eq!(s.lease_holder("refresh:qbo", over).await.unwrap().unwrap().owner, "b");
+
+    // Released: free at once for anyone, long before it would have expired.
+    assert!(s.release_lease("refresh:qbo", "b").await.unwrap());
+    assert!(s.lease_holder("refresh:qbo", over).await.unwrap().is_none());
+    assert!(!s.release_lease("refresh:qbo", "b").await.unwrap(), "releasing twice reports nothing released");
+    assert!(s.try_acquire_lease("refresh:qbo", "c", over, ttl).await.unwrap());
+
+    // An owner who let its lease lapse gets a new tenure when it takes it again.
+    let lapsed = over + ttl + Duration::seconds(5);
+    assert!(s.try_acquire_lease("refresh:qbo", "c", lapsed, ttl).await.unwrap());
+    assert_eq!(s.lease_holder("refresh:qbo", lapsed).await.unwrap().unwrap().acquired_at, lapsed);
+}
+
+async fn leases_are_listed_by_prefix_and_dropped_by_owner(f: &Fixture) {
+    let s = &f.store;
+    let ttl = Duration::seconds(30);
+    for (name, owner) in
+        [("worker:w1", "w1"), ("worker:w2", "w2"), ("connection:a", "w1"), ("connection:b", "w2"), ("worker_x", "w3")]
+    {
+        assert!(s.try_acquire_lease(name, owner, t0(), ttl).await.unwrap());
+    }
+    // A short-lived one that has run out by the time of the listing.
+    assert!(s.try_acquire_lease("worker:w9", "w9", t0() - Duration::minutes(5), ttl).await.unwrap());
+    let names = |v: Vec<ledgerlink_store::Lease>| v.into_iter().map(|l| l.name).collect::<Vec<_>>();
+    // `_` is not a wildcard: `worker_x` is not under `worker:`, and the expired `worker:w9` is not listed.
+    assert_eq!(names(s.list_leases("worker:", t0()).await.unwrap()), ["worker:w1", "worker:w2"]);
+    assert_eq!(names(s.list_leases("connection:", t0()).await.unwrap()), ["connection:a", "connection:b"]);
+    assert_eq!(names(s.list_leases("worker_", t0()).await.unwrap()), ["worker_x"]);
+
+    // A restarted w1 drops what its previous life held; w2's leases stay.
+    assert_eq!(s.release_leases_of(Some("w1")).await.unwrap(), 2);
+    assert_eq!(names(s.list_leases("", t0()).await.unwrap()), ["connection:b", "worker:w2", "worker_x"]);
+    assert!(s.try_acquire_lease("connection:a", "w3", t0(), ttl).await.unwrap());
+    // Without an owner everything goes (a single-process store at start-up).
+    assert_eq!(s.release_leases_of(None).await.unwrap(), 5);
+    assert!(s.list_leases("", t0() - Duration::hours(1)).await.unwrap().is_empty());
+}
+
+async fn claims_can_be_limited_to_leased_connections(f: &Fixture) {
+    let s = &f.store;
+    let on = |key: &str, connection: Option<&str>, run_at: DateTime<Utc>| {
+        let mut j = job(key, run_at);
+        j.connection = connection.map(str::to_string);
+        j
+    };
+    let a1 = s.enqueue(&on("a1", Some("alpha"), t0() - Duration::seconds(3))).await.unwrap().id();
+    let b1 = s.enqueue(&on("b1", Some("beta"), t0() - Duration::seconds(2))).await.unwrap().id();
+    let free = s.enqueue(&on("free", None, t0() - Duration::seconds(1))).await.unwrap().id();
+    let a2 = s.enqueue(&on("a2", Some("alpha"), t0())).await.unwrap().id();
+    s.enqueue(&on("g1", Some("gamma"), t0() + Duration::minutes(5))).await.unwrap();
+    let quoted = s.enqueue(&on("x'y", Some("it's"), t0() - Duration::seconds(9))).await.unwrap().id();
+    // Only connections with something claimable now: gamma's job is not due yet.
+    assert_eq!(s.due_connections(t0()).await.unwrap(), ["alpha", "beta", "it's"]);
+
+    let lease = Duration::seconds(30);
+    let alpha = ["alpha".to_string()];
+    let got: Vec<_> = s.claim_jobs_for("w1", t0(), lease, 10, &alpha).await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(got, [a1, free, a2], "alpha's jobs and the connection-less one, oldest first");
+    assert_eq!(s.due_connections(t0()).await.unwrap(), ["beta", "it's"]);
+    // Holding nothing still lets a worker run connection-less jobs, and nothing else.
+    assert!(s.claim_jobs_for("w2", t0(), lease, 10, &[]).await.unwrap().is_empty());
+    let beta = ["beta".to_string(), "it's".to_string()];
+    let got: Vec<_> = s.claim_jobs_for("w2", t0(), lease, 1, &beta).await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(got, [quoted], "the limit holds and the oldest due job comes first");
+    assert_eq!(s.due_connections(t0()).await.unwrap(), ["beta"]);
+    let got: Vec<_> = s.claim_jobs_for("w2", t0(), lease, 5, &beta).await.unwrap().iter().map(|j| j.id).collect();
+    assert_eq!(got, [b1]);
+    assert!(s.due_connections(t0()).await.unwrap().is_empty());
+    assert!(s.claim_jobs_for("w2", t0(), lease, 0, &beta).await.unwrap().is_empty());
+
+    // A running job whose lease has expired counts as due for its connection again.
+    let later = t0() + lease + Duration::seconds(1);
+    let due = s.due_connections(later).await.unwrap();
+    assert_eq!(due, ["alpha", "beta", "it's"]);
+    let retaken = s.claim_jobs_for("w3", later, lease, 10, &alpha).await.unwrap();
+    assert_eq!(retaken.iter().map(|j| j.id).collect::<Vec<_>>(), [a1, free, a2]);
+    assert!(retaken.iter().all(|j| j.attempts == 2 && j.lease_owner.as_deref() == Some("w3")));
+}
+
 // ----- one test per backend per contract -----
 
 macro_rules! contract {
@@ -670,6 +812,10 @@ macro_rules! contract {
 }
 
 contract!(
+    leases_are_exclusive_under_concurrency,
+    leases_expire_renew_and_release,
+    leases_are_listed_by_prefix_and_dropped_by_owner,
+    claims_can_be_limited_to_leased_connections,
     reviews_are_found_by_their_job,
     connections_are_sealed_at_rest_and_rotated_by_compare_and_swap,
     credentials_cannot_be_read_with_another_master_key,
