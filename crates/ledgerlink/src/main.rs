@@ -1,6 +1,6 @@
 //! `ledgerlink`: the command line. Parses the arguments and dispatches to the library's commands.
 
-use ledgerlink::{admin_cmd, demo, flows_cmd, sandbox_cmd, serve};
+use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve};
 use ledgerlink_engine::review::Decision;
 
 use std::path::PathBuf;
@@ -31,6 +31,35 @@ enum Command {
         /// How many opportunities the scenario closes.
         #[arg(long, default_value_t = 30)]
         opportunities: usize,
+    },
+    /// Measure the engine with in-process sandboxes: throughput, QuickBooks limits, webhook latency, backfill
+    /// memory. Prints a table and, last on stdout, one JSON line.
+    Bench {
+        which: bench::Which,
+        /// The engine's store.
+        #[arg(long, value_enum, default_value = "sqlite")]
+        store: bench::StoreKind,
+        /// Records (throughput: 2,000; limits: 1,000; backfill: 100,000) or webhook events (latency: rate × seconds).
+        #[arg(long)]
+        n: Option<usize>,
+        /// Only the JSON line on stdout (the table goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// A PostgreSQL server to create a fresh database on for the run (dropped afterwards).
+        #[arg(long, env = "LEDGERLINK_TEST_POSTGRES_URL")]
+        postgres_url: Option<String>,
+        /// Jobs the engine runs at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// `limits`: how much faster than real time QuickBooks' limit minute passes (sandbox and connector).
+        #[arg(long, default_value_t = 10.0)]
+        time_scale: f64,
+        /// `latency`: webhook events per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// `latency`: seconds of events.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
     },
     /// Serve one sandbox on its own; the first stdout line is JSON with its URL and credentials.
     Sandbox {
@@ -183,6 +212,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo { once, port, data_dir, opportunities } => demo::run(demo::DemoOptions { once, port, data_dir, opportunities }).await,
+            Command::Bench { which, store, n, json, postgres_url, concurrency, time_scale, rate, seconds } => {
+                bench::run(bench::BenchOptions { which, store, n, json, postgres_url, concurrency, time_scale, rate, seconds }).await
+            }
             Command::Sandbox { system, port, state, tls } => sandbox_cmd::run(&system, port, state, tls).await,
             Command::Serve { config } => serve::run(&config).await,
             Command::Flows { command: FlowsCommand::Validate { file, set } } => flows_cmd::validate(&file, &set),
