@@ -50,6 +50,8 @@ pub struct Engine {
     pub settings: EngineSettings,
     /// Serialises creates of the same target record within this process.
     pub locks: Arc<locks::KeyedLocks>,
+    /// Rung when this process queues a job, so an idle worker starts it at once instead of at its next look.
+    pub work_queued: Arc<tokio::sync::Notify>,
 }
 
 /// Runtime knobs (part of [`Config`]).
@@ -128,6 +130,7 @@ impl Engine {
             stats: Arc::new(Stats::default()),
             settings,
             locks: Arc::new(locks::KeyedLocks::default()),
+            work_queued: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

@@ -109,6 +109,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
                 Enqueued::Inserted(_) => {
                     report.enqueued += 1;
                     Stats::inc(&engine.stats.jobs_enqueued);
+                    engine.work_queued.notify_one();
                 }
                 // Already queued once: our own write-back coming back (see `executor`), or a re-read after a crash.
                 Enqueued::Duplicate(_) => Stats::inc(&engine.stats.changes_already_handled),

@@ -81,6 +81,7 @@ pub async fn accept_quickbooks(engine: &Engine, connection: &str, body: &[u8], s
                 Enqueued::Inserted(_) => {
                     accepted.enqueued += 1;
                     Stats::inc(&engine.stats.jobs_enqueued);
+                    engine.work_queued.notify_one();
                 }
                 Enqueued::Duplicate(_) => Stats::inc(&engine.stats.changes_already_handled),
             }

@@ -250,6 +250,7 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> anyhow:
         if claimed.is_empty() {
             tokio::select! {
                 _ = tokio::time::sleep(engine.settings.idle_wait) => {}
+                _ = engine.work_queued.notified() => {}
                 _ = shutdown.changed() => {}
             }
             continue;
