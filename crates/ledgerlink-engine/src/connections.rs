@@ -185,6 +185,15 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
                 let policy = ledgerlink_connectors::quickbooks::quickbooks_policy();
                 connector = connector.with_limiter(ledgerlink_connectors::limiter::Limiter::with_speedup(&policy, speedup));
             }
+            // Creates from concurrent jobs leave as batch calls of up to 30 (one request of the 500 a minute instead
+            // of thirty). On unless the connection says `batch_writes = false`.
+            if cfg.get("batch_writes").and_then(Value::as_bool).unwrap_or(true) {
+                let batching = ledgerlink_connectors::quickbooks::batching::BatchingConnector::new(
+                    Arc::new(connector),
+                    ledgerlink_connectors::quickbooks::batch::BatchWriter::DEFAULT_LINGER,
+                );
+                return Ok(Arc::new(batching));
+            }
             Ok(Arc::new(connector))
         }
         "salesforce" => {

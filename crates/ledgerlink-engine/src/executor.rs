@@ -628,11 +628,48 @@ impl Run<'_> {
         }
         let payload = conn.encode_invoice(&invoice).map_err(|e| conn_err(step, e))?;
         let key = keys::action_key(&self.flow.name, &src, &step.id);
-        let created = self.create_once(step, &conn, connection, "Invoice", &payload, &key).await?;
+        let created = match self.create_once(step, &conn, connection, "Invoice", &payload, &key).await {
+            // The system already holds a document with this number: an earlier attempt of ours whose answer was
+            // lost, or someone else's. Ours only if it is for the same customer and the same total.
+            Err(StepError::Duplicate(refusal)) => self.adopt_invoice(step, &conn, connection, &invoice, &key, refusal).await?,
+            other => other?,
+        };
         let id = conn.record_id(&created).unwrap_or_default();
         self.link(&src, RecordRef::new(connection, "Invoice", id), Some(keys::value_hash(&Value::Object(payload)))).await?;
         self.count(|s| &s.invoices_created);
         Ok(Value::Object(created))
+    }
+
+    /// After a duplicate-number refusal: the invoice with this DocNumber, if it is provably the one we meant to
+    /// create (same customer, same total); otherwise the refusal goes to review.
+    async fn adopt_invoice(
+        &mut self,
+        step: &Step,
+        conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>,
+        connection: &str,
+        invoice: &Invoice,
+        key: &str,
+        refusal: Invalid,
+    ) -> Result<Record, StepError> {
+        let Some(number) = invoice.doc_number.clone() else { return Err(StepError::Invalid(refusal)) };
+        let q = FindQuery { object: "Invoice".into(), equals: vec![("DocNumber".into(), json!(number))], fields: vec![], limit: Some(5) };
+        let found = conn.find(&q).await.map_err(|e| conn_err(step, e))?;
+        let total = invoice.total().amount;
+        let ours: Vec<Record> = found
+            .into_iter()
+            .filter(|r| {
+                r.get("CustomerRef").and_then(|c| c.get("value")).and_then(Value::as_str) == Some(invoice.customer_id.as_str())
+                    && r.get("TotalAmt").map(to_decimal).and_then(Result::ok) == Some(total)
+            })
+            .collect();
+        let [record] = ours.as_slice() else { return Err(StepError::Invalid(refusal)) };
+        let id = conn.record_id(record).unwrap_or_default();
+        if self.plan.is_none() {
+            self.engine.store.complete_intent(key, &id, &Value::Object(record.clone()), crate::now()).await?;
+            self.audit(connection, "Invoice", Some(id), "create", "adopted", None, Some(Value::Object(record.clone())), None).await?;
+        }
+        self.count(|s| &s.duplicates_prevented);
+        Ok(record.clone())
     }
 
     fn build_invoice(&mut self, step: &Step, header: &Mapping, lines: &Expr, line: &Mapping) -> Result<Invoice, StepError> {
@@ -992,7 +1029,7 @@ impl Run<'_> {
         after: Option<Value>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        if outcome != "ok" {
+        if outcome == "error" {
             self.count(|s| &s.errors);
         }
         self.engine

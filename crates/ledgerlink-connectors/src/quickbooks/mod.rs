@@ -7,6 +7,7 @@
 //! [`TokenManager`] with Basic client authentication; any 401 triggers one refresh and one retry.
 
 pub mod batch;
+pub mod batching;
 pub mod cdc;
 pub mod classify;
 pub mod invoice;
@@ -355,9 +356,9 @@ impl Connector for QuickbooksConnector {
         "quickbooks"
     }
 
-    /// 6240: the DisplayName (or an item's Name) is taken.
+    /// 6240: the DisplayName (or an item's Name) is taken; 6140: a document with this DocNumber exists.
     fn is_duplicate_error(&self, err: &ConnectorError) -> bool {
-        matches!(err, ConnectorError::Validation { code, .. } if code == "6240")
+        matches!(err, ConnectorError::Validation { code, .. } if code == "6240" || code == "6140")
     }
 
     fn rate_limit_policy(&self) -> RateLimitPolicy {
