@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod http;
 pub mod limiter;
+pub mod notify;
 pub mod quickbooks;
 pub mod retry;
 pub mod salesforce;

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod faults;
 pub mod quickbooks;
 pub mod salesforce;
+pub mod slack;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
