@@ -84,6 +84,13 @@ pub trait Connector: Send + Sync {
     /// version (used with the id to de-duplicate changes seen twice).
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>>;
 
+    /// The record's own change counter, when the system keeps one (QuickBooks' SyncToken). Timestamps alone can
+    /// be too coarse (QuickBooks' have whole seconds): two changes within one second would look like one.
+    fn record_version(&self, record: &Record) -> Option<String> {
+        let _ = record;
+        None
+    }
+
     /// The fields a read must include for [`Connector::change_timestamp`] to work on the record it returns.
     fn change_timestamp_fields(&self) -> &'static [&'static str] {
         &[]

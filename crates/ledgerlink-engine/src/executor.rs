@@ -968,7 +968,7 @@ impl Run<'_> {
             return Ok(());
         }
         let Some(ts) = conn.change_timestamp(updated) else { return Ok(()) };
-        let version = keys::version_of(ts);
+        let version = keys::version_of(ts, conn.record_version(updated).as_deref());
         let now = crate::now();
         self.engine
             .store

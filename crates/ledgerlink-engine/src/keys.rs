@@ -21,9 +21,20 @@ pub fn change_job_key(flow: &str, connection: &str, object: &str, id: &str, vers
     format!("change:{flow}:{connection}:{object}:{id}:{version}")
 }
 
-/// The version of a record as its change timestamp, in one fixed text form (job keys and seen-sets compare it).
-pub fn version_of(ts: chrono::DateTime<chrono::Utc>) -> String {
-    ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+/// The version of a record: its change timestamp in one fixed text form, then `#` and the system's own change
+/// counter when it has one (job keys and seen-sets compare it; [`version_time`] reads the time back).
+pub fn version_of(ts: chrono::DateTime<chrono::Utc>, counter: Option<&str>) -> String {
+    let t = ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    match counter {
+        Some(c) => format!("{t}#{c}"),
+        None => t,
+    }
+}
+
+/// The time part of a [`version_of`] string.
+pub fn version_time(version: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = version.split('#').next().unwrap_or(version);
+    chrono::DateTime::parse_from_rfc3339(t).ok().map(|d| d.with_timezone(&chrono::Utc))
 }
 
 /// A stable hash of a JSON value (object keys sorted), used to recognise our own writes coming back.
@@ -72,6 +83,14 @@ mod tests {
         assert!(a.len() <= 50);
         assert_ne!(a, action_key("f", &r, "customer"));
         assert_ne!(a, action_key("g", &r, "invoice"));
+    }
+
+    #[test]
+    fn versions_carry_the_counter_and_give_back_their_time() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_ne!(version_of(t, Some("3")), version_of(t, Some("4")), "same second, different change");
+        assert_eq!(version_time(&version_of(t, Some("3"))), Some(t));
+        assert_eq!(version_time(&version_of(t, None)), Some(t));
     }
 
     #[test]

@@ -43,7 +43,7 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
     let mut high = now - overlap;
     for rec in &changes.records {
         if let (Some(id), Some(ts)) = (conn.record_id(rec), conn.change_timestamp(rec)) {
-            seen.insert(id, keys::version_of(ts));
+            seen.insert(id, keys::version_of(ts, conn.record_version(rec).as_deref()));
             high = high.max(ts);
         }
     }
@@ -74,7 +74,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
     for rec in changes.records {
         let Some(id) = conn.record_id(&rec) else { continue };
         let Some(ts) = conn.change_timestamp(&rec) else { continue };
-        let version = keys::version_of(ts);
+        let version = keys::version_of(ts, conn.record_version(&rec).as_deref());
         if seen.get(&id) == Some(&version) {
             continue;
         }
@@ -123,7 +123,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
 
     // Keep only what the next overlap window can show again.
     let horizon = high - overlap;
-    seen.retain(|_, v| DateTime::parse_from_rfc3339(v).map(|t| t.with_timezone(&Utc) >= horizon).unwrap_or(false));
+    seen.retain(|_, v| keys::version_time(v).is_some_and(|t| t >= horizon));
     save_cursor(engine, flow, connection, object, high, &seen, now).await?;
     Ok(report)
 }

@@ -301,6 +301,12 @@ async fn each_connection_runs_on_one_worker_at_a_time_and_moves_when_its_worker_
     }
     let total = (2 * N) as i64;
     wait_until("phase 1 to finish", StdDuration::from_secs(60), || workers_done(&admin, total)).await;
+    // The recorder notes a run's end after the store call returns: wait for the log, not only the store.
+    wait_until("every phase 1 run to be recorded as ended", StdDuration::from_secs(10), || {
+        let ended = log.lock().unwrap().iter().filter(|w| w.end.is_some()).count();
+        async move { ended == 2 * N }
+    })
+    .await;
     let phase1 = log.lock().unwrap().clone();
     assert_eq!(phase1.len(), 2 * N, "every job ran exactly once");
     assert_one_worker_per_connection_at_a_time(&phase1, None);

@@ -79,6 +79,10 @@ impl Connector for BatchingConnector {
         self.inner.change_timestamp_fields()
     }
 
+    fn record_version(&self, record: &Record) -> Option<String> {
+        self.inner.record_version(record)
+    }
+
     fn is_duplicate_error(&self, err: &ConnectorError) -> bool {
         self.inner.is_duplicate_error(err)
     }

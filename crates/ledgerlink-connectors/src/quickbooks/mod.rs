@@ -356,6 +356,10 @@ impl Connector for QuickbooksConnector {
         "quickbooks"
     }
 
+    fn record_version(&self, record: &Record) -> Option<String> {
+        record.get("SyncToken").and_then(|v| v.as_str()).map(str::to_string)
+    }
+
     /// 6240: the DisplayName (or an item's Name) is taken; 6140: a document with this DocNumber exists.
     fn is_duplicate_error(&self, err: &ConnectorError) -> bool {
         matches!(err, ConnectorError::Validation { code, .. } if code == "6240" || code == "6140")
