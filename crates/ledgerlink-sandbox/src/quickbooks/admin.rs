@@ -185,18 +185,9 @@ async fn get_limits(State(app): State<Arc<Shared>>) -> Response {
 /// `POST /sandbox/admin/limits` `{"enabled", "per_minute", "concurrent", "batch_per_minute", "time_scale"}`: the
 /// fields given replace the current ones.
 async fn set_limits(State(app): State<Arc<Shared>>, body: Bytes) -> Response {
-    let patch = match object_body(&body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let mut current = match serde_json::to_value(app.limits.config()) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    current.extend(patch);
-    let config: QuickbooksLimits = match serde_json::from_value(Value::Object(current)) {
+    let config: QuickbooksLimits = match patched(&app.limits.config(), &body, "limits") {
         Ok(c) => c,
-        Err(e) => return bad_request(format!("the limits are not valid: {e}")),
+        Err(r) => return *r,
     };
     match app.limits.set(config) {
         Ok(()) => axum::Json(app.limits.config()).into_response(),
@@ -231,18 +222,9 @@ async fn get_webhook_config(State(app): State<Arc<Shared>>) -> Response {
 
 /// `POST /sandbox/admin/webhooks/config` `{"window_ms", "retry_time_scale", "timeout_ms"}` (fields given replace).
 async fn set_webhook_config(State(app): State<Arc<Shared>>, body: Bytes) -> Response {
-    let patch = match object_body(&body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
-    let mut current = match serde_json::to_value(app.webhooks.config()) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    current.extend(patch);
-    let config: WebhookConfig = match serde_json::from_value(Value::Object(current)) {
+    let config: WebhookConfig = match patched(&app.webhooks.config(), &body, "webhook configuration") {
         Ok(c) => c,
-        Err(e) => return bad_request(format!("the webhook configuration is not valid: {e}")),
+        Err(r) => return *r,
     };
     match app.webhooks.set_config(config) {
         Ok(()) => axum::Json(app.webhooks.config()).into_response(),
@@ -253,6 +235,17 @@ async fn set_webhook_config(State(app): State<Arc<Shared>>, body: Bytes) -> Resp
 /// `GET /sandbox/admin/webhooks/deliveries`: every POST, its body, signature and attempts.
 async fn deliveries(State(app): State<Arc<Shared>>) -> Response {
     axum::Json(json!(app.webhooks.deliveries())).into_response()
+}
+
+/// `current` with the fields of the JSON object `body` replacing its own (the admin routes' partial updates).
+fn patched<T: serde::Serialize + serde::de::DeserializeOwned>(current: &T, body: &Bytes, what: &str) -> Result<T, Box<Response>> {
+    let patch = object_body(body)?;
+    let mut merged = match serde_json::to_value(current) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    merged.extend(patch);
+    serde_json::from_value(Value::Object(merged)).map_err(|e| Box::new(bad_request(format!("invalid {what}: {e}"))))
 }
 
 fn bad_request(message: String) -> Response {
