@@ -16,6 +16,8 @@ use ledgerlink_sandbox::{quickbooks, salesforce};
 use ledgerlink_store::{JobStatus, MasterKey, SecretCipher};
 use serde_json::{Value, json};
 
+mod activity;
+
 pub struct DemoOptions {
     pub once: bool,
     pub port: u16,
@@ -24,6 +26,23 @@ pub struct DemoOptions {
 }
 
 const FLOW: &str = "salesforce-closed-won-to-quickbooks-invoice";
+
+/// The templates the demo installs, all with their default parameters.
+const DEMO_TEMPLATES: &[&str] = &[
+    FLOW,
+    "salesforce-account-to-quickbooks-customer",
+    "quickbooks-customer-to-salesforce-account",
+    "quickbooks-invoice-status-to-salesforce",
+    "salesforce-products-to-quickbooks-items",
+];
+
+/// Opportunity fields the invoice-status template writes (a Salesforce admin adds them once).
+const STATUS_FIELDS: &[(&str, &str)] = &[
+    ("QuickBooks_Payment_Status__c", "Text"),
+    ("QuickBooks_Amount_Due__c", "Currency"),
+    ("QuickBooks_Due_Date__c", "Date"),
+    ("QuickBooks_Last_Payment_Date__c", "Date"),
+];
 const INVOICE_FIELD: &str = "QuickBooks_Invoice_Id__c";
 
 /// Accounts the scenario creates that QuickBooks does not know yet.
@@ -59,17 +78,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     let store = ledgerlink_store::open(&format!("sqlite://{}", db.display()), SecretCipher::new(key)).await?;
     store.put_connection(&connections::from_sandbox_info("quickbooks", &qbo.info)?).await?;
     store.put_connection(&connections::from_sandbox_info("salesforce", &sfdc.info)?).await?;
+    for (name, ty) in STATUS_FIELDS {
+        sandbox_admin(&sfdc.base_url, "fields", json!({"object": "Opportunity", "name": name, "type": ty})).await?;
+    }
     let connectors = connections::build_all(store.clone()).await?;
-    let flow = templates::load(FLOW, &BTreeMap::new())?;
+    let flows = DEMO_TEMPLATES.iter().map(|name| templates::load(name, &BTreeMap::new())).collect::<anyhow::Result<Vec<_>>>()?;
     let settings = EngineSettings {
         worker_id: "demo".into(),
         concurrency: 4,
         poll_interval: Some(Duration::from_millis(250)),
         ..EngineSettings::default()
     };
-    let engine = Engine::new(store.clone(), connectors, vec![flow], settings)?;
+    let engine = Engine::new(store.clone(), connectors, flows, settings)?;
     engine.prime().await?;
-    say(&format!("engine on embedded SQLite at {}", db.display()));
+    say(&format!("engine on embedded SQLite at {}, templates: {}", db.display(), DEMO_TEMPLATES.join(", ")));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
@@ -97,7 +119,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     scenario.reopen_and_close_again(&sf, &engine).await?;
     scenario.wait_until_invoiced(&sf, &engine, Duration::from_secs(120)).await?;
 
-    let summary = scenario.summarise(&sf, &qb, &engine).await?;
+    say("the rest of the week, in both systems:");
+    let mut checks = activity::customer_edits(&sf, &qb, &scenario).await?;
+    checks.extend(activity::payments(&sf, &qb, &scenario).await?);
+    checks.extend(activity::price_changes(&sf, &qb).await?);
+    settle(&engine, Duration::from_secs(30)).await?;
+
+    let summary = scenario.summarise(&sf, &qb, &engine, &checks).await?;
     summary.print(started.elapsed());
     println!("{}", serde_json::to_string(&summary.json)?);
 
@@ -118,6 +146,26 @@ fn say(line: &str) {
     eprintln!("{line}");
 }
 
+/// POSTs to a sandbox's admin API (custom fields, clock, …).
+async fn sandbox_admin(base: &str, path: &str, body: Value) -> anyhow::Result<()> {
+    let r = ledgerlink_connectors::http::client().post(format!("{base}/sandbox/admin/{path}")).json(&body).send().await?;
+    anyhow::ensure!(r.status().is_success(), "sandbox admin {path}: {}", r.text().await.unwrap_or_default());
+    Ok(())
+}
+
+/// Waits until no job is queued or running (the echoes of the last acts have been seen and dropped).
+async fn settle(engine: &Engine, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let counts = engine.store.count_jobs().await?;
+        if counts.queued == 0 && counts.running == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 pub struct Opportunity {
     pub id: String,
     pub name: String,
@@ -130,6 +178,8 @@ pub struct Scenario {
     pub opportunities: Vec<Opportunity>,
     pub accounts: usize,
     pub known_customers: usize,
+    /// (Salesforce id, name) of the accounts QuickBooks did not know before.
+    pub new_accounts: Vec<(String, String)>,
 }
 
 fn s(rec: &Record, key: &str) -> String {
@@ -222,7 +272,8 @@ impl Scenario {
             }
             opportunities.push(Opportunity { id, name, lines, discounted });
         }
-        Ok(Scenario { opportunities, accounts: account_ids.len(), known_customers: known })
+        let new_accounts = account_ids[known..].to_vec();
+        Ok(Scenario { opportunities, accounts: account_ids.len(), known_customers: known, new_accounts })
     }
 
     /// Marks every opportunity Closed Won, a few at a time, over a few seconds.
@@ -293,7 +344,7 @@ impl Scenario {
         Ok(per_opp)
     }
 
-    async fn summarise(&self, sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, engine: &Engine) -> anyhow::Result<Summary> {
+    async fn summarise(&self, sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, engine: &Engine, checks: &[activity::Check]) -> anyhow::Result<Summary> {
         let per_opp = self.invoices_by_opportunity(qb).await?;
         let invoices_created: usize = per_opp.values().map(Vec::len).sum();
         let duplicate_invoices = per_opp.values().filter(|v| v.len() > 1).count();
@@ -322,7 +373,8 @@ impl Scenario {
         let stats = engine.stats.snapshot();
         let counts = engine.store.count_jobs().await?;
         let open_reviews = engine.store.list_reviews(Some(ledgerlink_store::ReviewStatus::Open)).await?;
-        let errors = stats.errors as usize + open_reviews.len() + counts.dead as usize + mismatched.len() + missing;
+        let failed_checks = checks.iter().filter(|c| !c.ok).count();
+        let errors = stats.errors as usize + open_reviews.len() + counts.dead as usize + mismatched.len() + missing + failed_checks;
         let json = json!({
             "opportunities_closed": self.opportunities.len(),
             "invoices_created": invoices_created,
@@ -338,9 +390,12 @@ impl Scenario {
             "missing_invoices": missing,
             "open_reviews": open_reviews.len(),
             "dead_jobs": counts.dead,
+            "template_checks": checks.iter().map(activity::Check::json).collect::<Vec<_>>(),
+            "template_checks_passed": checks.len() - failed_checks,
+            "template_checks_failed": failed_checks,
             "errors": errors,
         });
-        Ok(Summary { json, mismatched, example, reviews: open_reviews.iter().map(|r| r.item.reason.clone()).collect() })
+        Ok(Summary { json, mismatched, example, reviews: open_reviews.iter().map(|r| r.item.reason.clone()).collect(), checks: checks.to_vec() })
     }
 }
 
@@ -360,6 +415,7 @@ struct Summary {
     mismatched: Vec<String>,
     example: Option<String>,
     reviews: Vec<String>,
+    checks: Vec<activity::Check>,
 }
 
 impl Summary {
@@ -376,6 +432,9 @@ impl Summary {
         row("items created", "items_created");
         row("duplicates prevented", "duplicates_prevented");
         row("invoice totals checked", "invoice_totals_checked");
+        for c in &self.checks {
+            eprintln!("  {} {}: {} → {}", if c.ok { "✓" } else { "✗" }, c.template, c.what, c.seen);
+        }
         row("errors", "errors");
         if let Some(e) = &self.example {
             eprintln!("  e.g. {e}");

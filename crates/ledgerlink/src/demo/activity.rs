@@ -1,0 +1,198 @@
+//! The demo's activity beyond closing deals: one act per shipped template, each done the way a user of the two
+//! systems would do it (edit an account, record a payment, change a price), followed by a wait until the effect
+//! shows in the *other* system. Every act reports a [`Check`]: what was done, what was seen, and whether it held.
+//! The checks read the sandboxes, never the engine's own counters, so the summary says what the systems hold.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ledgerlink_connectors::{Connector, FindQuery, Record};
+use ledgerlink_engine::executor::to_decimal;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::{Scenario, rec, s, say};
+
+/// How long one act may take to show on the other side before it counts as failed.
+const ACT_LIMIT: Duration = Duration::from_secs(60);
+
+/// The outcome of one act.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The template the act exercises.
+    pub template: &'static str,
+    /// What a user did and what should follow, in words.
+    pub what: String,
+    pub ok: bool,
+    /// What was seen (the value that arrived, or what was still missing at the deadline).
+    pub seen: String,
+}
+
+impl Check {
+    pub fn json(&self) -> Value {
+        json!({"template": self.template, "what": self.what, "ok": self.ok, "seen": self.seen})
+    }
+}
+
+/// Waits until `probe` returns `Some`, re-reading every 100 ms, for at most `limit`. Returns the last answer.
+async fn wait_until<F, Fut>(limit: Duration, mut probe: F) -> anyhow::Result<Option<String>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<String>>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(seen) = probe().await? {
+            return Ok(Some(seen));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn check(template: &'static str, what: String, seen: Option<String>, missing: &str) -> Check {
+    let ok = seen.is_some();
+    let seen = seen.unwrap_or_else(|| format!("not seen within {} s: {missing}", ACT_LIMIT.as_secs()));
+    say(&format!("  {} {what} → {seen}", if ok { "✓" } else { "✗" }));
+    Check { template, what, ok, seen }
+}
+
+async fn one(c: &Arc<dyn Connector>, object: &str, field: &str, value: Value) -> anyhow::Result<Option<Record>> {
+    let q = FindQuery { object: object.into(), equals: vec![(field.into(), value)], fields: vec![], limit: Some(2) };
+    Ok(c.find(&q).await?.into_iter().next())
+}
+
+/// A JSON number written from a `Decimal` exactly as its text (the wire form both APIs take).
+fn number(d: Decimal) -> Value {
+    serde_json::from_str(&d.to_string()).unwrap_or(Value::Null)
+}
+
+/// `salesforce-account-to-quickbooks-customer` and `quickbooks-customer-to-salesforce-account`: a phone number
+/// changed in Salesforce reaches the QuickBooks customer; a website entered in QuickBooks reaches the account.
+pub async fn customer_edits(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario: &Scenario) -> anyhow::Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    let Some((account_id, account_name)) = scenario.new_accounts.first().cloned() else { return Ok(checks) };
+    let Some(customer) = one(qb, "Customer", "DisplayName", json!(account_name)).await? else {
+        checks.push(check(
+            "salesforce-account-to-quickbooks-customer",
+            format!("account “{account_name}” has a QuickBooks customer"),
+            None,
+            "no customer of that name",
+        ));
+        return Ok(checks);
+    };
+    let customer_id = s(&customer, "Id");
+
+    let phone = "(503) 555-0142";
+    say(&format!("sales updates the phone of “{account_name}” in Salesforce to {phone}"));
+    sf.update("Account", &account_id, &rec(json!({"Phone": phone}))).await?;
+    let seen = wait_until(ACT_LIMIT, || async {
+        let c = qb.get("Customer", &customer_id, &[]).await?.unwrap_or_default();
+        let now = c.get("PrimaryPhone").and_then(|p| p.get("FreeFormNumber")).and_then(Value::as_str).unwrap_or_default().to_string();
+        Ok((now == phone).then(|| format!("QuickBooks customer {customer_id} phone {now}")))
+    })
+    .await?;
+    checks.push(check("salesforce-account-to-quickbooks-customer", format!("Salesforce phone edit on “{account_name}”"), seen, "phone unchanged"));
+
+    let website = "https://www.example-customer.test";
+    say(&format!("finance enters the website of “{account_name}” in QuickBooks: {website}"));
+    qb.update("Customer", &customer_id, &rec(json!({"WebAddr": {"URI": website}}))).await?;
+    let seen = wait_until(ACT_LIMIT, || async {
+        let a = sf.get("Account", &account_id, &["Id".into(), "Website".into()]).await?.unwrap_or_default();
+        let now = s(&a, "Website");
+        Ok((now == website).then(|| format!("Salesforce account Website {now}")))
+    })
+    .await?;
+    checks.push(check("quickbooks-customer-to-salesforce-account", format!("QuickBooks website edit on “{account_name}”"), seen, "website unchanged"));
+    Ok(checks)
+}
+
+/// `quickbooks-invoice-status-to-salesforce`: finance records a full payment on one invoice and a partial
+/// payment on another; the opportunities show Paid and Partially Paid with the amount still due.
+pub async fn payments(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario: &Scenario) -> anyhow::Result<Vec<Check>> {
+    const TEMPLATE: &str = "quickbooks-invoice-status-to-salesforce";
+    let mut checks = Vec::new();
+    let per_opp = scenario.invoices_by_opportunity(qb).await?;
+    let mut picked = scenario.opportunities.iter().filter_map(|o| per_opp.get(&o.id).and_then(|v| v.first()).map(|inv| (o, inv.clone())));
+    let plan = [("Paid", Decimal::ONE), ("Partially Paid", Decimal::new(4, 1))];
+    for (n, (status, share)) in plan.into_iter().enumerate() {
+        let Some((opp, invoice)) = picked.next() else { break };
+        let total = to_decimal(&invoice["TotalAmt"]).map_err(|e| anyhow::anyhow!(e))?;
+        let amount = (total * share).round_dp(2);
+        let due = total - amount;
+        say(&format!("finance records a payment of {amount} USD on invoice {} (total {total} USD)", s(&invoice, "DocNumber")));
+        qb.create(
+            "Payment",
+            &rec(json!({
+                "CustomerRef": invoice["CustomerRef"],
+                "TotalAmt": number(amount),
+                "Line": [{"Amount": number(amount), "LinkedTxn": [{"TxnId": invoice["Id"], "TxnType": "Invoice"}]}],
+            })),
+            &format!("demo-payment-{}-{n}", opp.id),
+        )
+        .await?;
+        let fields = ["Id", "QuickBooks_Payment_Status__c", "QuickBooks_Amount_Due__c"].map(String::from);
+        let seen = wait_until(ACT_LIMIT, || async {
+            let o = sf.get("Opportunity", &opp.id, &fields).await?.unwrap_or_default();
+            let shown = s(&o, "QuickBooks_Payment_Status__c");
+            let amount_due = o.get("QuickBooks_Amount_Due__c").map(to_decimal).transpose().ok().flatten();
+            Ok((shown == status && amount_due == Some(due)).then(|| format!("opportunity shows {shown}, {due} USD due")))
+        })
+        .await?;
+        checks.push(check(TEMPLATE, format!("{status}: payment of {amount} of {total} USD"), seen, "status or amount due not updated"));
+    }
+    Ok(checks)
+}
+
+/// `salesforce-products-to-quickbooks-items`: sales raises a list price in Salesforce, and it becomes the item's
+/// price in QuickBooks; finance then changes the item's price in QuickBooks, and it reaches the price book.
+pub async fn price_changes(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>) -> anyhow::Result<Vec<Check>> {
+    const TEMPLATE: &str = "salesforce-products-to-quickbooks-items";
+    let mut checks = Vec::new();
+    let standard = one(sf, "Pricebook2", "IsStandard", json!(true)).await?.ok_or_else(|| anyhow::anyhow!("no standard price book"))?;
+    let q = FindQuery {
+        object: "PricebookEntry".into(),
+        equals: vec![("Pricebook2Id".into(), standard["Id"].clone())],
+        fields: ["Id", "Product2Id", "UnitPrice"].map(String::from).to_vec(),
+        limit: Some(1),
+    };
+    let Some(entry) = sf.find(&q).await?.into_iter().next() else { return Ok(checks) };
+    let (entry_id, product_id) = (s(&entry, "Id"), s(&entry, "Product2Id"));
+    let product = sf.get("Product2", &product_id, &["Id".into(), "Name".into()]).await?.unwrap_or_default();
+    let name = s(&product, "Name");
+    let old = to_decimal(&entry["UnitPrice"]).map_err(|e| anyhow::anyhow!(e))?;
+    let raised = (old * Decimal::new(110, 2)).round_dp(2);
+    say(&format!("sales raises the list price of “{name}” from {old} to {raised} USD"));
+    sf.update("PricebookEntry", &entry_id, &rec(json!({"UnitPrice": number(raised)}))).await?;
+    // A price lives on the price book entry; the flow runs when the product itself changes (see the template).
+    sf.update("Product2", &product_id, &rec(json!({"Description": format!("{name} (list price {raised} USD)")}))).await?;
+    let item_price = |want: Decimal| {
+        let (qb, name) = (qb.clone(), name.clone());
+        async move {
+            let Some(item) = one(&qb, "Item", "Name", json!(name)).await? else { return Ok(None) };
+            let now = item.get("UnitPrice").map(to_decimal).transpose().ok().flatten();
+            Ok((now == Some(want)).then(|| format!("QuickBooks item {} price {want} USD", s(&item, "Id"))))
+        }
+    };
+    let seen = wait_until(ACT_LIMIT, || item_price(raised)).await?;
+    checks.push(check(TEMPLATE, format!("Salesforce list price of “{name}” → {raised} USD"), seen.clone(), "item price unchanged"));
+    if seen.is_none() {
+        return Ok(checks);
+    }
+
+    let item = one(qb, "Item", "Name", json!(name)).await?.unwrap_or_default();
+    let finance = raised + Decimal::new(5, 0);
+    say(&format!("finance sets the price of item “{name}” in QuickBooks to {finance} USD"));
+    qb.update("Item", &s(&item, "Id"), &rec(json!({"UnitPrice": number(finance)}))).await?;
+    sf.update("Product2", &product_id, &rec(json!({"Description": format!("{name} (repriced by finance)")}))).await?;
+    let seen = wait_until(ACT_LIMIT, || async {
+        let e = sf.get("PricebookEntry", &entry_id, &["Id".into(), "UnitPrice".into()]).await?.unwrap_or_default();
+        let now = e.get("UnitPrice").map(to_decimal).transpose().ok().flatten();
+        Ok((now == Some(finance)).then(|| format!("standard price book entry {finance} USD")))
+    })
+    .await?;
+    checks.push(check(TEMPLATE, format!("QuickBooks price of “{name}” → {finance} USD"), seen, "price book unchanged"));
+    Ok(checks)
+}
