@@ -80,6 +80,40 @@ pub trait Connector: Send + Sync {
     /// Records of `object` changed at or after `since`, oldest first, with at least `fields`.
     async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError>;
 
+    /// Records of `object` deleted at or after `since`, oldest first, each with its id, its change timestamp (the
+    /// time of the delete) and the system's own deletion marker, so that [`Connector::is_deleted`] is true of it.
+    /// The poll trigger asks for them when a flow wants deletions (`deletions = true`). Default: none (a system
+    /// that cannot report deletions).
+    async fn deletions_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
+        let _ = (object, since, fields);
+        Ok(Changes::default())
+    }
+
+    /// Whether a record from the change feed stands for a deleted record (Salesforce `IsDeleted`, a QuickBooks
+    /// change-feed row with `status: "Deleted"`).
+    fn is_deleted(&self, record: &Record) -> bool {
+        let _ = record;
+        false
+    }
+
+    /// The boolean field that says a record of `object` is active, where the system deactivates such records
+    /// instead of deleting them (QuickBooks name-list entities: `Active`). `None` when the system has no such
+    /// field of its own for the object (a flow can still name a custom one).
+    fn active_field(&self, object: &str) -> Option<&'static str> {
+        let _ = object;
+        None
+    }
+
+    /// Deletes a record. Objects the system does not delete (see [`Connector::active_field`]) are refused.
+    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
+        let _ = id;
+        Err(ConnectorError::Validation {
+            code: "unsupported".into(),
+            message: format!("{} does not delete {object} records through ledgerlink", self.system()),
+            field: None,
+        })
+    }
+
     /// The field holding a record's change timestamp (`SystemModstamp`, `MetaData.LastUpdatedTime`), and its
     /// version (used with the id to de-duplicate changes seen twice).
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>>;

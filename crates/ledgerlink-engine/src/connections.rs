@@ -187,7 +187,7 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
             }
             // Creates from concurrent jobs leave as batch calls of up to 30 (one request of the 500 a minute instead
             // of thirty). On unless the connection says `batch_writes = false`.
-            if cfg.get("batch_writes").and_then(Value::as_bool).unwrap_or(true) {
+            if batch_writes(cfg) {
                 let batching = ledgerlink_connectors::quickbooks::batching::BatchingConnector::new(
                     Arc::new(connector),
                     ledgerlink_connectors::quickbooks::batch::BatchWriter::DEFAULT_LINGER,
@@ -204,10 +204,26 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
                 client_id: get("client_id")?,
                 client_secret: secret,
             };
-            Ok(Arc::new(SalesforceConnector::new(config, tokens, http)))
+            let connector = SalesforceConnector::new(config, tokens, http);
+            // Creates and updates from concurrent jobs leave as sObject Collections calls of up to 200 records
+            // (one call of the org's daily budget instead of one per record). On unless the connection says
+            // `batch_writes = false`.
+            if batch_writes(cfg) {
+                let batching = ledgerlink_connectors::salesforce::batching::CollectionsConnector::new(
+                    Arc::new(connector),
+                    ledgerlink_connectors::salesforce::collections::DEFAULT_LINGER,
+                );
+                return Ok(Arc::new(batching));
+            }
+            Ok(Arc::new(connector))
         }
         other => anyhow::bail!("connection `{}`: unknown system `{other}` (known: {})", conn.name, SYSTEMS.join(", ")),
     }
+}
+
+/// Whether a connection's writes are coalesced into batch calls (`batch_writes`, on by default).
+fn batch_writes(cfg: &Value) -> bool {
+    cfg.get("batch_writes").and_then(Value::as_bool).unwrap_or(true)
 }
 
 /// Builds connectors for every stored connection.

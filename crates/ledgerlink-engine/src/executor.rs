@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use crate::review::{Decision, Decisions};
 use crate::{Engine, Stats, keys, matching};
 
+mod sync;
+
 /// How a record's run ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -73,6 +75,8 @@ enum StepError {
     Review(ReviewId),
     /// A create refused because an equal record exists (another writer was faster); carries the refusal.
     Duplicate(Invalid),
+    /// Nothing to do for this record (said why): the run ends as skipped.
+    Skip(String),
 }
 
 impl From<ExecError> for StepError {
@@ -108,6 +112,7 @@ struct Run<'a> {
 pub enum PlannedWrite {
     Create { connection: String, object: String, fields: Value },
     Update { connection: String, object: String, id: String, before: Value, after: Value },
+    Delete { connection: String, object: String, id: String },
     Review { kind: String, reason: String },
 }
 
@@ -182,6 +187,10 @@ impl<'a> Run<'a> {
                 }
                 Err(StepError::Exec(e)) => return Err(e),
                 Err(StepError::Review(id)) => return Ok(Outcome::Review(id)),
+                Err(StepError::Skip(why)) => {
+                    tracing::info!(flow = %flow.name, step = %step.id, "{why}");
+                    return Ok(Outcome::Skipped);
+                }
                 Err(StepError::Invalid(inv) | StepError::Duplicate(inv)) => return self.to_review(inv).await,
             }
         }
@@ -311,8 +320,8 @@ impl Run<'_> {
                 self.create_invoice(step, connection, source, header, lines, line, expected_total.as_ref()).await
             }
             StepKind::Update { connection, object, id, fields } => self.update(step, connection, object, id, fields).await,
-            StepKind::Sync { connection, object, id, source, pairs, policies, default_policy } => {
-                self.sync(step, connection, object, id, source, pairs, policies, *default_policy).await
+            StepKind::Sync { connection, object, id, source, pairs, policies, default_policy, removal } => {
+                self.sync(step, connection, object, id, source, pairs, policies, *default_policy, removal).await
             }
         }
     }
@@ -346,7 +355,18 @@ impl Run<'_> {
             if let Some(rec) = conn.get(object, &target.id, &[]).await.map_err(|e| conn_err(step, e))? {
                 return Ok(Value::Object(rec));
             }
+            if self.trigger_removed(&src) {
+                return Err(StepError::Skip(format!("{src} is deleted or inactive and its linked {target} is gone: nothing to do")));
+            }
+            // A deleted record a sync saw go is not brought back by a change on the other side.
+            if sync::remembers_deleted(&link, &target) {
+                return Err(StepError::Skip(format!("{target}, linked to {src}, was deleted; it is not re-created")));
+            }
             tracing::warn!(flow = %self.flow.name, %src, target = %target, "linked record no longer exists; matching again");
+        }
+        // A deleted or inactive record that was never linked: nothing to match, nothing to create.
+        if self.trigger_removed(&src) {
+            return Err(StepError::Skip(format!("{src} is deleted or inactive and not linked to any {object}: nothing to match or create")));
         }
 
         // 2. The match cascade.
@@ -789,168 +809,6 @@ impl Run<'_> {
                 Err(conn_err(step, e))
             }
         }
-    }
-
-    /// Two-way sync of field pairs; see [`StepKind::Sync`]. The link between the two records holds, per side, the
-    /// hash of each field's value as last synced (`a_hash` / `b_hash`, a JSON map): that is the common base a
-    /// three-way comparison needs to tell "changed here" from "changed there" from "changed on both sides".
-    #[allow(clippy::too_many_arguments)]
-    async fn sync(
-        &mut self,
-        step: &Step,
-        connection: &str,
-        object: &str,
-        id: &Expr,
-        source: &SourceRef,
-        pairs: &[(String, String)],
-        policies: &[(String, ledgerlink_flow::SyncPolicy)],
-        default_policy: ledgerlink_flow::SyncPolicy,
-    ) -> Result<Value, StepError> {
-        use ledgerlink_flow::SyncPolicy;
-        let src = self.source_ref(step, source)?;
-        let Some(target_id) = self.eval_string(step, id, "record_id")? else {
-            return Err(invalid(step, format!("no {object} to sync with (`{}` is empty)", id.source())));
-        };
-        let target = RecordRef::new(connection, object, target_id.clone());
-        let src_conn = self.connector(step, &src.connection)?;
-        let tgt_conn = self.connector(step, connection)?;
-        let locks = self.engine.locks.clone();
-        // The same lock whichever side triggered: the two directions of one pair must not sync at once.
-        let (first, second) = if src <= target { (&src, &target) } else { (&target, &src) };
-        let _turn = locks.lock(&format!("sync:{first}|{second}")).await;
-
-        // Fresh reads of both sides (the trigger snapshot may already be stale).
-        let top = |pairs: &[(String, String)], second: bool, conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>| -> Vec<String> {
-            let mut f: Vec<String> = pairs.iter().map(|(a, b)| if second { b } else { a }).map(|p| p.split('.').next().unwrap_or(p).to_string()).collect();
-            f.push("Id".into());
-            f.extend(conn.change_timestamp_fields().iter().map(|s| s.to_string()));
-            f.sort();
-            f.dedup();
-            f
-        };
-        let src_rec = src_conn.get(&src.object, &src.id, &top(pairs, false, &src_conn)).await.map_err(|e| conn_err(step, e))?;
-        let tgt_rec = tgt_conn.get(object, &target_id, &top(pairs, true, &tgt_conn)).await.map_err(|e| conn_err(step, e))?;
-        let (Some(src_rec), Some(tgt_rec)) = (src_rec, tgt_rec) else {
-            return Err(invalid(step, format!("{src} or {target} no longer exists; the sync follows the delete policy of the flow")));
-        };
-        let link = self.engine.store.find_link(&src, connection, object).await?;
-        let link = match link {
-            Some(l) if (l.a == target || l.b == target) => l,
-            _ => return Err(invalid(step, format!("{src} is not linked to {target}; link them first (find_or_create)"))),
-        };
-        let src_is_a = link.a == src;
-        let parse_base = |h: &Option<String>| -> std::collections::BTreeMap<String, String> {
-            h.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
-        };
-        let (base_src, base_tgt) = if src_is_a { (parse_base(&link.a_hash), parse_base(&link.b_hash)) } else { (parse_base(&link.b_hash), parse_base(&link.a_hash)) };
-        let newer_source = match (src_conn.change_timestamp(&src_rec), tgt_conn.change_timestamp(&tgt_rec)) {
-            (Some(a), Some(b)) => a >= b,
-            _ => true,
-        };
-
-        let mut to_target = Record::new();
-        let mut to_source = Record::new();
-        let mut conflicts = Vec::new();
-        let mut new_src = std::collections::BTreeMap::new();
-        let mut new_tgt = std::collections::BTreeMap::new();
-        for (sf, tf) in pairs {
-            let vs = value_at(&src_rec, sf);
-            let vt = value_at(&tgt_rec, tf);
-            let (hs, ht) = (keys::value_hash(&vs), keys::value_hash(&vt));
-            let final_value = if same_value(&vs, &vt) {
-                vs.clone()
-            } else {
-                let src_changed = base_src.get(sf) != Some(&hs);
-                let tgt_changed = base_tgt.get(tf) != Some(&ht);
-                let policy = policies.iter().find(|(f, _)| f == sf).map(|(_, p)| *p).unwrap_or(default_policy);
-                let source_wins = match (src_changed, tgt_changed) {
-                    (true, false) => Some(true),
-                    (false, true) => Some(false),
-                    // Both changed (or there is no common base yet): the policy settles it.
-                    _ => match policy {
-                        SyncPolicy::SourceWins => Some(true),
-                        SyncPolicy::TargetWins => Some(false),
-                        SyncPolicy::NewestWins => Some(newer_source),
-                        SyncPolicy::Review => None,
-                    },
-                };
-                match source_wins {
-                    Some(true) => {
-                        insert_path(&mut to_target, tf, vs.clone());
-                        vs.clone()
-                    }
-                    Some(false) => {
-                        insert_path(&mut to_source, sf, vt.clone());
-                        vt.clone()
-                    }
-                    None => {
-                        conflicts.push(json!({"field": sf, "other_field": tf, "here": vs, "there": vt}));
-                        continue;
-                    }
-                }
-            };
-            let h = keys::value_hash(&final_value);
-            new_src.insert(sf.clone(), h.clone());
-            new_tgt.insert(tf.clone(), h);
-        }
-        if !conflicts.is_empty() {
-            let id = self
-                .raise_review(NewReviewItem {
-                    flow: Some(self.flow.name.clone()),
-                    job_id: self.job_id,
-                    kind: "sync_conflict".into(),
-                    reason: format!(
-                        "step `{}`: {} and {} were both changed since they were last in sync, to different values ({}); correct one side and retry, or dismiss",
-                        step.id,
-                        src,
-                        target,
-                        conflicts.iter().map(|c| format!("{} = {} here, {} there", c["field"].as_str().unwrap_or(""), c["here"], c["there"])).collect::<Vec<_>>().join("; ")
-                    ),
-                    subject: Some(src.clone()),
-                    details: json!({"step": step.id, "conflicts": conflicts, "other": target}),
-                    created_at: crate::now(),
-                })
-                .await?;
-            return Err(StepError::Review(id));
-        }
-        let mut written = json!({"to_source": to_source.keys().collect::<Vec<_>>(), "to_target": to_target.keys().collect::<Vec<_>>()});
-        for (conn, r, fields) in [(&tgt_conn, &target, &to_target), (&src_conn, &src, &to_source)] {
-            if fields.is_empty() {
-                continue;
-            }
-            let before: Record = fields.keys().filter_map(|k| if r == &target { tgt_rec.get(k) } else { src_rec.get(k) }.map(|v| (k.clone(), v.clone()))).collect();
-            if let Some(plan) = &mut self.plan {
-                plan.push(PlannedWrite::Update { connection: r.connection.clone(), object: r.object.clone(), id: r.id.clone(), before: Value::Object(before), after: Value::Object(fields.clone()) });
-                continue;
-            }
-            match conn.update(&r.object, &r.id, fields).await {
-                Ok(updated) => {
-                    self.mark_own_write(&r.connection, &r.object, &r.id, conn, &updated).await?;
-                    self.audit(&r.connection, &r.object, Some(r.id.clone()), "update", "ok", Some(Value::Object(before)), Some(Value::Object(fields.clone())), None).await?;
-                    self.writes += 1;
-                    self.count(|s| &s.records_updated);
-                }
-                Err(e) => {
-                    self.audit(&r.connection, &r.object, Some(r.id.clone()), "update", "error", Some(Value::Object(before)), Some(Value::Object(fields.clone())), Some(e.to_string())).await?;
-                    return Err(conn_err(step, e));
-                }
-            }
-        }
-        if to_source.is_empty() && to_target.is_empty() {
-            self.count(|s| &s.writes_skipped_unchanged);
-        }
-        if self.plan.is_none() {
-            let (a_map, b_map) = if src_is_a { (new_src, new_tgt) } else { (new_tgt, new_src) };
-            let merge = |old: &Option<String>, new: std::collections::BTreeMap<String, String>| -> Option<String> {
-                let mut m: std::collections::BTreeMap<String, String> = old.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
-                m.extend(new);
-                serde_json::to_string(&m).ok()
-            };
-            let updated = Link { a_hash: merge(&link.a_hash, a_map), b_hash: merge(&link.b_hash, b_map), updated_at: crate::now(), ..link };
-            self.engine.store.put_link(&updated).await?;
-        }
-        written["conflicts"] = json!(0);
-        Ok(written)
     }
 
     /// When we just wrote to the very record that triggered this run, the new version will come back through the

@@ -33,12 +33,12 @@ pub struct PollReport {
 /// as seen without a job, so installing a flow does not act on records that changed before it existed; any later
 /// change to them is a new version and is handled.
 async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::Result<PollReport> {
-    let Trigger::Poll { connection, object, fields, overlap_seconds, .. } = &flow.trigger else {
+    let Trigger::Poll { connection, object, overlap_seconds, .. } = &flow.trigger else {
         anyhow::bail!("flow `{}` is not polled (it runs on a schedule)", flow.name);
     };
     let conn = engine.connector(connection)?;
     let overlap = Duration::seconds(i64::try_from(*overlap_seconds).unwrap_or(i64::MAX / 1000));
-    let changes = conn.changes_since(object, now - overlap, fields).await?;
+    let changes = read_changes(&conn, &flow.trigger, now - overlap).await?;
     let mut seen = BTreeMap::new();
     let mut high = now - overlap;
     for rec in &changes.records {
@@ -54,7 +54,7 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
 
 /// One poll of one flow's trigger.
 pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollReport> {
-    let Trigger::Poll { connection, object, fields, overlap_seconds, .. } = &flow.trigger else {
+    let Trigger::Poll { connection, object, overlap_seconds, .. } = &flow.trigger else {
         anyhow::bail!("flow `{}` is not polled (it runs on a schedule)", flow.name);
     };
     let conn = engine.connector(connection)?;
@@ -68,7 +68,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
     let since = cursor.position - overlap;
     let mut seen: BTreeMap<String, String> = serde_json::from_value(cursor.seen.clone()).unwrap_or_default();
 
-    let changes = conn.changes_since(object, since, fields).await?;
+    let changes = read_changes(&conn, &flow.trigger, since).await?;
     let mut report = PollReport { read: changes.records.len(), ..Default::default() };
     let mut high = cursor.position;
     for rec in changes.records {
@@ -126,6 +126,24 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
     seen.retain(|_, v| keys::version_time(v).is_some_and(|t| t >= horizon));
     save_cursor(engine, flow, connection, object, high, &seen, now).await?;
     Ok(report)
+}
+
+/// The changes a poll trigger sees since `since`: changed records, then (with `deletions = true`) deleted ones,
+/// each carrying the system's deletion marker. A delete has a timestamp and version of its own, so it is a new
+/// (id, version) and gets a job like any change.
+async fn read_changes(
+    conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>,
+    trigger: &Trigger,
+    since: DateTime<Utc>,
+) -> anyhow::Result<ledgerlink_connectors::Changes> {
+    let Trigger::Poll { object, fields, deletions, .. } = trigger else {
+        anyhow::bail!("only a poll trigger reads changes");
+    };
+    let mut changes = conn.changes_since(object, since, fields).await?;
+    if *deletions {
+        changes.records.extend(conn.deletions_since(object, since, fields).await?.records);
+    }
+    Ok(changes)
 }
 
 /// Stores where a flow's poll of `object` stands: the high-water mark and the versions seen near it.

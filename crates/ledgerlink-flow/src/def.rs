@@ -56,6 +56,12 @@ pub enum Trigger {
         /// Also take the system's change notifications (QuickBooks webhooks) for `object`: each event becomes a
         /// job at once, and the poll becomes the backup sweep that catches any event that was lost.
         webhooks: bool,
+        /// Also deliver records deleted since the last poll, each as a change of its own carrying the system's
+        /// deletion marker (Salesforce: the recycle bin through `queryAll`, `IsDeleted: true`; QuickBooks: the
+        /// change feed's `Deleted` rows, `status: "Deleted"`). Off by default: it costs a call per poll, and a
+        /// flow that does not handle deletions should not run for them. Deactivations (QuickBooks name-list
+        /// entities, `Active: false`) are ordinary changes and always delivered.
+        deletions: bool,
     },
     /// Run on a 5-field cron schedule in a time zone (reports, reconciliations, sweeps). `record` is
     /// `{"scheduled_for": <RFC 3339 time of the firing>}`.
@@ -171,7 +177,64 @@ pub enum StepKind {
         /// Policy per source field; fields not listed use `default_policy`.
         policies: Vec<(String, SyncPolicy)>,
         default_policy: SyncPolicy,
+        /// What a delete or a deactivation on one side does to the other.
+        removal: Removal,
     },
+}
+
+/// How a two-way sync follows deletes and deactivations. Whether each record is active, inactive or deleted is
+/// remembered on the link like the fields' values, so only a change of that state acts, once, and our own
+/// deactivation coming back finds nothing new. The other record's fields are not synced while either is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// When the source record (this flow's side) is deleted or deactivated: what happens to the target.
+    pub on_source: RemovalPolicy,
+    /// When the target record is deleted or deactivated: what happens to the source.
+    pub on_target: RemovalPolicy,
+    /// The boolean field that says the source record is active (`false` = inactive). Default: the system's own
+    /// for the object (QuickBooks name-list entities: `Active`); Salesforce accounts have none, so a checkbox
+    /// such as `Active__c` is named here.
+    pub source_active_field: Option<String>,
+    /// The same for the target record.
+    pub target_active_field: Option<String>,
+}
+
+impl Default for Removal {
+    fn default() -> Self {
+        Removal {
+            on_source: RemovalPolicy::Review,
+            on_target: RemovalPolicy::Review,
+            source_active_field: None,
+            target_active_field: None,
+        }
+    }
+}
+
+/// What a delete or deactivation of one record does to the record linked to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalPolicy {
+    /// Make the other record inactive (and active again when this one comes back).
+    Deactivate,
+    /// Delete the other record; where its system deactivates instead of deleting (QuickBooks customers), it is
+    /// deactivated.
+    Delete,
+    /// Leave the other record as it is.
+    Ignore,
+    /// File a review item naming both records; nothing is written to the other one.
+    Review,
+}
+
+impl RemovalPolicy {
+    pub fn parse(s: &str) -> Option<RemovalPolicy> {
+        Some(match s {
+            "deactivate" => RemovalPolicy::Deactivate,
+            "delete" => RemovalPolicy::Delete,
+            "ignore" => RemovalPolicy::Ignore,
+            "review" => RemovalPolicy::Review,
+            _ => return None,
+        })
+    }
 }
 
 /// How a field changed on both sides since the last sync is settled.

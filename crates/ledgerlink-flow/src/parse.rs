@@ -34,6 +34,7 @@
 //! fields = ["Id", "Name", "AccountId", "IsWon", "Amount", "CloseDate"]
 //! interval_seconds = 60      # optional, default 60; may also be a parameter: "${poll_interval_seconds}"
 //! overlap_seconds = 120      # optional, default 120
+//! deletions = false          # optional: also run for records deleted since the last poll (see below)
 //!
 //! # Optional: the run goes on only when this is true.
 //! [when]
@@ -112,6 +113,10 @@
 //! # policy = "newest_wins"          # or source_wins, target_wins, review (the default)
 //! # fields = { Name = "DisplayName", Phone = "PrimaryPhone.FreeFormNumber" }
 //! # policies = { Name = "source_wins" }
+//! # on_source_removed = "review"     # this record deleted or deactivated: deactivate, delete, ignore or review
+//! # on_target_removed = "review"     # the linked record deleted or deactivated: the same choices, applied here
+//! # source_active_field = "Active__c"  # optional (empty = none): the checkbox saying this record is active
+//! # target_active_field = "Active"     # optional: the same for the linked record
 //!
 //! [[steps]]
 //! id = "writeback"
@@ -122,6 +127,27 @@
 //! [steps.fields]
 //! QuickBooks_Invoice_Id__c = 'invoice.Id'
 //! ```
+//!
+//! # Deletes and deactivations
+//! A deactivation is an ordinary change: QuickBooks name-list entities (customers, vendors, items, …) are never
+//! deleted, only made inactive (`Active = false`), and the poll sees that like any edit. A delete is not a
+//! change a poll can see, so a poll trigger asks for deleted records only with `deletions = true`: each one then
+//! runs the flow once, as `record` with the system's own marker (Salesforce `IsDeleted = true`, from the recycle
+//! bin; QuickBooks `status = "Deleted"`, from the change feed) and whatever fields the system kept.
+//!
+//! In a run for a deleted or inactive trigger record, `find_or_create` for that record only follows the link
+//! table: a record that was never linked is neither matched nor created, and the run ends as skipped. A `sync`
+//! step then reads both records and compares each one's state (active, inactive, deleted) with the state the
+//! link remembers: a record that became inactive or deleted applies `on_source_removed` (if it is this flow's
+//! record) or `on_target_removed` (if it is the linked one) to the other record. `deactivate` sets the other
+//! record's active field to false, and back to true when the removed record is active again (a reactivation, or
+//! a Salesforce undelete); `delete` deletes it, except where the system only deactivates (a QuickBooks customer
+//! is made inactive); `ignore` leaves it; `review` files a review item and leaves it. The default is `review`.
+//! The active field is the system's own (QuickBooks `Active`) unless the step names one; a Salesforce account
+//! has none, so a checkbox such as `Active__c` is named (only `false` counts as inactive, so an empty checkbox
+//! does not deactivate anything). Both records' states are then remembered, so our own deactivation coming back
+//! through the other flow finds nothing new, and nothing loops. While either record is removed its fields are
+//! not synced.
 //!
 //! Expressions may read `record`, `params`, `now`, the ids of earlier steps, and inside a `for_each` step its
 //! element name and `index`; `create_invoice`'s line mapping also sees `line` and `index`. Anything else is
@@ -136,7 +162,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::def::{
-    Flow, Mapping, MatchHow, MatchRule, SyncPolicy, ParamDef, ParamValue, Pos, SourceRef, Step, StepKind, Trigger,
+    Flow, Mapping, MatchHow, MatchRule, ParamDef, ParamValue, Pos, Removal, RemovalPolicy, SourceRef, Step, StepKind, SyncPolicy,
+    Trigger,
 };
 use crate::expr::Expr;
 
@@ -539,6 +566,7 @@ impl<'s> Parser<'s> {
                 "fields",
                 "interval_seconds",
                 "overlap_seconds",
+                "deletions",
             ],
             "",
         );
@@ -554,6 +582,7 @@ impl<'s> Parser<'s> {
         let overlap = self
             .seconds(t, "overlap_seconds")
             .unwrap_or(DEFAULT_OVERLAP_SECONDS);
+        let deletions = self.boolean(t, "deletions").unwrap_or(false);
         if interval == 0
             && let Some(v) = t.get("interval_seconds")
         {
@@ -569,6 +598,7 @@ impl<'s> Parser<'s> {
             interval_seconds: interval,
             overlap_seconds: overlap,
             webhooks,
+            deletions,
         })
     }
 
@@ -766,7 +796,18 @@ impl<'s> Parser<'s> {
             "find" => &["object", "equals", "fields"],
             "find_or_create" => &["object", "source", "match", "create"],
             "create_invoice" => &["source", "header", "lines", "line", "expected_total"],
-            "sync" => &["object", "record_id", "source", "fields", "policy", "policies"],
+            "sync" => &[
+                "object",
+                "record_id",
+                "source",
+                "fields",
+                "policy",
+                "policies",
+                "on_source_removed",
+                "on_target_removed",
+                "source_active_field",
+                "target_active_field",
+            ],
             _ => &["object", "record_id", "fields"],
         };
         let all: Vec<&str> = COMMON.iter().chain(allowed).copied().collect();
@@ -886,6 +927,31 @@ impl<'s> Parser<'s> {
                         }
                     }
                 }
+                let mut removal = Removal::default();
+                let mut removal_ok = true;
+                for (key, slot) in [("on_source_removed", &mut removal.on_source), ("on_target_removed", &mut removal.on_target)] {
+                    if let Some(v) = t.get(key) {
+                        let at = v.span().start;
+                        match self.string(t, key, false).map(|p| (RemovalPolicy::parse(&p), p)) {
+                            Some((Some(p), _)) => *slot = p,
+                            Some((None, text)) => {
+                                self.error(at, format!("unknown removal policy `{text}` for `{key}`; use deactivate, delete, ignore or review"));
+                                removal_ok = false;
+                            }
+                            None => removal_ok = false,
+                        }
+                    }
+                }
+                for (key, slot) in [("source_active_field", &mut removal.source_active_field), ("target_active_field", &mut removal.target_active_field)] {
+                    if t.get(key).is_some() {
+                        // Empty means none (so a template parameter can leave it out).
+                        match self.string(t, key, false) {
+                            Some(f) if !f.trim().is_empty() => *slot = Some(f.trim().to_string()),
+                            Some(_) => {}
+                            None => removal_ok = false,
+                        }
+                    }
+                }
                 let kind = StepKind::Sync {
                     connection: connection?,
                     object: object?,
@@ -894,8 +960,9 @@ impl<'s> Parser<'s> {
                     pairs: pairs?,
                     policies,
                     default_policy: default_policy?,
+                    removal,
                 };
-                policies_ok.then_some(kind)
+                (policies_ok && removal_ok).then_some(kind)
             }
             _ => {
                 let object = self.string(t, "object", true);
@@ -1205,6 +1272,29 @@ impl<'s> Parser<'s> {
 
     /// A whole number of seconds: an integer, or a string that is one after parameter substitution (so a
     /// template can make it a parameter).
+    /// A yes/no key: a TOML boolean, or a string (`"true"`/`"false"`, so a template parameter can set it).
+    fn boolean(&mut self, t: Table<'_, '_>, key: &str) -> Option<bool> {
+        let value = t.get(key)?;
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            DeValue::String(s) => {
+                let text = self.substitute(s, value.span().start);
+                match text.trim() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    other => {
+                        self.error(value.span().start, format!("`{key}` in {} must be true or false, got \"{other}\"", t.what));
+                        None
+                    }
+                }
+            }
+            _ => {
+                self.wrong_type(t, key, value, "true or false");
+                None
+            }
+        }
+    }
+
     fn seconds(&mut self, t: Table<'_, '_>, key: &str) -> Option<u64> {
         let value = t.get(key)?;
         let parsed = match value.get_ref() {

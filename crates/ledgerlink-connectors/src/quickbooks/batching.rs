@@ -75,6 +75,22 @@ impl Connector for BatchingConnector {
         self.inner.change_timestamp(record)
     }
 
+    async fn deletions_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
+        Connector::deletions_since(self.inner.as_ref(), object, since, fields).await
+    }
+
+    fn is_deleted(&self, record: &Record) -> bool {
+        self.inner.is_deleted(record)
+    }
+
+    fn active_field(&self, object: &str) -> Option<&'static str> {
+        self.inner.active_field(object)
+    }
+
+    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
+        Connector::delete(self.inner.as_ref(), object, id).await
+    }
+
     fn change_timestamp_fields(&self) -> &'static [&'static str] {
         self.inner.change_timestamp_fields()
     }

@@ -85,6 +85,16 @@ pub fn quickbooks_policy() -> RateLimitPolicy {
 /// The most items one `POST /batch` may carry.
 pub const MAX_BATCH_ITEMS: usize = 30;
 
+/// Name-list entities: QuickBooks never deletes them, it deactivates them (`Active: false`), and its queries hide
+/// inactive ones unless the query filters on `Active` itself.
+pub const NAME_LIST_ENTITIES: &[&str] =
+    &["Customer", "Vendor", "Employee", "Item", "Account", "Class", "Department", "Term", "PaymentMethod"];
+
+/// Whether `entity` is a name-list entity (see [`NAME_LIST_ENTITIES`]).
+pub fn is_name_list(entity: &str) -> bool {
+    NAME_LIST_ENTITIES.iter().any(|e| e.eq_ignore_ascii_case(entity))
+}
+
 /// The `requestid` for an idempotency key: the key itself when QBO accepts its length, else a SHA-256 hex
 /// prefix of it, so the same logical key always maps to the same request id.
 pub fn request_id(key: &str) -> String {
@@ -436,11 +446,73 @@ impl Connector for QuickbooksConnector {
         since: DateTime<Utc>,
         _fields: &[String],
     ) -> Result<Changes, ConnectorError> {
-        let builder = QueryBuilder::new(object)?
-            .compare("MetaData.LastUpdatedTime", ">=", &Value::String(format_timestamp(since)))?
-            .order_by("MetaData.LastUpdatedTime", true)?;
+        let mut builder = QueryBuilder::new(object)?
+            .compare("MetaData.LastUpdatedTime", ">=", &Value::String(format_timestamp(since)))?;
+        // A deactivation is a change too: without this filter QuickBooks leaves inactive rows out.
+        if is_name_list(object) {
+            builder = builder.in_list("Active", &[Value::Bool(true), Value::Bool(false)])?;
+        }
+        let builder = builder.order_by("MetaData.LastUpdatedTime", true)?;
         let records = self.query_paged(&builder, None).await?;
         Ok(Changes { records })
+    }
+
+    /// The change feed's `Deleted` rows (`{"Id", "status": "Deleted", "MetaData": {"LastUpdatedTime"}}`) of
+    /// `object`. Name-list entities are never deleted: their deactivations come through [`Self::changes_since`].
+    #[tracing::instrument(skip_all, fields(system = "quickbooks", object, %since), err)]
+    async fn deletions_since(
+        &self,
+        object: &str,
+        since: DateTime<Utc>,
+        _fields: &[String],
+    ) -> Result<Changes, ConnectorError> {
+        if is_name_list(object) {
+            return Ok(Changes::default());
+        }
+        let feed = self.cdc(&[object], since).await?;
+        let mut deleted = feed.of(object).deleted;
+        deleted.sort_by_key(|d| d.last_updated);
+        let records = deleted
+            .into_iter()
+            .map(|d| {
+                let mut rec = Record::new();
+                rec.insert("Id".into(), Value::String(d.id));
+                rec.insert("status".into(), Value::String("Deleted".into()));
+                if let Some(t) = d.last_updated {
+                    rec.insert("MetaData".into(), serde_json::json!({"LastUpdatedTime": format_timestamp(t)}));
+                }
+                rec
+            })
+            .collect();
+        Ok(Changes { records })
+    }
+
+    fn is_deleted(&self, record: &Record) -> bool {
+        record.get("status").and_then(Value::as_str) == Some("Deleted")
+    }
+
+    fn active_field(&self, object: &str) -> Option<&'static str> {
+        is_name_list(object).then_some("Active")
+    }
+
+    /// `POST /{entity}?operation=delete` with the current SyncToken. Name-list entities are refused: QuickBooks
+    /// does not delete them (deactivate them with `Active: false`).
+    #[tracing::instrument(skip_all, fields(system = "quickbooks", object, id), err)]
+    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
+        query::check_entity(object)?;
+        if is_name_list(object) {
+            return Err(ConnectorError::Validation {
+                code: "unsupported".into(),
+                message: format!("QuickBooks does not delete {object} records; make them inactive (Active = false)"),
+                field: Some("Active".into()),
+            });
+        }
+        let Some(current) = self.read(object, id).await? else { return Ok(()) };
+        let sync_token = current.get("SyncToken").cloned().ok_or_else(|| unexpected(&format!("{object} {id} has no SyncToken")))?;
+        let body = serde_json::json!({"Id": id, "SyncToken": sync_token});
+        let params = [("operation", "delete".to_string())];
+        self.call(Method::POST, &object.to_ascii_lowercase(), &params, Some(&body)).await?;
+        Ok(())
     }
 
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>> {

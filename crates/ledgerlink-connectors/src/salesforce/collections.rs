@@ -8,8 +8,13 @@
 //! full, or after a short linger for stragglers, from a task of its own so that a caller giving up does not strand
 //! the others. A failure of the whole call (throttle, session, network) is given to every record of the batch,
 //! classified as usual; a per-record refusal becomes that record's [`ConnectorError::Validation`].
+//!
+//! Callers that need the record as stored ([`CollectionsWriter::create_read`], [`CollectionsWriter::update_read`])
+//! get it from one `GET /composite/sobjects/{Object}?ids=…&fields=…` per batch (the fields any record of the batch
+//! wrote, with `Id` and `SystemModstamp`), not from one read per record: a batch of 200 costs two calls, not 201.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,9 +46,14 @@ enum Kind {
     Upsert(String),
 }
 
+/// One record's answer: the outcome and, when its caller asked, the record as stored after the batch.
+type Reply = Result<(WriteOutcome, Option<Record>), ConnectorError>;
+
 struct Pending {
     record: Record,
-    reply: oneshot::Sender<Result<WriteOutcome, ConnectorError>>,
+    /// The caller wants the record read back after the write.
+    read_back: bool,
+    reply: oneshot::Sender<Reply>,
 }
 
 #[derive(Default)]
@@ -58,6 +68,8 @@ struct Inner {
     object: String,
     linger: Duration,
     queues: Mutex<HashMap<Kind, Queue>>,
+    /// Collections write calls sent.
+    calls: AtomicU64,
 }
 
 /// Coalesces single-record writes of one object type into Collections calls.
@@ -89,7 +101,13 @@ impl CollectionsWriter {
     pub fn with_linger(sf: Arc<SalesforceConnector>, object: &str, linger: Duration) -> Result<Self, ConnectorError> {
         soql::check_object(object)?;
         Ok(CollectionsWriter {
-            inner: Arc::new(Inner { sf, object: object.to_string(), linger, queues: Mutex::new(HashMap::new()) }),
+            inner: Arc::new(Inner {
+                sf,
+                object: object.to_string(),
+                linger,
+                queues: Mutex::new(HashMap::new()),
+                calls: AtomicU64::new(0),
+            }),
         })
     }
 
@@ -97,21 +115,52 @@ impl CollectionsWriter {
         &self.inner.object
     }
 
+    /// Collections write calls this writer has sent.
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
     /// Creates one record as part of a batch.
     pub async fn create(&self, record: Record) -> Result<WriteOutcome, ConnectorError> {
         let mut record = record;
         record.remove("Id");
-        self.submit(Kind::Create, record).await
+        self.submit(Kind::Create, record, false).await.map(|(o, _)| o)
+    }
+
+    /// [`Self::create`], returning also the record as stored: its written fields, `Id` and `SystemModstamp`
+    /// (read back once for the whole batch). If that read fails, the written fields with the id stand in.
+    pub async fn create_read(&self, record: Record) -> Result<(WriteOutcome, Record), ConnectorError> {
+        let mut record = record;
+        record.remove("Id");
+        let written = record.clone();
+        let (outcome, stored) = self.submit(Kind::Create, record, true).await?;
+        let stored = stored.unwrap_or_else(|| stand_in(&written, &outcome.id));
+        Ok((outcome, stored))
     }
 
     /// Updates the given fields of record `id` as part of a batch.
     pub async fn update(&self, id: &str, fields: Record) -> Result<WriteOutcome, ConnectorError> {
+        let record = self.update_body(id, fields)?;
+        self.submit(Kind::Update, record, false).await.map(|(o, _)| o)
+    }
+
+    /// [`Self::update`], returning also the record as stored (see [`Self::create_read`]).
+    pub async fn update_read(&self, id: &str, fields: Record) -> Result<(WriteOutcome, Record), ConnectorError> {
+        let record = self.update_body(id, fields)?;
+        let written = record.clone();
+        let (outcome, stored) = self.submit(Kind::Update, record, true).await?;
+        let stored = stored.unwrap_or_else(|| stand_in(&written, &outcome.id));
+        Ok((outcome, stored))
+    }
+
+    fn update_body(&self, id: &str, fields: Record) -> Result<Record, ConnectorError> {
         if id.is_empty() {
             return Err(invalid(format!("an update of a {} needs its Id", self.inner.object), Some("Id")));
         }
         let mut record = fields;
+        record.remove("attributes");
         record.insert("Id".into(), Value::String(id.to_string()));
-        self.submit(Kind::Update, record).await
+        Ok(record)
     }
 
     /// Upserts one record by the external id `field`, whose value the record must carry.
@@ -129,16 +178,16 @@ impl CollectionsWriter {
         }
         let mut record = record;
         record.remove("Id");
-        self.submit(Kind::Upsert(field.to_string()), record).await
+        self.submit(Kind::Upsert(field.to_string()), record, false).await.map(|(o, _)| o)
     }
 
-    async fn submit(&self, kind: Kind, mut record: Record) -> Result<WriteOutcome, ConnectorError> {
+    async fn submit(&self, kind: Kind, mut record: Record, read_back: bool) -> Reply {
         record.insert("attributes".into(), json!({"type": self.inner.object}));
         let (tx, rx) = oneshot::channel();
         let full = {
             let mut queues = self.inner.queues.lock().unwrap_or_else(|e| e.into_inner());
             let queue = queues.entry(kind.clone()).or_default();
-            queue.pending.push(Pending { record, reply: tx });
+            queue.pending.push(Pending { record, read_back, reply: tx });
             if queue.pending.len() >= MAX_BATCH {
                 Some(queue.pending.drain(..MAX_BATCH).collect::<Vec<_>>())
             } else {
@@ -180,20 +229,90 @@ impl CollectionsWriter {
     }
 }
 
+/// The written fields with the id: what stands in for a record that could not be read back.
+fn stand_in(written: &Record, id: &str) -> Record {
+    let mut rec = written.clone();
+    rec.remove("attributes");
+    rec.insert("Id".into(), Value::String(id.to_string()));
+    rec
+}
+
 /// Sends one batch and answers each of its callers.
 async fn send_batch(inner: Arc<Inner>, kind: Kind, batch: Vec<Pending>) {
-    let (records, replies): (Vec<Record>, Vec<_>) = batch.into_iter().map(|p| (p.record, p.reply)).unzip();
+    let mut wanted_fields: Vec<String> = Vec::new();
+    let mut wants = Vec::with_capacity(batch.len());
+    let mut records = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for p in batch {
+        if p.read_back {
+            wanted_fields.extend(p.record.keys().filter(|k| *k != "attributes").cloned());
+        }
+        wants.push(p.read_back);
+        records.push(p.record);
+        replies.push(p.reply);
+    }
+    inner.calls.fetch_add(1, Ordering::Relaxed);
     let results = write_batch(&inner.sf, &inner.object, &kind, records).await;
     match results {
         Ok(outcomes) => {
-            for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                let _ = reply.send(outcome);
+            let ids: Vec<String> = outcomes
+                .iter()
+                .zip(&wants)
+                .filter_map(|(o, want)| if *want { o.as_ref().ok().map(|o| o.id.clone()) } else { None })
+                .collect();
+            let mut stored = read_back(&inner, &ids, wanted_fields).await;
+            for ((reply, outcome), want) in replies.into_iter().zip(outcomes).zip(wants) {
+                let answer = outcome.map(|o| {
+                    let rec = if want { stored.remove(&o.id) } else { None };
+                    (o, rec)
+                });
+                let _ = reply.send(answer);
             }
         }
         Err(e) => {
             for reply in replies {
                 let _ = reply.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+/// The records `ids` as stored, with `fields` (deduplicated here) and `Id` and `SystemModstamp`, from one
+/// Collections retrieve. A failed read is logged and gives nothing: the writes themselves succeeded, and their
+/// callers fall back to the fields they wrote.
+async fn read_back(inner: &Inner, ids: &[String], mut fields: Vec<String>) -> HashMap<String, Record> {
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    fields.extend(["Id".to_string(), "SystemModstamp".to_string()]);
+    fields.sort();
+    fields.dedup();
+    let url = inner.sf.data_path(&format!("composite/sobjects/{}", inner.object));
+    let params = [("ids", ids.join(",")), ("fields", fields.join(","))];
+    let answer = match inner.sf.send(Method::GET, &url, &params, None).await {
+        Ok(reply) if reply.is_success() => reply.json(),
+        Ok(reply) => Err(classify::classify(&reply)),
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(Value::Array(items)) => items
+            .into_iter()
+            .filter_map(|item| match item {
+                Value::Object(mut rec) => {
+                    rec.remove("attributes");
+                    let id = rec.get("Id").and_then(Value::as_str)?.to_string();
+                    Some((id, rec))
+                }
+                _ => None,
+            })
+            .collect(),
+        Ok(_) => {
+            tracing::warn!(object = %inner.object, "reading back a written batch gave no list; using the written fields");
+            HashMap::new()
+        }
+        Err(e) => {
+            tracing::warn!(object = %inner.object, error = %e, "reading back a written batch failed; using the written fields");
+            HashMap::new()
         }
     }
 }

@@ -4,7 +4,8 @@
 //! offers calls of its own ([`SalesforceConnector::query`], [`SalesforceConnector::upsert_by_external_id`],
 //! [`SalesforceConnector::deleted_since`], [`SalesforceConnector::updated_since`], and typed access through
 //! [`SalesforceConnector::typed`] with the records of [`model`]); [`soql`] builds escaped SOQL; [`classify`] maps
-//! error arrays to [`ConnectorError`]; [`collections`] batches single writes into sObject Collections calls;
+//! error arrays to [`ConnectorError`]; [`collections`] batches single writes into sObject Collections calls, and
+//! [`batching`] is the connector whose creates and updates go through it;
 //! [`changes`] combines `SystemModstamp` polling with the `deleted/` feed; [`budget`] watches
 //! `Sforce-Limit-Info` on every answer and fails fast before the daily budget runs out; [`jwt`] is the JWT
 //! bearer grant. Tokens come from a [`TokenManager`], either refreshed with the refresh token (client
@@ -18,6 +19,7 @@
 //! a few minutes before the attempt on) before reporting: found, it is returned as created; not found, the error
 //! says the create did not happen (`outcome_unknown: false`), so the caller's retry may create it again.
 
+pub mod batching;
 pub mod budget;
 pub mod changes;
 pub mod classify;
@@ -239,6 +241,25 @@ impl SalesforceConnector {
         soql::check_field(field)?;
         self.idempotency_fields.insert(object.to_string(), field.to_string());
         Ok(self)
+    }
+
+    /// The External ID field that makes creates of `object` idempotent, if one is configured.
+    fn idempotency_field(&self, object: &str) -> Option<&str> {
+        self.idempotency_fields.get(object).map(String::as_str)
+    }
+
+    /// The value a create of `object` upserts by: the record's own value of `field`, else the idempotency key.
+    fn idempotency_value(&self, object: &str, field: &str, body: &Record, idempotency_key: &str) -> Result<String, ConnectorError> {
+        match body.get(field) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ if !idempotency_key.is_empty() => Ok(idempotency_key.to_string()),
+            _ => Err(ConnectorError::Validation {
+                code: "invalid_external_id".into(),
+                message: format!("a {object} create needs a value for its idempotency field `{field}` or an idempotency key"),
+                field: Some(field.to_string()),
+            }),
+        }
     }
 
     /// The connection's token manager (shared refresh state).
@@ -756,22 +777,9 @@ impl Connector for SalesforceConnector {
         let mut body = record.clone();
         body.remove("Id");
         body.remove("attributes");
-        if let Some(field) = self.idempotency_fields.get(object) {
-            let value = match body.get(field) {
-                Some(Value::String(s)) if !s.is_empty() => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
-                _ if !idempotency_key.is_empty() => idempotency_key.to_string(),
-                _ => {
-                    return Err(ConnectorError::Validation {
-                        code: "invalid_external_id".into(),
-                        message: format!(
-                            "a {object} create needs a value for its idempotency field `{field}` or an idempotency key"
-                        ),
-                        field: Some(field.clone()),
-                    });
-                }
-            };
-            body.insert(field.clone(), Value::String(value.clone()));
+        if let Some(field) = self.idempotency_field(object) {
+            let value = self.idempotency_value(object, field, &body, idempotency_key)?;
+            body.insert(field.to_string(), Value::String(value.clone()));
             let (id, _created) = self.upsert_by_external_id(object, field, &value, &body).await?;
             return Ok(self.read_back(object, &id, &body).await);
         }
@@ -817,6 +825,34 @@ impl Connector for SalesforceConnector {
             .order_by("SystemModstamp")?
             .order_by("Id")?;
         Ok(Changes { records: self.query(&q.build()).await? })
+    }
+
+    /// Rows of the recycle bin, through `queryAll` (`IsDeleted = true`): a deleted record keeps its fields, and
+    /// its `SystemModstamp` is the time of the delete. One call per poll; only flows that ask for deletions pay it.
+    #[tracing::instrument(skip_all, fields(system = "salesforce", object, %since), err)]
+    async fn deletions_since(
+        &self,
+        object: &str,
+        since: DateTime<Utc>,
+        fields: &[String],
+    ) -> Result<Changes, ConnectorError> {
+        let q = Soql::new(object)?
+            .fields(fields)?
+            .with_field("SystemModstamp")?
+            .with_field("IsDeleted")?
+            .eq("IsDeleted", &Value::Bool(true))?
+            .compare_datetime("SystemModstamp", ">=", since)?
+            .order_by("SystemModstamp")?
+            .order_by("Id")?;
+        Ok(Changes { records: self.query_all(&q.build()).await? })
+    }
+
+    fn is_deleted(&self, record: &Record) -> bool {
+        record.get("IsDeleted").and_then(Value::as_bool) == Some(true)
+    }
+
+    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
+        SalesforceConnector::delete(self, object, id).await
     }
 
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>> {
