@@ -67,6 +67,10 @@ impl Connector for BatchingConnector {
         self.inner.update(object, id, fields).await
     }
 
+    async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
+        self.inner.delete(object, id).await
+    }
+
     async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
         self.inner.changes_since(object, since, fields).await
     }

@@ -803,6 +803,15 @@ impl Connector for SalesforceConnector {
         Ok(self.read_back(object, id, &body).await)
     }
 
+    async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
+        match SalesforceConnector::delete(self, object, id).await {
+            Ok(()) => Ok(true),
+            // Already deleted (404 / ENTITY_IS_DELETED): the outcome asked for holds.
+            Err(ConnectorError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(system = "salesforce", object, %since), err)]
     async fn changes_since(
         &self,
