@@ -149,7 +149,7 @@ mod tests {
         let cfg: ledgerlink_engine::Config = toml::from_str(&out).unwrap();
         assert_eq!(cfg.flows[0].template.as_deref(), Some("t"));
         assert_eq!(cfg.flows[0].params["stage"], "Say \"hi\"");
-        assert_eq!(installed_at(&out, "t"), Some(5));
+        assert_eq!(installed_at(&out, "t"), Some(6), "the line of its `template` key");
         assert_eq!(installed_at(&out, "other"), None);
     }
 }
