@@ -77,6 +77,18 @@ pub trait Connector: Send + Sync {
     /// Updates the given fields only (sparse). Returns the record as stored.
     async fn update(&self, object: &str, id: &str, fields: &Record) -> Result<Record, ConnectorError>;
 
+    /// Deletes a record. `Ok(false)` when it was already gone, so a repeated delete is harmless. Systems (or
+    /// objects) that do not delete records refuse with a validation error saying so (QuickBooks name-list
+    /// entities are deactivated instead: see [`Connector::active_field`]).
+    async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
+        let _ = id;
+        Err(ConnectorError::Validation {
+            code: "unsupported".into(),
+            message: format!("{} records of type {object} cannot be deleted through a flow", self.system()),
+            field: None,
+        })
+    }
+
     /// Records of `object` changed at or after `since`, oldest first, with at least `fields`.
     async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError>;
 
@@ -102,16 +114,6 @@ pub trait Connector: Send + Sync {
     fn active_field(&self, object: &str) -> Option<&'static str> {
         let _ = object;
         None
-    }
-
-    /// Deletes a record. Objects the system does not delete (see [`Connector::active_field`]) are refused.
-    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
-        let _ = id;
-        Err(ConnectorError::Validation {
-            code: "unsupported".into(),
-            message: format!("{} does not delete {object} records through ledgerlink", self.system()),
-            field: None,
-        })
     }
 
     /// The field holding a record's change timestamp (`SystemModstamp`, `MetaData.LastUpdatedTime`), and its

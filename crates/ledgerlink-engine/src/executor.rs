@@ -112,7 +112,7 @@ struct Run<'a> {
 pub enum PlannedWrite {
     Create { connection: String, object: String, fields: Value },
     Update { connection: String, object: String, id: String, before: Value, after: Value },
-    Delete { connection: String, object: String, id: String },
+    Delete { connection: String, object: String, id: String, before: Value },
     Review { kind: String, reason: String },
 }
 
@@ -320,6 +320,7 @@ impl Run<'_> {
                 self.create_invoice(step, connection, source, header, lines, line, expected_total.as_ref()).await
             }
             StepKind::Update { connection, object, id, fields } => self.update(step, connection, object, id, fields).await,
+            StepKind::Delete { connection, object, id } => self.delete(step, connection, object, id).await,
             StepKind::Sync { connection, object, id, source, pairs, policies, default_policy, removal } => {
                 self.sync(step, connection, object, id, source, pairs, policies, *default_policy, removal).await
             }
@@ -804,6 +805,42 @@ impl Run<'_> {
                         kind: "rejected",
                         reason: format!("{connection} refused to update the {object}: {message}"),
                         details: json!({"code": code, "field": field, "payload": Value::Object(record)}),
+                    }));
+                }
+                Err(conn_err(step, e))
+            }
+        }
+    }
+
+    /// Deletes one record; see [`StepKind::Delete`]. The record is read first so the audit entry keeps what was
+    /// deleted, and so a record already gone (deleted by hand, or by an earlier attempt of this job) costs no write.
+    async fn delete(&mut self, step: &Step, connection: &str, object: &str, id: &Expr) -> Result<Value, StepError> {
+        let Some(id) = self.eval_string(step, id, "record_id")? else { return Ok(Value::Null) };
+        let conn = self.connector(step, connection)?;
+        let Some(current) = conn.get(object, &id, &[]).await.map_err(|e| conn_err(step, e))? else {
+            return Ok(Value::Null);
+        };
+        if let Some(plan) = &mut self.plan {
+            plan.push(PlannedWrite::Delete { connection: connection.into(), object: object.into(), id: id.clone(), before: Value::Object(current) });
+            return Ok(Value::String(id));
+        }
+        match conn.delete(object, &id).await {
+            Ok(deleted) => {
+                if deleted {
+                    self.audit(connection, object, Some(id.clone()), "delete", "ok", Some(Value::Object(current)), None, None).await?;
+                    self.writes += 1;
+                    self.count(|s| &s.records_deleted);
+                }
+                Ok(if deleted { Value::String(id) } else { Value::Null })
+            }
+            Err(e) => {
+                self.audit(connection, object, Some(id.clone()), "delete", "error", Some(Value::Object(current)), None, Some(e.to_string())).await?;
+                if let ConnectorError::Validation { message, code, field } = &e {
+                    return Err(StepError::Invalid(Invalid {
+                        step: step.id.clone(),
+                        kind: "rejected",
+                        reason: format!("{connection} refused to delete the {object} {id}: {message}"),
+                        details: json!({"code": code, "field": field}),
                     }));
                 }
                 Err(conn_err(step, e))

@@ -22,6 +22,10 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "salesforce-products-to-quickbooks-items",
         include_str!("../../../templates/salesforce-products-to-quickbooks-items.toml"),
     ),
+    (
+        "quickbooks-estimate-to-salesforce-opportunity",
+        include_str!("../../../templates/quickbooks-estimate-to-salesforce-opportunity.toml"),
+    ),
 ];
 
 pub fn get(name: &str) -> Option<&'static str> {

@@ -162,6 +162,10 @@ pub enum StepKind {
     },
     /// Sparse update of one record. Result: the updated record.
     Update { connection: String, object: String, id: Expr, fields: Mapping },
+    /// Delete one record (a record of the other system that no longer has a source, such as an opportunity
+    /// product whose estimate line was removed). A null or empty id, or a record already gone, deletes nothing:
+    /// running it twice is the same as once. Result: the id deleted, or null.
+    Delete { connection: String, object: String, id: Expr },
     /// Two-way sync of field pairs between `source` (this side, usually the trigger record) and the linked record
     /// `id` of `object` in `connection` (the other side). Per pair, compared with what was last synced (kept on the
     /// link as hashes): a field changed on one side is copied to the other; changed on both sides to different
@@ -271,6 +275,7 @@ impl StepKind {
             | StepKind::FindOrCreate { connection, .. }
             | StepKind::CreateInvoice { connection, .. }
             | StepKind::Update { connection, .. }
+            | StepKind::Delete { connection, .. }
             | StepKind::Sync { connection, .. } => connection,
         }
     }
@@ -282,6 +287,7 @@ impl StepKind {
             StepKind::FindOrCreate { .. } => "find_or_create",
             StepKind::CreateInvoice { .. } => "create_invoice",
             StepKind::Update { .. } => "update",
+            StepKind::Delete { .. } => "delete",
             StepKind::Sync { .. } => "sync",
         }
     }

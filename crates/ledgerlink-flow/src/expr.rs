@@ -30,6 +30,7 @@
 //! | `date(s)` | the `YYYY-MM-DD` part of a date or datetime string; `null` stays `null` |
 //! | `trim(s)` | `s` without leading and trailing whitespace; `null` stays `null` |
 //! | `lower(s)` / `upper(s)` | `s` in lower / upper case (Unicode); `null` stays `null` |
+//! | `add_days(d, n)` | the `YYYY-MM-DD` date `n` days after the date `d` (a default close or due date); `null` stays `null` |
 //!
 //! `coalesce` takes values, not field paths: `coalesce(line.Discount, 0)` still fails when the record has no
 //! `Discount` key at all, because reading the key is the error. The string helpers let `null` through so that
@@ -64,6 +65,10 @@ pub const HELPERS: &[(&str, &str)] = &[
     (
         "trim",
         "trim(s): s without leading and trailing whitespace (null stays null)",
+    ),
+    (
+        "add_days",
+        "add_days(d, n): the YYYY-MM-DD date n days after date d (before it when n < 0; null stays null)",
     ),
     ("lower", "lower(s): s in lower case (null stays null)"),
     ("upper", "upper(s): s in upper case (null stays null)"),
@@ -439,6 +444,7 @@ fn register_helpers(ctx: &mut Context<'_, '_>) -> Result<(), cel::DeclarationErr
     ctx.add_function("trim", trim)?;
     ctx.add_function("lower", lower)?;
     ctx.add_function("upper", upper)?;
+    ctx.add_function("add_days", add_days)?;
     Ok(())
 }
 
@@ -490,6 +496,17 @@ fn date(This(value): This<Value>) -> Result<Value, ExecutionError> {
                 "expected a date (YYYY-MM-DD) or a datetime starting with one, got '{s}'"
             ))
         }
+    })
+}
+
+/// Calendar arithmetic on dates only (no times, no zones): enough for a default date "n days after" another.
+fn add_days(This(value): This<Value>, days: i64) -> Result<Value, ExecutionError> {
+    string_helper("add_days", &value, |s| {
+        let day = chrono::NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d")
+            .map_err(|_| format!("expected a date (YYYY-MM-DD), got '{s}'"))?;
+        day.checked_add_signed(chrono::Duration::days(days))
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .ok_or_else(|| format!("{days} days from {s} is out of range"))
     })
 }
 

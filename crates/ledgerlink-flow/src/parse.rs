@@ -118,6 +118,16 @@
 //! # source_active_field = "Active__c"  # optional (empty = none): the checkbox saying this record is active
 //! # target_active_field = "Active"     # optional: the same for the linked record
 //!
+//! # Remove what no longer has a source: here the opportunity products of lines no longer on the estimate.
+//! # [[steps]]
+//! # id = "removed"
+//! # type = "delete"                 # one record by id; a null id or a record already gone deletes nothing
+//! # for_each = 'existing.filter(l, !(l.Key__c in wanted))'
+//! # as = "gone"
+//! # connection = "${salesforce}"
+//! # object = "OpportunityLineItem"
+//! # record_id = 'gone.Id'
+//!
 //! [[steps]]
 //! id = "writeback"
 //! type = "update"                   # sparse update of one record
@@ -225,7 +235,7 @@ pub const INVOICE_LINE_FIELDS: &[&str] = &[
 ];
 const INVOICE_LINE_REQUIRED: &[&str] = &["item_id", "quantity", "unit_price"];
 
-const STEP_TYPES: &[&str] = &["get", "find", "find_or_create", "create_invoice", "update", "sync"];
+const STEP_TYPES: &[&str] = &["get", "find", "find_or_create", "create_invoice", "update", "delete", "sync"];
 /// `poll`: read changes on an interval. `webhook`: the system's change notifications, backed by a slower poll sweep.
 const TRIGGER_TYPES: &[&str] = &["poll", "webhook", "schedule"];
 const DEFAULT_INTERVAL_SECONDS: u64 = 60;
@@ -808,6 +818,7 @@ impl<'s> Parser<'s> {
                 "source_active_field",
                 "target_active_field",
             ],
+            "delete" => &["object", "record_id"],
             _ => &["object", "record_id", "fields"],
         };
         let all: Vec<&str> = COMMON.iter().chain(allowed).copied().collect();
@@ -894,6 +905,15 @@ impl<'s> Parser<'s> {
                     expected_total,
                 };
                 expected_ok.then_some(kind)
+            }
+            "delete" => {
+                let object = self.string(t, "object", true);
+                let id = self.expr(t, "record_id", true, scope);
+                Some(StepKind::Delete {
+                    connection: connection?,
+                    object: object?,
+                    id: id?,
+                })
             }
             "sync" => {
                 let object = self.string(t, "object", true);

@@ -324,6 +324,16 @@ mod expressions {
     }
 
     #[test]
+    fn add_days_moves_a_date_across_months_and_years() {
+        let vars = json!({"e": {"TxnDate": "2026-12-20", "Missing": null}, "params": {"days": "30"}});
+        assert_eq!(eval("add_days(e.TxnDate, int(params.days))", vars.clone()).unwrap(), json!("2027-01-19"));
+        assert_eq!(eval("e.TxnDate.add_days(-20)", vars.clone()).unwrap(), json!("2026-11-30"));
+        assert_eq!(eval("add_days(e.Missing, 3)", vars.clone()).unwrap(), json!(null));
+        let e = eval("add_days('20 Dec', 3)", vars).unwrap_err();
+        assert!(e.contains("expected a date (YYYY-MM-DD), got '20 Dec'"), "{e}");
+    }
+
+    #[test]
     fn coalesce_takes_the_first_non_null() {
         assert_eq!(
             eval("coalesce(r.a, r.b, 3)", json!({"r": {"a": null, "b": "x"}})).unwrap(),

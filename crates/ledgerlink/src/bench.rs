@@ -274,6 +274,12 @@ impl Connector for TimedConnector {
         self.done("update", object, t, true);
         r
     }
+    async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
+        let t = Instant::now();
+        let r = self.inner.delete(object, id).await;
+        self.done("delete", object, t, true);
+        r
+    }
     async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
         let t = Instant::now();
         let r = self.inner.changes_since(object, since, fields).await;

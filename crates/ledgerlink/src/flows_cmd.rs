@@ -114,7 +114,9 @@ pub async fn dry_run(config: &Path, flow_name: Option<&str>, record: Option<&str
                         println!("      {k}: {} → {v}", before.get(k).cloned().unwrap_or(serde_json::Value::Null));
                     }
                 }
-                ledgerlink_engine::executor::PlannedWrite::Delete { connection, object, id } => println!("  - delete {object} {id} in {connection}"),
+                ledgerlink_engine::executor::PlannedWrite::Delete { connection, object, id, .. } => {
+                    println!("  - delete {object} {id} in {connection}");
+                }
                 ledgerlink_engine::executor::PlannedWrite::Review { kind, reason } => println!("  ? review ({kind}): {reason}"),
             }
         }

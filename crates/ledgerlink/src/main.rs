@@ -1,6 +1,6 @@
 //! `ledgerlink`: the command line. Parses the arguments and dispatches to the library's commands.
 
-use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve};
+use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve, templates_install};
 use ledgerlink_engine::review::Decision;
 
 use std::path::PathBuf;
@@ -196,6 +196,16 @@ enum TemplatesCommand {
     List,
     /// Print a template's flow file.
     Show { name: String },
+    /// Add a template to the config file as a `[[flows]]` entry, after checking its parameters.
+    Install {
+        name: String,
+        /// Template parameters, `key=value` (the others keep the template's defaults).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// The config file to add the flow to (created when missing).
+        #[arg(long, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -224,6 +234,7 @@ fn main() -> ExitCode {
             }
             Command::Templates { command: TemplatesCommand::List } => flows_cmd::list_templates(),
             Command::Templates { command: TemplatesCommand::Show { name } } => flows_cmd::show_template(&name),
+            Command::Templates { command: TemplatesCommand::Install { name, set, config } } => templates_install::install(&name, &set, &config),
             Command::Jobs { command, config } => match command {
                 JobsCommand::List { status, flow, limit, json } => admin_cmd::jobs_list(&config, status, flow, limit, json).await,
                 JobsCommand::Show { id } => admin_cmd::jobs_show(&config, id).await,

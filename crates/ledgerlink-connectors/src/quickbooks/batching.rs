@@ -67,6 +67,10 @@ impl Connector for BatchingConnector {
         self.inner.update(object, id, fields).await
     }
 
+    async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
+        self.inner.delete(object, id).await
+    }
+
     async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
         self.inner.changes_since(object, since, fields).await
     }
@@ -85,10 +89,6 @@ impl Connector for BatchingConnector {
 
     fn active_field(&self, object: &str) -> Option<&'static str> {
         self.inner.active_field(object)
-    }
-
-    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
-        Connector::delete(self.inner.as_ref(), object, id).await
     }
 
     fn change_timestamp_fields(&self) -> &'static [&'static str] {

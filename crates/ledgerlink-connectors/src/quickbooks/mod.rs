@@ -495,10 +495,10 @@ impl Connector for QuickbooksConnector {
         is_name_list(object).then_some("Active")
     }
 
-    /// `POST /{entity}?operation=delete` with the current SyncToken. Name-list entities are refused: QuickBooks
-    /// does not delete them (deactivate them with `Active: false`).
+    /// `POST /{entity}?operation=delete` with the current SyncToken; `false` when the record was already gone.
+    /// Name-list entities are refused: QuickBooks does not delete them (deactivate them with `Active: false`).
     #[tracing::instrument(skip_all, fields(system = "quickbooks", object, id), err)]
-    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
+    async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
         query::check_entity(object)?;
         if is_name_list(object) {
             return Err(ConnectorError::Validation {
@@ -507,12 +507,12 @@ impl Connector for QuickbooksConnector {
                 field: Some("Active".into()),
             });
         }
-        let Some(current) = self.read(object, id).await? else { return Ok(()) };
+        let Some(current) = self.read(object, id).await? else { return Ok(false) };
         let sync_token = current.get("SyncToken").cloned().ok_or_else(|| unexpected(&format!("{object} {id} has no SyncToken")))?;
         let body = serde_json::json!({"Id": id, "SyncToken": sync_token});
         let params = [("operation", "delete".to_string())];
         self.call(Method::POST, &object.to_ascii_lowercase(), &params, Some(&body)).await?;
-        Ok(())
+        Ok(true)
     }
 
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>> {

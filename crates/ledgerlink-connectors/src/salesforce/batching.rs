@@ -145,7 +145,7 @@ impl Connector for CollectionsConnector {
         self.inner.active_field(object)
     }
 
-    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
+    async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
         Connector::delete(self.inner.as_ref(), object, id).await
     }
 

@@ -811,6 +811,15 @@ impl Connector for SalesforceConnector {
         Ok(self.read_back(object, id, &body).await)
     }
 
+    async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
+        match SalesforceConnector::delete(self, object, id).await {
+            Ok(()) => Ok(true),
+            // Already deleted (404 / ENTITY_IS_DELETED): the outcome asked for holds.
+            Err(ConnectorError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(system = "salesforce", object, %since), err)]
     async fn changes_since(
         &self,
@@ -849,10 +858,6 @@ impl Connector for SalesforceConnector {
 
     fn is_deleted(&self, record: &Record) -> bool {
         record.get("IsDeleted").and_then(Value::as_bool) == Some(true)
-    }
-
-    async fn delete(&self, object: &str, id: &str) -> Result<(), ConnectorError> {
-        SalesforceConnector::delete(self, object, id).await
     }
 
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>> {

@@ -417,13 +417,17 @@ impl Run<'_> {
         let r = side.at;
         let before = side.rec.clone().map(Value::Object);
         if let Some(plan) = &mut self.plan {
-            plan.push(PlannedWrite::Delete { connection: r.connection.clone(), object: r.object.clone(), id: r.id.clone() });
+            let before = before.unwrap_or(Value::Null);
+            plan.push(PlannedWrite::Delete { connection: r.connection.clone(), object: r.object.clone(), id: r.id.clone(), before });
             return Ok(());
         }
         match side.conn.delete(&r.object, &r.id).await {
-            Ok(()) => {
-                self.audit(&r.connection, &r.object, Some(r.id.clone()), "delete", "ok", before, None, None).await?;
-                self.writes += 1;
+            Ok(deleted) => {
+                // Already gone (deleted by hand, or by an earlier attempt of this job): the outcome holds, no write.
+                if deleted {
+                    self.audit(&r.connection, &r.object, Some(r.id.clone()), "delete", "ok", before, None, None).await?;
+                    self.writes += 1;
+                }
                 side.life = Life::Deleted;
                 Ok(())
             }

@@ -1,0 +1,146 @@
+//! Every shipped template, re-run over the same data, changes nothing.
+//!
+//! For each name in `templates::TEMPLATES` this starts fresh sandboxes and an engine running that template alone,
+//! plays the template's scenario (data a user would have, one settle of the flow, which must write something),
+//! then delivers every source record of the scenario to the flow again as a fresh job and checks that no write
+//! follows (the audit log does not grow). A template without a scenario fails the test by name.
+//!
+//! Adding a template: write `async fn <something>(h: &H) -> Vec<Replay>` below and add one arm to [`scenario`]
+//! with the template's name. The function prepares what the flow needs (custom fields, existing records), calls
+//! `h.engine.prime()`, makes the changes the flow reacts to, calls `h.settle()`, and returns the records to
+//! replay.
+
+mod support;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use ledgerlink_engine::templates;
+use serde_json::json;
+use support::{H, harness, rec};
+
+/// Records to deliver to the flow again: `object` records `ids` read from connection `connection`.
+struct Replay {
+    connection: &'static str,
+    object: &'static str,
+    ids: Vec<String>,
+}
+
+type Scenario = for<'a> fn(&'a H) -> Pin<Box<dyn Future<Output = Vec<Replay>> + 'a>>;
+
+/// The re-run scenario of each template, by name.
+fn scenario(name: &str) -> Option<Scenario> {
+    Some(match name {
+        "salesforce-closed-won-to-quickbooks-invoice" => |h| Box::pin(closed_won(h)),
+        "salesforce-account-to-quickbooks-customer" => |h| Box::pin(account_to_customer(h)),
+        "quickbooks-customer-to-salesforce-account" => |h| Box::pin(customer_to_account(h)),
+        "quickbooks-invoice-status-to-salesforce" => |h| Box::pin(invoice_status(h)),
+        "salesforce-products-to-quickbooks-items" => |h| Box::pin(products(h)),
+        "quickbooks-estimate-to-salesforce-opportunity" => |h| Box::pin(estimate(h)),
+        _ => return None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_template_rerun_over_the_same_data_changes_nothing() {
+    let missing: Vec<&str> = templates::names().into_iter().filter(|n| scenario(n).is_none()).collect();
+    assert!(missing.is_empty(), "no re-run scenario for template(s) {missing:?}: add one to `scenario` in {}", file!());
+    for name in templates::names() {
+        let play = scenario(name).unwrap();
+        let h = harness(&[name], &[]).await;
+        let replays = play(&h).await;
+        assert!(h.writes().await > 0, "{name}: the scenario must make the flow write something, or the re-run proves nothing");
+        assert!(replays.iter().any(|r| !r.ids.is_empty()), "{name}: the scenario names no records to re-run");
+        for r in &replays {
+            let writes = h.rerun(name, r.connection, r.object, &r.ids).await;
+            assert_eq!(writes, 0, "{name}: re-running {} {:?} wrote {writes} time(s)", r.object, r.ids);
+        }
+        let counts = h.store.count_jobs().await.unwrap();
+        assert_eq!(counts.dead, 0, "{name}: a job died");
+    }
+}
+
+async fn closed_won(h: &H) -> Vec<Replay> {
+    h.engine.prime().await.unwrap();
+    let pb = h.find(&h.sf, "Pricebook2", vec![("IsStandard", json!(true))]).await[0]["Id"].as_str().unwrap().to_string();
+    let entries = h.find(&h.sf, "PricebookEntry", vec![("Pricebook2Id", json!(pb))]).await;
+    let account = h.sf_create("Account", json!({"Name": "Rerun Dental Group"})).await;
+    let opp = h
+        .sf_create("Opportunity", json!({"Name": "Rerun fit-out", "AccountId": account, "StageName": "Prospecting", "CloseDate": "2026-11-20", "Pricebook2Id": pb}))
+        .await;
+    for (i, qty) in [(0usize, 2), (1, 1)] {
+        h.sf_create("OpportunityLineItem", json!({"OpportunityId": opp, "PricebookEntryId": entries[i]["Id"], "Quantity": qty})).await;
+    }
+    h.sf.update("Opportunity", &opp, &rec(json!({"StageName": "Closed Won"}))).await.unwrap();
+    h.settle().await;
+    vec![Replay { connection: "salesforce", object: "Opportunity", ids: vec![opp] }]
+}
+
+async fn account_to_customer(h: &H) -> Vec<Replay> {
+    h.engine.prime().await.unwrap();
+    let account = h.sf_create("Account", json!({"Name": "Rerun Robotics", "Phone": "555-0101", "BillingCity": "Austin"})).await;
+    h.sf_create("Contact", json!({"AccountId": account, "FirstName": "Ada", "LastName": "Rerun", "Email": "ada@rerun.example"})).await;
+    h.settle().await;
+    vec![Replay { connection: "salesforce", object: "Account", ids: vec![account] }]
+}
+
+async fn customer_to_account(h: &H) -> Vec<Replay> {
+    h.engine.prime().await.unwrap();
+    let c = h.qb_create("Customer", json!({"DisplayName": "Rerun Bakery", "PrimaryPhone": {"FreeFormNumber": "555-0102"}})).await;
+    h.settle().await;
+    vec![Replay { connection: "quickbooks", object: "Customer", ids: vec![c["Id"].as_str().unwrap().to_string()] }]
+}
+
+async fn invoice_status(h: &H) -> Vec<Replay> {
+    for (name, ty) in [
+        ("QuickBooks_Payment_Status__c", "Text"),
+        ("QuickBooks_Amount_Due__c", "Currency"),
+        ("QuickBooks_Due_Date__c", "Date"),
+        ("QuickBooks_Last_Payment_Date__c", "Date"),
+    ] {
+        h.admin(&h.sfdc, "/sandbox/admin/fields", json!({"object": "Opportunity", "name": name, "type": ty})).await;
+    }
+    h.engine.prime().await.unwrap();
+    let customer = h.qb_create("Customer", json!({"DisplayName": "Rerun Florist"})).await;
+    let item = h.find(&h.qb, "Item", vec![]).await.remove(0);
+    let account = h.sf_create("Account", json!({"Name": "Rerun Florist"})).await;
+    let opp = h.sf_create("Opportunity", json!({"Name": "Rerun flowers", "AccountId": account, "StageName": "Closed Won", "CloseDate": "2026-11-20"})).await;
+    let inv = h
+        .qb_create(
+            "Invoice",
+            json!({"CustomerRef": {"value": customer["Id"]}, "DocNumber": format!("SF-{opp}"), "TxnDate": "2026-11-20", "DueDate": "2099-12-31",
+                   "Line": [{"DetailType": "SalesItemLineDetail", "Amount": 120.0,
+                             "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 1, "UnitPrice": 120.0, "TaxCodeRef": {"value": "NON"}}}]}),
+        )
+        .await;
+    h.sf.update("Opportunity", &opp, &rec(json!({"QuickBooks_Invoice_Id__c": inv["Id"]}))).await.unwrap();
+    h.settle().await;
+    vec![Replay { connection: "quickbooks", object: "Invoice", ids: vec![inv["Id"].as_str().unwrap().to_string()] }]
+}
+
+async fn products(h: &H) -> Vec<Replay> {
+    h.engine.prime().await.unwrap();
+    let pb = h.find(&h.sf, "Pricebook2", vec![("IsStandard", json!(true))]).await[0]["Id"].as_str().unwrap().to_string();
+    let product = h.sf_create("Product2", json!({"Name": "Rerun Widget", "ProductCode": "RW-1", "Description": "A widget", "IsActive": true})).await;
+    h.sf_create("PricebookEntry", json!({"Pricebook2Id": pb, "Product2Id": product, "UnitPrice": 99.5, "IsActive": true})).await;
+    h.settle().await;
+    vec![Replay { connection: "salesforce", object: "Product2", ids: vec![product] }]
+}
+
+async fn estimate(h: &H) -> Vec<Replay> {
+    h.sf_field("Opportunity", "QuickBooks_Estimate_Id__c").await;
+    h.sf_field("OpportunityLineItem", "QuickBooks_Estimate_Line_Id__c").await;
+    h.engine.prime().await.unwrap();
+    let customer = h.qb_create("Customer", json!({"DisplayName": "Rerun Roofing"})).await;
+    let item = h.qb_create("Item", json!({"Name": "Rerun Shingles", "Type": "Service", "UnitPrice": 35, "IncomeAccountRef": {"value": "1"}})).await;
+    let estimate = h
+        .qb_create(
+            "Estimate",
+            json!({"CustomerRef": {"value": customer["Id"]}, "TxnDate": "2026-11-20",
+                   "Line": [{"DetailType": "SalesItemLineDetail", "Amount": 700.0,
+                             "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 20, "UnitPrice": 35, "TaxCodeRef": {"value": "NON"}}}]}),
+        )
+        .await;
+    h.settle().await;
+    vec![Replay { connection: "quickbooks", object: "Estimate", ids: vec![estimate["Id"].as_str().unwrap().to_string()] }]
+}
