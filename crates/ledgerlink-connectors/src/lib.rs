@@ -35,10 +35,14 @@ pub struct FindQuery {
     pub limit: Option<u32>,
 }
 
-/// A page of changes from a poll.
+/// Changes from a poll, oldest first: one page of them ([`Connector::changes_page`]) or all
+/// ([`Connector::changes_since`]).
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
     pub records: Vec<Record>,
+    /// Where the next page starts, opaque to the caller (a Salesforce `nextRecordsUrl`, a QuickBooks start
+    /// position); `None` when this was the last page. Only meaningful for the same `object`, `since` and `fields`.
+    pub next_page: Option<String>,
 }
 
 /// How a connection spends its API allowance: the engine builds its limiter from this.
@@ -89,8 +93,28 @@ pub trait Connector: Send + Sync {
         })
     }
 
-    /// Records of `object` changed at or after `since`, oldest first, with at least `fields`.
-    async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError>;
+    /// One page of the records of `object` changed at or after `since`, oldest first, with at least `fields`:
+    /// the first page when `page` is `None`, else the page a previous answer's [`Changes::next_page`] named.
+    /// Paged so a poll holds one page in memory at a time, however many records changed.
+    async fn changes_page(
+        &self,
+        object: &str,
+        since: DateTime<Utc>,
+        fields: &[String],
+        page: Option<&str>,
+    ) -> Result<Changes, ConnectorError>;
+
+    /// Every record of `object` changed at or after `since` (all pages of [`Connector::changes_page`] in one list),
+    /// for callers that want the whole list at once and know it is small.
+    async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
+        let mut all = self.changes_page(object, since, fields, None).await?;
+        while let Some(next) = all.next_page.take() {
+            let page = self.changes_page(object, since, fields, Some(&next)).await?;
+            all.records.extend(page.records);
+            all.next_page = page.next_page;
+        }
+        Ok(all)
+    }
 
     /// Records of `object` deleted at or after `since`, oldest first, each with its id, its change timestamp (the
     /// time of the delete) and the system's own deletion marker, so that [`Connector::is_deleted`] is true of it.

@@ -350,10 +350,16 @@ impl Run<'_> {
         let _turn = locks.lock(&keys::action_key(&self.flow.name, &src, &step.id)).await;
         let is_customer = object.eq_ignore_ascii_case("Customer");
 
-        // 1. The link table: we have seen this source before.
+        // 1. The link table: we have seen this source before. The linked record is read, unless this process
+        //    read it a moment ago (see `recent`).
         if let Some(link) = store.find_link(&src, connection, object).await? {
             let target = other_side(&link, &src);
+            let recent = &self.engine.recent;
+            if let Some(rec) = recent.get(connection, object, &target.id) {
+                return Ok(Value::Object(rec));
+            }
             if let Some(rec) = conn.get(object, &target.id, &[]).await.map_err(|e| conn_err(step, e))? {
+                recent.put(connection, object, &target.id, &rec);
                 return Ok(Value::Object(rec));
             }
             if self.trigger_removed(&src) {
@@ -391,6 +397,9 @@ impl Run<'_> {
             other => other?,
         };
         let id = conn.record_id(&created).unwrap_or_default();
+        if self.plan.is_none() {
+            self.engine.recent.put(connection, object, &id, &created);
+        }
         self.link(&src, RecordRef::new(connection, object, id), Some(keys::value_hash(&Value::Object(record)))).await?;
         if is_customer {
             self.count(|s| &s.customers_created);
@@ -850,6 +859,7 @@ impl Run<'_> {
 
     /// When we just wrote to the very record that triggered this run, the new version will come back through the
     /// poll. Occupying that version's change key now makes the poll recognise it as handled: no loop, no wasted run.
+    /// Every write passes here, so it is also where a recently read copy of the record (see `recent`) is dropped.
     async fn mark_own_write(
         &self,
         connection: &str,
@@ -858,6 +868,8 @@ impl Run<'_> {
         conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>,
         updated: &Record,
     ) -> Result<(), StoreError> {
+        // A copy of the record kept from before this write is stale now.
+        self.engine.recent.forget(connection, object, id);
         let Some(trigger) = self.trigger_ref() else { return Ok(()) };
         if trigger.connection != connection || trigger.object != object || trigger.id != id {
             return Ok(());

@@ -18,6 +18,7 @@ pub mod locks;
 pub mod matching;
 pub mod review;
 pub mod poller;
+pub mod recent;
 pub mod stats;
 pub mod templates;
 pub mod triggers;
@@ -52,6 +53,8 @@ pub struct Engine {
     pub locks: Arc<locks::KeyedLocks>,
     /// Rung when this process queues a job, so an idle worker starts it at once instead of at its next look.
     pub work_queued: Arc<tokio::sync::Notify>,
+    /// Linked target records read a moment ago (see [`recent`]).
+    pub recent: Arc<recent::RecentRecords>,
 }
 
 /// Runtime knobs (part of [`Config`]).
@@ -79,6 +82,9 @@ pub struct EngineSettings {
     pub connection_lease_ttl: chrono::Duration,
     /// A held connection with no work for this long is released, so another worker may take it.
     pub connection_idle_release: std::time::Duration,
+    /// How long a linked record (a customer, an item) read by `find_or_create` is reused instead of read again;
+    /// zero reads it every time (see [`recent`]).
+    pub linked_copy_ttl: std::time::Duration,
 }
 
 impl Default for EngineSettings {
@@ -95,6 +101,7 @@ impl Default for EngineSettings {
             connection_leases: None,
             connection_lease_ttl: chrono::Duration::seconds(30),
             connection_idle_release: std::time::Duration::from_secs(10),
+            linked_copy_ttl: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -128,9 +135,10 @@ impl Engine {
             connectors: Arc::new(connectors),
             flows: Arc::new(by_name),
             stats: Arc::new(Stats::default()),
-            settings,
             locks: Arc::new(locks::KeyedLocks::default()),
             work_queued: Arc::new(tokio::sync::Notify::new()),
+            recent: Arc::new(recent::RecentRecords::new(settings.linked_copy_ttl)),
+            settings,
         })
     }
 

@@ -2,6 +2,13 @@
 //! window behind it (records can commit late, with a timestamp already passed), and enqueues one durable job per
 //! new (id, version). Jobs are enqueued before the cursor moves: a crash in between re-reads the same changes, and
 //! the job idempotency key turns them into no-ops.
+//!
+//! The read is streamed page by page (a Salesforce batch is 2,000 records): each page's jobs are queued and the
+//! cursor is moved to the page's last timestamp before the next page is fetched, so a poll holds one page in
+//! memory however many records changed (a backfill of 100,000 is 50 pages). A poll that stops between pages
+//! (crash, error) resumes from the saved cursor: the next read starts `overlap` before it, which includes every
+//! record at exactly the high-water timestamp, so records sharing a timestamp across a page boundary are read
+//! again rather than lost, and the seen versions (or the job keys) make the re-read ones no-ops.
 
 use std::collections::BTreeMap;
 
@@ -37,19 +44,34 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
         anyhow::bail!("flow `{}` is not polled (it runs on a schedule)", flow.name);
     };
     let conn = engine.connector(connection)?;
-    let overlap = Duration::seconds(i64::try_from(*overlap_seconds).unwrap_or(i64::MAX / 1000));
-    let changes = read_changes(&conn, &flow.trigger, now - overlap).await?;
+    let since = now - overlap(*overlap_seconds);
     let mut seen = BTreeMap::new();
-    let mut high = now - overlap;
-    for rec in &changes.records {
-        if let (Some(id), Some(ts)) = (conn.record_id(rec), conn.change_timestamp(rec)) {
-            seen.insert(id, keys::version_of(ts, conn.record_version(rec).as_deref()));
-            high = high.max(ts);
+    let mut high = since;
+    let mut read = 0;
+    // The cursor is saved once, after the last page: a baseline cut short must not leave a cursor that would
+    // make the next poll take the unread rest of the window for new changes.
+    let mut at = Next::Changes(None);
+    loop {
+        let (changes, next) = read_page(&conn, &flow.trigger, since, at).await?;
+        read += changes.records.len();
+        for rec in &changes.records {
+            if let (Some(id), Some(ts)) = (conn.record_id(rec), conn.change_timestamp(rec)) {
+                seen.insert(id, keys::version_of(ts, conn.record_version(rec).as_deref()));
+                high = high.max(ts);
+            }
+        }
+        match next {
+            Next::Done => break,
+            next => at = next,
         }
     }
     save_cursor(engine, flow, connection, object, high, &seen, now).await?;
     tracing::info!(flow = %flow.name, baseline = seen.len(), "flow starts watching {connection} {object} from now");
-    Ok(PollReport { read: changes.records.len(), ..Default::default() })
+    Ok(PollReport { read, ..Default::default() })
+}
+
+fn overlap(seconds: u64) -> Duration {
+    Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1000))
 }
 
 /// One poll of one flow's trigger.
@@ -58,92 +80,137 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
         anyhow::bail!("flow `{}` is not polled (it runs on a schedule)", flow.name);
     };
     let conn = engine.connector(connection)?;
-    let store = &engine.store;
-    let overlap = Duration::seconds(i64::try_from(*overlap_seconds).unwrap_or(i64::MAX / 1000));
+    let overlap = overlap(*overlap_seconds);
     let now = crate::now();
 
-    let Some(cursor) = store.get_cursor(connection, object, &flow.name).await? else {
+    let Some(cursor) = engine.store.get_cursor(connection, object, &flow.name).await? else {
         return baseline(engine, flow, now).await;
     };
     let since = cursor.position - overlap;
-    let mut seen: BTreeMap<String, String> = serde_json::from_value(cursor.seen.clone()).unwrap_or_default();
-
-    let changes = read_changes(&conn, &flow.trigger, since).await?;
-    let mut report = PollReport { read: changes.records.len(), ..Default::default() };
+    let mut seen: BTreeMap<String, String> = serde_json::from_value(cursor.seen).unwrap_or_default();
     let mut high = cursor.position;
-    for rec in changes.records {
-        let Some(id) = conn.record_id(&rec) else { continue };
-        let Some(ts) = conn.change_timestamp(&rec) else { continue };
-        let version = keys::version_of(ts, conn.record_version(&rec).as_deref());
-        if seen.get(&id) == Some(&version) {
-            continue;
-        }
-        report.new_changes += 1;
-        Stats::inc(&engine.stats.changes_seen);
-        let record = Value::Object(rec);
-        let wanted = match &flow.condition {
-            None => true,
-            // A condition that cannot be evaluated still gets a job: the executor files it for review.
-            Some(c) => {
-                let mut vars = ledgerlink_flow::Vars::new();
-                vars.insert("record".into(), record.clone());
-                vars.insert(
-                    "params".into(),
-                    Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
-                );
-                vars.insert("now".into(), Value::String(now.to_rfc3339()));
-                !matches!(c.eval(&vars), Ok(Value::Bool(false)))
+    let mut report = PollReport::default();
+    let mut at = Next::Changes(None);
+    loop {
+        let (changes, next) = read_page(&conn, &flow.trigger, since, at).await?;
+        report.read += changes.records.len();
+        let before = report.new_changes;
+        for rec in changes.records {
+            let Some(id) = conn.record_id(&rec) else { continue };
+            let Some(ts) = conn.change_timestamp(&rec) else { continue };
+            let version = keys::version_of(ts, conn.record_version(&rec).as_deref());
+            if seen.get(&id) == Some(&version) {
+                continue;
             }
-        };
-        if wanted {
-            let job = NewJob {
-                kind: JOB_FLOW_RECORD.into(),
-                idempotency_key: keys::change_job_key(&flow.name, connection, object, &id, &version),
-                flow: Some(flow.name.clone()),
-                connection: Some(connection.clone()),
-                payload: json!({"record": record}),
-                run_at: now,
-                max_attempts: engine.settings.max_attempts,
-            };
-            match store.enqueue(&job).await? {
-                Enqueued::Inserted(_) => {
-                    report.enqueued += 1;
-                    Stats::inc(&engine.stats.jobs_enqueued);
-                    engine.work_queued.notify_one();
-                }
-                // Already queued once: our own write-back coming back (see `executor`), or a re-read after a crash.
-                Enqueued::Duplicate(_) => Stats::inc(&engine.stats.changes_already_handled),
+            report.new_changes += 1;
+            Stats::inc(&engine.stats.changes_seen);
+            if enqueue_change(engine, flow, connection, object, &id, &version, rec, now).await? {
+                report.enqueued += 1;
             }
+            seen.insert(id, version);
+            high = high.max(ts);
         }
-        seen.insert(id, version);
-        if ts > high {
-            high = ts;
+        let last = matches!(next, Next::Done);
+        // The page's jobs are queued: move the cursor past it (only when it moved), keeping only the versions the
+        // next overlap window can show again.
+        if report.new_changes > before || last {
+            let horizon = high - overlap;
+            seen.retain(|_, v| keys::version_time(v).is_some_and(|t| t >= horizon));
+            save_cursor(engine, flow, connection, object, high, &seen, now).await?;
+        }
+        match next {
+            Next::Done => return Ok(report),
+            next => at = next,
         }
     }
-
-    // Keep only what the next overlap window can show again.
-    let horizon = high - overlap;
-    seen.retain(|_, v| keys::version_time(v).is_some_and(|t| t >= horizon));
-    save_cursor(engine, flow, connection, object, high, &seen, now).await?;
-    Ok(report)
 }
 
-/// The changes a poll trigger sees since `since`: changed records, then (with `deletions = true`) deleted ones,
-/// each carrying the system's deletion marker. A delete has a timestamp and version of its own, so it is a new
-/// (id, version) and gets a job like any change.
-async fn read_changes(
+/// Where a poll stands in its source: the pages of changed records, then (with `deletions = true`) the deleted
+/// ones, each carrying the system's deletion marker. A delete has a timestamp and version of its own, so it is a
+/// new (id, version) and gets a job like any change.
+enum Next {
+    Changes(Option<String>),
+    Deletions,
+    Done,
+}
+
+/// Reads the page `at` names and says what comes after it.
+async fn read_page(
     conn: &std::sync::Arc<dyn ledgerlink_connectors::Connector>,
     trigger: &Trigger,
     since: DateTime<Utc>,
-) -> anyhow::Result<ledgerlink_connectors::Changes> {
+    at: Next,
+) -> anyhow::Result<(ledgerlink_connectors::Changes, Next)> {
     let Trigger::Poll { object, fields, deletions, .. } = trigger else {
         anyhow::bail!("only a poll trigger reads changes");
     };
-    let mut changes = conn.changes_since(object, since, fields).await?;
-    if *deletions {
-        changes.records.extend(conn.deletions_since(object, since, fields).await?.records);
+    match at {
+        Next::Changes(page) => {
+            let changes = conn.changes_page(object, since, fields, page.as_deref()).await?;
+            let next = match &changes.next_page {
+                Some(p) => Next::Changes(Some(p.clone())),
+                None if *deletions => Next::Deletions,
+                None => Next::Done,
+            };
+            Ok((changes, next))
+        }
+        Next::Deletions => Ok((conn.deletions_since(object, since, fields).await?, Next::Done)),
+        Next::Done => Ok((ledgerlink_connectors::Changes::default(), Next::Done)),
     }
-    Ok(changes)
+}
+
+/// Queues the job for one new change when the flow's condition holds for it. `true` when a job was inserted
+/// (`false`: the condition is false, or the change was already queued once — our own write-back coming back,
+/// see `executor`, or a re-read after a crash).
+#[allow(clippy::too_many_arguments)]
+async fn enqueue_change(
+    engine: &Engine,
+    flow: &Flow,
+    connection: &str,
+    object: &str,
+    id: &str,
+    version: &str,
+    rec: ledgerlink_connectors::Record,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let record = Value::Object(rec);
+    let wanted = match &flow.condition {
+        None => true,
+        // A condition that cannot be evaluated still gets a job: the executor files it for review.
+        Some(c) => {
+            let mut vars = ledgerlink_flow::Vars::new();
+            vars.insert("record".into(), record.clone());
+            vars.insert(
+                "params".into(),
+                Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
+            );
+            vars.insert("now".into(), Value::String(now.to_rfc3339()));
+            !matches!(c.eval(&vars), Ok(Value::Bool(false)))
+        }
+    };
+    if !wanted {
+        return Ok(false);
+    }
+    let job = NewJob {
+        kind: JOB_FLOW_RECORD.into(),
+        idempotency_key: keys::change_job_key(&flow.name, connection, object, id, version),
+        flow: Some(flow.name.clone()),
+        connection: Some(connection.to_string()),
+        payload: json!({"record": record}),
+        run_at: now,
+        max_attempts: engine.settings.max_attempts,
+    };
+    match engine.store.enqueue(&job).await? {
+        Enqueued::Inserted(_) => {
+            Stats::inc(&engine.stats.jobs_enqueued);
+            engine.work_queued.notify_one();
+            Ok(true)
+        }
+        Enqueued::Duplicate(_) => {
+            Stats::inc(&engine.stats.changes_already_handled);
+            Ok(false)
+        }
+    }
 }
 
 /// Stores where a flow's poll of `object` stands: the high-water mark and the versions seen near it.

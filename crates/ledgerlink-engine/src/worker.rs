@@ -219,6 +219,8 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> anyhow:
     let running: Running = Arc::default();
     let mut leases = leases_connections(&engine).then(|| ConnectionLeases::new(&engine));
     let mut tasks = tokio::task::JoinSet::new();
+    // Rings `work_queued` when another process queues a job; dropped (and so stopped) with this future.
+    let _wakeups = listen_for_jobs(&engine).await;
     loop {
         if *shutdown.borrow() {
             break;
@@ -272,6 +274,40 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> anyhow:
         l.release_all().await;
     }
     Ok(())
+}
+
+/// Starts forwarding the store's cross-process job notifications (PostgreSQL `LISTEN`) to `work_queued`. Without
+/// them (SQLite, or the listen failed) the worker still finds other processes' jobs at its next idle look.
+async fn listen_for_jobs(engine: &Engine) -> Option<AbortOnDrop> {
+    let mut feed = match engine.store.job_wakeups().await {
+        Ok(Some(feed)) => feed,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for jobs queued by other processes; relying on idle polling");
+            return None;
+        }
+    };
+    let wake = engine.work_queued.clone();
+    Some(AbortOnDrop(tokio::spawn(async move {
+        loop {
+            match feed.next().await {
+                Ok(()) => wake.notify_one(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stopped listening for jobs queued by other processes; relying on idle polling");
+                    return;
+                }
+            }
+        }
+    })))
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Claims and runs due jobs until none is due (for tests and `--once`). Returns how many ran.

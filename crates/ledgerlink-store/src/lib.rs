@@ -153,6 +153,21 @@ pub trait Store: Send + Sync + 'static {
     /// Drops the leases of a process known to be gone: those of `owner`, or every lease when `owner` is None
     /// (only sound for a store no other process uses). Returns how many were dropped.
     async fn release_leases_of(&self, owner: Option<&str>) -> Result<u64>;
+
+    /// A feed that fires when any process queues a job, so an idle worker starts it at once instead of at its
+    /// next look. `None` when the backend has no such channel (SQLite: one process, which rings its own bell).
+    async fn job_wakeups(&self) -> Result<Option<Box<dyn JobWakeups>>> {
+        Ok(None)
+    }
+}
+
+/// See [`Store::job_wakeups`].
+#[async_trait]
+pub trait JobWakeups: Send {
+    /// Returns once a job may have been queued since the last call: a job was queued, or the channel was
+    /// re-established after a loss (when a notification may have been missed). An error ends the feed; the
+    /// worker's idle polling still finds every job.
+    async fn next(&mut self) -> Result<()>;
 }
 
 /// Opens the store the URL names, runs its migrations, and returns it.

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 
 use crate::crypto::SecretCipher;
@@ -18,7 +18,10 @@ use crate::sqlite::{
     review_status_str, subject,
 };
 use crate::types::*;
-use crate::{RecordRef, Result, Store, StoreError};
+use crate::{JobWakeups, RecordRef, Result, Store, StoreError};
+
+/// The channel a trigger on `jobs` notifies when a job becomes queued (migration 0006).
+const JOBS_CHANNEL: &str = "ledgerlink_jobs";
 
 const POOL_SIZE: u32 = 8;
 
@@ -33,6 +36,21 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a password, so it is not kept, let alone printed.
         f.debug_struct("PgStore").field("pool_size", &self.pool.size()).finish_non_exhaustive()
+    }
+}
+
+/// `LISTEN ledgerlink_jobs` on a connection of its own (taken from the pool for as long as the feed lives).
+struct PgJobWakeups {
+    listener: PgListener,
+}
+
+#[async_trait]
+impl JobWakeups for PgJobWakeups {
+    async fn next(&mut self) -> Result<()> {
+        // `None`: the connection was lost and has been re-established; a notification may have been missed in
+        // between, so this counts as a wake-up too.
+        self.listener.try_recv().await?;
+        Ok(())
     }
 }
 
@@ -720,6 +738,12 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn job_wakeups(&self) -> Result<Option<Box<dyn JobWakeups>>> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(JOBS_CHANNEL).await?;
+        Ok(Some(Box::new(PgJobWakeups { listener })))
     }
 }
 

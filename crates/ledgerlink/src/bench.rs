@@ -280,14 +280,26 @@ impl Connector for TimedConnector {
         self.done("delete", object, t, true);
         r
     }
-    async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
+    async fn changes_page(
+        &self,
+        object: &str,
+        since: DateTime<Utc>,
+        fields: &[String],
+        page: Option<&str>,
+    ) -> Result<Changes, ConnectorError> {
         let t = Instant::now();
-        let r = self.inner.changes_since(object, since, fields).await;
-        self.done("changes_since", object, t, false);
+        let r = self.inner.changes_page(object, since, fields, page).await;
+        self.done("changes_page", object, t, false);
         r
     }
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>> {
         self.inner.change_timestamp(record)
+    }
+    fn record_version(&self, record: &Record) -> Option<String> {
+        self.inner.record_version(record)
+    }
+    fn change_timestamp_fields(&self) -> &'static [&'static str] {
+        self.inner.change_timestamp_fields()
     }
     fn is_duplicate_error(&self, err: &ConnectorError) -> bool {
         self.inner.is_duplicate_error(err)
@@ -438,6 +450,9 @@ impl Store for TimedStore {
     }
     async fn release_leases_of(&self, owner: Option<&str>) -> SResult<u64> {
         timed!(self, "release_leases_of", self.inner.release_leases_of(owner))
+    }
+    async fn job_wakeups(&self) -> SResult<Option<Box<dyn ledgerlink_store::JobWakeups>>> {
+        self.inner.job_wakeups().await
     }
 }
 
@@ -747,7 +762,13 @@ async fn world(opts: &BenchOptions, spec: WorldSpec) -> anyhow::Result<World> {
         };
         let limiter = ledgerlink_connectors::limiter::Limiter::with_speedup(&quickbooks_policy(), spec.speedup);
         let connector = Arc::new(QuickbooksConnector::new(config, Arc::new(StoreTokenStore::new(store.clone(), "quickbooks")), http.clone()).with_limiter(limiter));
-        connectors.insert("quickbooks".to_string(), TimedConnector::wrap("quickbooks", connector.clone(), &timings));
+        // As `connections::build_connector` builds it by default: creates from concurrent jobs coalesced into
+        // batch calls.
+        let batching = Arc::new(ledgerlink_connectors::quickbooks::batching::BatchingConnector::new(
+            connector.clone(),
+            ledgerlink_connectors::quickbooks::batch::BatchWriter::DEFAULT_LINGER,
+        ));
+        connectors.insert("quickbooks".to_string(), TimedConnector::wrap("quickbooks", batching, &timings));
         qb = Some(connector);
     }
     let team = SalesTeam::new(sfdc.info());

@@ -125,8 +125,14 @@ impl Connector for CollectionsConnector {
         Ok(stored)
     }
 
-    async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
-        self.inner.changes_since(object, since, fields).await
+    async fn changes_page(
+        &self,
+        object: &str,
+        since: DateTime<Utc>,
+        fields: &[String],
+        page: Option<&str>,
+    ) -> Result<Changes, ConnectorError> {
+        self.inner.changes_page(object, since, fields, page).await
     }
 
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>> {

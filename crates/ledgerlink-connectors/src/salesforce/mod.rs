@@ -351,29 +351,38 @@ impl SalesforceConnector {
     }
 
     async fn query_from(&self, resource: &str, soql: &str) -> Result<Vec<Record>, ConnectorError> {
-        let mut all = Vec::new();
-        let mut page = self.call(Method::GET, &self.data_path(resource), &[("q", soql.to_string())], None).await?;
-        loop {
-            let records = page
-                .get("records")
-                .and_then(|r| r.as_array())
-                .ok_or_else(|| unexpected("the query answer has no records"))?;
-            for r in records {
-                if let Value::Object(mut rec) = r.clone() {
-                    strip_attributes(&mut rec);
-                    all.push(rec);
-                }
-            }
-            let done = page.get("done").and_then(|d| d.as_bool()).unwrap_or(true);
-            let next = page.get("nextRecordsUrl").and_then(|n| n.as_str()).map(str::to_string);
-            match (done, next) {
-                (false, Some(next)) => {
-                    let url = self.next_url(&next)?;
-                    page = self.call(Method::GET, &url, &[], None).await?;
-                }
-                _ => return Ok(all),
+        let mut all = self.query_page(resource, soql, None).await?;
+        while let Some(next) = all.next_page.take() {
+            let page = self.query_page(resource, soql, Some(&next)).await?;
+            all.records.extend(page.records);
+            all.next_page = page.next_page;
+        }
+        Ok(all.records)
+    }
+
+    /// One batch of a query: the first (`next` is `None`) or the one a previous batch's `nextRecordsUrl` names.
+    async fn query_page(&self, resource: &str, soql: &str, next: Option<&str>) -> Result<Changes, ConnectorError> {
+        let page = match next {
+            None => self.call(Method::GET, &self.data_path(resource), &[("q", soql.to_string())], None).await?,
+            Some(next) => self.call(Method::GET, &self.next_url(next)?, &[], None).await?,
+        };
+        let Value::Object(mut page) = page else { return Err(unexpected("the query answer is not an object")) };
+        let Some(Value::Array(rows)) = page.remove("records") else {
+            return Err(unexpected("the query answer has no records"));
+        };
+        let mut records = Vec::with_capacity(rows.len());
+        for r in rows {
+            if let Value::Object(mut rec) = r {
+                strip_attributes(&mut rec);
+                records.push(rec);
             }
         }
+        let done = page.get("done").and_then(|d| d.as_bool()).unwrap_or(true);
+        let next_page = match page.remove("nextRecordsUrl") {
+            Some(Value::String(n)) if !done => Some(n),
+            _ => None,
+        };
+        Ok(Changes { records, next_page })
     }
 
     /// The absolute URL of a `nextRecordsUrl`. Salesforce sends a bare path; an absolute URL is accepted only on
@@ -821,11 +830,12 @@ impl Connector for SalesforceConnector {
     }
 
     #[tracing::instrument(skip_all, fields(system = "salesforce", object, %since), err)]
-    async fn changes_since(
+    async fn changes_page(
         &self,
         object: &str,
         since: DateTime<Utc>,
         fields: &[String],
+        page: Option<&str>,
     ) -> Result<Changes, ConnectorError> {
         let q = Soql::new(object)?
             .fields(fields)?
@@ -833,7 +843,7 @@ impl Connector for SalesforceConnector {
             .compare_datetime("SystemModstamp", ">=", since)?
             .order_by("SystemModstamp")?
             .order_by("Id")?;
-        Ok(Changes { records: self.query(&q.build()).await? })
+        self.query_page("query", &q.build(), page).await
     }
 
     /// Rows of the recycle bin, through `queryAll` (`IsDeleted = true`): a deleted record keeps its fields, and
