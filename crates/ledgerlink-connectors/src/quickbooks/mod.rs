@@ -492,7 +492,7 @@ impl Connector for QuickbooksConnector {
                 rec
             })
             .collect();
-        Ok(Changes { records })
+        Ok(Changes { records, next_page: None })
     }
 
     fn is_deleted(&self, record: &Record) -> bool {

@@ -863,7 +863,7 @@ impl Connector for SalesforceConnector {
             .compare_datetime("SystemModstamp", ">=", since)?
             .order_by("SystemModstamp")?
             .order_by("Id")?;
-        Ok(Changes { records: self.query_all(&q.build()).await? })
+        Ok(Changes { records: self.query_all(&q.build()).await?, next_page: None })
     }
 
     fn is_deleted(&self, record: &Record) -> bool {
