@@ -95,8 +95,13 @@ async fn pushed_invoice_reaches_quickbooks_and_payments_come_back_signed() {
     // 7 × 12.345 = 86.415 → 86.42 (half away from zero).
     assert_eq!(dec(&lines[1]["Amount"]), Decimal::new(8642, 2));
     assert_eq!(lines[1]["SalesItemLineDetail"]["TaxCodeRef"]["value"], "TAX");
+    // "Garden design" matched the company's existing "Garden Design" product; "Planting" was created under the
+    // income account chosen in the settings.
     let design_item = qb.get("Item", lines[0]["SalesItemLineDetail"]["ItemRef"]["value"].as_str().unwrap(), &[]).await.unwrap().unwrap();
-    assert_eq!(design_item["Name"], "Garden design");
+    assert_eq!(design_item["Name"], "Garden Design");
+    let planting = qb.get("Item", lines[1]["SalesItemLineDetail"]["ItemRef"]["value"].as_str().unwrap(), &[]).await.unwrap().unwrap();
+    assert_eq!(planting["Name"], "Planting");
+    assert_eq!(planting["IncomeAccountRef"]["name"], "Services");
     // Sonoma County: 7.25 % of 86.42 = 6.27, 1.25 % = 1.08 (each rounded), total tax 7.35.
     assert_eq!(dec(&inv["TxnTaxDetail"]["TotalTax"]), Decimal::new(735, 2));
     let total = Decimal::new(28500 + 8642 + 735, 2);
