@@ -285,7 +285,7 @@ impl Platform {
             });
         }
         for l in [&mut lists.income_accounts, &mut lists.expense_accounts, &mut lists.payment_accounts, &mut lists.items, &mut lists.tax_codes] {
-            l.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+            l.sort_by_key(|a| a.name.to_lowercase());
         }
         Ok(lists)
     }

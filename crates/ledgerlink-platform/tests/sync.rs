@@ -67,6 +67,10 @@ async fn pushed_invoice_reaches_quickbooks_and_payments_come_back_signed() {
     let w = world().await;
     let (ws, token) = w.workspace("Northwind Platform").await;
     w.connect(&ws).await;
+    let test = w.platform.test_connection(&ws).await.unwrap();
+    assert!(test.ok, "{test:?}");
+    assert_eq!(test.company_name.as_deref(), Some("Juniper & Finch Landscape Design"));
+    assert!(test.checks.iter().all(|c| c.ok) && test.checks.len() == 3);
     configure(&w, &ws).await;
     let (hook_url, received) = receiver(vec![]).await;
     let (status, sub) = w.post(&token, "/api/v1/platform/webhooks", &json!({"url": hook_url, "events": ["invoice.payment_updated"]}), None).await;
@@ -195,7 +199,9 @@ async fn disconnect_stops_both_directions_and_reconnect_resumes() {
     let qb = w.quickbooks(&ws).await;
 
     w.platform.disconnect(&ws).await.unwrap();
-    assert_eq!(w.platform.test_connection(&ws).await.unwrap().ok, false);
+    let test = w.platform.test_connection(&ws).await.unwrap();
+    assert!(!test.ok);
+    assert!(test.message.contains("Connect QuickBooks"), "{test:?}");
 
     // Outbound: a push is stored and answered, but nothing reaches QuickBooks.
     let (status, _) = w.post(&token, "/api/v1/platform/invoices", &invoice("inv-2", "D-2"), None).await;
