@@ -246,3 +246,84 @@ async fn disconnect_stops_both_directions_and_reconnect_resumes() {
     let rec = w.platform.get_record(&ws, ledgerlink_platform::RecordKind::Invoice, "inv-2").await.unwrap();
     assert_eq!(rec.sync.status, SyncStatus::Synced);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expenses_become_bills_or_expenses_against_the_chosen_accounts() {
+    let w = world().await;
+    let (ws, token) = w.workspace("Expenses").await;
+    w.connect(&ws).await;
+    let expense = |id: &str, amount: &str| {
+        json!({"id": id, "workflow_id": "wf-spring-planting", "vendor": "Redwood Nursery Supply", "date": "2026-11-05",
+               "currency": "USD", "amount": amount, "description": "Seedlings"})
+    };
+    // No expense account chosen yet: the expense waits for the setting, saying which.
+    w.post(&token, "/api/v1/platform/expenses", &expense("ex-1", "240.10"), None).await;
+    let rec = eventually(20, "expense needs review", || async {
+        let (_, r) = w.get(&token, "/api/v1/platform/expenses/ex-1").await;
+        (r["sync"]["status"] == "needs_review").then_some(r)
+    })
+    .await;
+    assert!(rec["sync"]["error"].as_str().unwrap().contains("chart-of-accounts"), "{rec}");
+
+    // Choosing the account in the settings releases it: a bill to the existing vendor.
+    let lists = w.platform.company_lists(&ws).await.unwrap();
+    let account = lists.expense_accounts.first().expect("the sandbox has expense accounts").clone();
+    let bank = lists.payment_accounts.iter().find(|a| a.detail == "Bank").expect("a bank account").clone();
+    let mut s = w.platform.load_settings(&ws).await.unwrap();
+    s.expenses.expense_account = Some(QbRef { id: account.id.clone(), name: account.name.clone() });
+    w.platform.save_settings(&ws, &s).await.unwrap();
+    let rec = synced(&w, &token, "/api/v1/platform/expenses/ex-1").await;
+    assert_eq!(rec["sync"]["quickbooks_type"], "Bill");
+    let qb = w.quickbooks(&ws).await;
+    let bill = qb.get("Bill", rec["sync"]["quickbooks_id"].as_str().unwrap(), &[]).await.unwrap().unwrap();
+    assert_eq!(dec(&bill["TotalAmt"]), Decimal::new(24010, 2));
+    assert_eq!(bill["Line"][0]["AccountBasedExpenseLineDetail"]["AccountRef"]["value"], account.id.as_str());
+    assert!(bill["Line"][0]["Description"].as_str().unwrap().contains("wf-spring-planting"));
+    let vendor = qb.get("Vendor", bill["VendorRef"]["value"].as_str().unwrap(), &[]).await.unwrap().unwrap();
+    assert_eq!(vendor["DisplayName"], "Redwood Nursery Supply", "the existing vendor, not a new one");
+
+    // As expenses paid from the bank account: a Purchase.
+    s.expenses.post_as = ledgerlink_platform::ExpensePostAs::Expense;
+    s.expenses.payment_account = Some(QbRef { id: bank.id.clone(), name: bank.name.clone() });
+    w.platform.save_settings(&ws, &s).await.unwrap();
+    w.post(&token, "/api/v1/platform/expenses", &expense("ex-2", "19.99"), None).await;
+    let rec = synced(&w, &token, "/api/v1/platform/expenses/ex-2").await;
+    assert_eq!(rec["sync"]["quickbooks_type"], "Purchase");
+    let purchase = qb.get("Purchase", rec["sync"]["quickbooks_id"].as_str().unwrap(), &[]).await.unwrap().unwrap();
+    assert_eq!(purchase["AccountRef"]["value"], bank.id.as_str());
+    assert_eq!(purchase["PaymentType"], "Cash");
+    assert_eq!(dec(&purchase["TotalAmt"]), Decimal::new(1999, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_and_unmapped_invoices_wait_for_the_settings_then_sync() {
+    let w = world().await;
+    let (ws, token) = w.workspace("Held").await;
+    w.connect(&ws).await;
+    let mut s = w.platform.load_settings(&ws).await.unwrap();
+    s.invoices.auto_push = false;
+    w.platform.save_settings(&ws, &s).await.unwrap();
+    push_catalogue(&w, &token).await;
+    let (status, rec) = w.post(&token, "/api/v1/platform/invoices", &invoice("inv-h", "H-1"), None).await;
+    assert_eq!(status, 201);
+    assert_eq!(rec["sync"]["status"], "held", "automatic push is off: {rec}");
+    let (_, rate) = w.get(&token, "/api/v1/platform/tax-rates/sales-tax").await;
+    assert_eq!(rate["sync"]["status"], "needs_review", "an unmapped tax rate asks for its mapping");
+
+    // Push switched on, but the tax rate is still unmapped: the invoice says what to map.
+    s.invoices.auto_push = true;
+    w.platform.save_settings(&ws, &s).await.unwrap();
+    let rec = eventually(20, "invoice needs review", || async {
+        let (_, r) = w.get(&token, "/api/v1/platform/invoices/inv-h").await;
+        (r["sync"]["status"] == "needs_review").then_some(r)
+    })
+    .await;
+    assert!(rec["sync"]["error"].as_str().unwrap().contains("sales-tax"), "{rec}");
+
+    // Mapping the rate (and the income account for new products) lets it through.
+    configure(&w, &ws).await;
+    let (_, rate) = w.get(&token, "/api/v1/platform/tax-rates/sales-tax").await;
+    assert_eq!(rate["sync"]["status"], "synced");
+    let rec = synced(&w, &token, "/api/v1/platform/invoices/inv-h").await;
+    assert_eq!(dec(&rec["sync"]["quickbooks_total"]), Decimal::new(28500 + 8642 + 735, 2));
+}
