@@ -73,6 +73,8 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 pub fn router(engine: Engine) -> Router {
+    // The platform connector's API (`/api/v1/platform/…`, `/api/v1/openapi.json`) over the same store.
+    let platform = ledgerlink_platform::api::router(ledgerlink_platform::Platform::new(engine.store.clone(), Default::default()));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -89,6 +91,7 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/flows/{name}/run", post(flow_run))
         .with_state(engine)
+        .merge(platform)
 }
 
 /// Serves the router on `addr` until `shutdown` resolves; returns the bound address through `on_bound`.

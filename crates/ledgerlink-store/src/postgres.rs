@@ -23,6 +23,8 @@ use crate::{JobWakeups, RecordRef, Result, Store, StoreError};
 /// The channel a trigger on `jobs` notifies when a job becomes queued (migration 0006).
 const JOBS_CHANNEL: &str = "ledgerlink_jobs";
 
+mod platform;
+
 const POOL_SIZE: u32 = 8;
 
 /// The PostgreSQL-backed [`Store`].
