@@ -1,6 +1,6 @@
 //! `ledgerlink`: the command line. Parses the arguments and dispatches to the library's commands.
 
-use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve};
+use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve, web_fixture};
 use ledgerlink_engine::review::Decision;
 
 use std::path::PathBuf;
@@ -79,6 +79,22 @@ enum Command {
     Serve {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// The web UI over a fresh store with a QuickBooks sandbox to connect (for the browser tests). The first
+    /// stdout line is JSON with the URLs and the administrator's sign-in.
+    #[command(hide = true)]
+    WebFixture {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Parent of the fresh data directory (default: the system's temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value = "admin@example.com")]
+        email: String,
+        #[arg(long, default_value = "correct horse battery")]
+        password: String,
+        #[arg(long, default_value = "ws_fixture")]
+        workspace: String,
     },
     /// Flow files: validate them.
     Flows {
@@ -217,6 +233,9 @@ fn main() -> ExitCode {
             }
             Command::Sandbox { system, port, state, tls } => sandbox_cmd::run(&system, port, state, tls).await,
             Command::Serve { config } => serve::run(&config).await,
+            Command::WebFixture { port, data_dir, email, password, workspace } => {
+                web_fixture::run(web_fixture::FixtureOptions { port, data_dir, email, password, workspace }).await
+            }
             Command::Flows { command: FlowsCommand::Validate { file, set } } => flows_cmd::validate(&file, &set),
             Command::Flows { command: FlowsCommand::Run { config, flow, record } } => flows_cmd::run_now(&config, &flow, record.as_deref()).await,
             Command::Flows { command: FlowsCommand::DryRun { config, flow, record, since_hours, limit, json } } => {
