@@ -73,6 +73,8 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 pub fn router(engine: Engine) -> Router {
+    // The platform connector's API (`/api/v1/platform/…`, `/api/v1/openapi.json`) over the same store.
+    let platform = ledgerlink_platform::api::router(ledgerlink_platform::Platform::new(engine.store.clone(), Default::default()));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -89,11 +91,12 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/flows/{name}/run", post(flow_run))
         .with_state(engine)
+        .merge(platform)
 }
 
 /// The API with the admin web UI (`ledgerlink_web`) beside it.
-pub fn router_with_ui(engine: Engine, ui: ledgerlink_web::WebConfig) -> anyhow::Result<Router> {
-    let web = ledgerlink_web::Web::new(engine.clone(), ui)?;
+pub fn router_with_ui(engine: Engine, platform: ledgerlink_platform::Platform, ui: ledgerlink_web::WebConfig) -> anyhow::Result<Router> {
+    let web = ledgerlink_web::Web::new(engine.clone(), platform, ui)?;
     Ok(router(engine).merge(ledgerlink_web::router(web)))
 }
 

@@ -13,6 +13,7 @@
 //! worker with them. A lease is a row with an owner and an expiry, so a dead holder's lease simply runs out.
 
 pub mod crypto;
+pub mod platform;
 pub mod testing;
 pub mod types;
 pub mod web;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 
 pub use crypto::{MasterKey, SecretCipher};
+pub use platform::{NewPlatformTask, PlatformDoc, PlatformStore, PlatformTask, TaskAttempt, TaskOutcome, TaskStatus};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -53,12 +55,13 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// Everything ledgerlink keeps. Both backends pass the same contract tests.
+/// Everything ledgerlink keeps. Both backends pass the same contract tests. The platform connector's part is
+/// the supertrait [`PlatformStore`].
 ///
 /// Times are passed in (`now`) rather than read inside, so that the engine's clock (which tests and the
 /// sandboxes can advance) is the only clock.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PlatformStore + Send + Sync + 'static {
     /// Which backend this is (`sqlite` or `postgres`), for logs and the summary.
     fn backend(&self) -> &'static str;
 

@@ -20,6 +20,8 @@ use crate::sqlite::{
 use crate::types::*;
 use crate::{RecordRef, Result, Store, StoreError};
 
+mod platform;
+
 const POOL_SIZE: u32 = 8;
 
 /// The PostgreSQL-backed [`Store`].

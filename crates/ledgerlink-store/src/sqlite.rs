@@ -24,6 +24,8 @@ use crate::crypto::SecretCipher;
 use crate::types::*;
 use crate::{RecordRef, Result, Store, StoreError};
 
+pub(crate) mod platform;
+
 /// How long a statement waits for another connection's write lock before failing with "database is locked".
 const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 const POOL_SIZE: u32 = 8;

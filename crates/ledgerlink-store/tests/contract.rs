@@ -13,8 +13,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledgerlink_store::{
     AuditFilter, ChangeCursor, Enqueued, IntentStatus, JobFilter, JobStatus, Link, NewAuditEntry, NewConnection,
-    NewJob, NewReviewItem, NewRun, NewWriteIntent, PgStore, RecordRef, ReviewStatus, RunOutcome, SecretCipher,
-    SqliteStore, Store, StoreError,
+    NewJob, NewPlatformTask, NewReviewItem, NewRun, NewWriteIntent, PgStore, RecordRef, ReviewStatus, RunOutcome, SecretCipher,
+    SqliteStore, Store, StoreError, TaskAttempt, TaskOutcome, TaskStatus,
 };
 use ledgerlink_store::testing::TestDatabase;
 use serde_json::json;
@@ -791,6 +791,150 @@ async fn claims_can_be_limited_to_leased_connections(f: &Fixture) {
     assert!(retaken.iter().all(|j| j.attempts == 2 && j.lease_owner.as_deref() == Some("w3")));
 }
 
+// ----- the platform connector's documents and tasks -----
+
+async fn platform_docs_insert_once_and_update_by_revision(f: &Fixture) {
+    let s = &f.store;
+    let (doc, inserted) = s.insert_doc("ws_a", "client", "c-1", &json!({"name": "Acme"}), t0()).await.unwrap();
+    assert!(inserted);
+    assert_eq!((doc.rev, doc.body.clone(), doc.created_at), (1, json!({"name": "Acme"}), t0()));
+    let (again, inserted) = s.insert_doc("ws_a", "client", "c-1", &json!({"name": "Other"}), t0()).await.unwrap();
+    assert!(!inserted, "a second insert of the same id inserts nothing");
+    assert_eq!(again.body, json!({"name": "Acme"}), "and leaves the first body");
+
+    let later = t0() + Duration::seconds(5);
+    let updated = s.update_doc("ws_a", "client", "c-1", 1, &json!({"name": "Acme Ltd"}), later).await.unwrap();
+    assert_eq!((updated.rev, updated.updated_at, updated.created_at), (2, later, t0()));
+    let stale = s.update_doc("ws_a", "client", "c-1", 1, &json!({"name": "lost"}), later).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    let missing = s.update_doc("ws_a", "client", "nope", 1, &json!({}), later).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+
+    let put = s.put_doc("ws_a", "client", "c-1", &json!({"name": "Put"}), later).await.unwrap();
+    assert_eq!(put.rev, 3);
+    let fresh = s.put_doc("ws_a", "client", "c-2", &json!({"name": "Zed"}), later).await.unwrap();
+    assert_eq!(fresh.rev, 1);
+
+    // Workspaces are separate name spaces; a global look-up finds the one holder.
+    s.insert_doc("ws_b", "client", "c-1", &json!({"name": "B's"}), t0()).await.unwrap();
+    assert_eq!(s.get_doc("ws_b", "client", "c-1").await.unwrap().unwrap().body, json!({"name": "B's"}));
+    let ids: Vec<_> = s.list_docs("ws_a", "client").await.unwrap().into_iter().map(|d| d.id).collect();
+    assert_eq!(ids, ["c-1", "c-2"]);
+    assert!(s.list_docs("ws_a", "invoice").await.unwrap().is_empty());
+    s.insert_doc("ws_b", "token", "hash-1", &json!({"label": "ci"}), t0()).await.unwrap();
+    assert_eq!(s.find_doc("token", "hash-1").await.unwrap().unwrap().workspace_id, "ws_b");
+    assert!(s.find_doc("token", "hash-2").await.unwrap().is_none());
+
+    assert!(s.delete_doc("ws_a", "client", "c-2").await.unwrap());
+    assert!(!s.delete_doc("ws_a", "client", "c-2").await.unwrap());
+    assert!(s.get_doc("ws_a", "client", "c-2").await.unwrap().is_none());
+}
+
+async fn platform_docs_insert_is_atomic_under_concurrency(f: &Fixture) {
+    let mut handles = Vec::new();
+    for n in 0..8 {
+        let s = f.store.clone();
+        handles.push(tokio::spawn(async move { s.insert_doc("ws", "idempotency", "key", &json!({"n": n}), t0()).await.unwrap().1 }));
+    }
+    let mut winners = 0;
+    for h in handles {
+        winners += usize::from(h.await.unwrap());
+    }
+    assert_eq!(winners, 1, "exactly one concurrent insert of one id wins");
+}
+
+fn task(key: &str, run_at: DateTime<Utc>) -> NewPlatformTask {
+    NewPlatformTask {
+        workspace_id: "ws_a".into(),
+        kind: "sync.record".into(),
+        dedupe_key: key.into(),
+        payload: json!({"id": key}),
+        run_at,
+        max_attempts: 3,
+    }
+}
+
+async fn platform_tasks_claim_retry_pause_and_resume(f: &Fixture) {
+    let s = &f.store;
+    let lease = Duration::seconds(30);
+    let (a, new) = s.enqueue_task(&task("a", t0())).await.unwrap();
+    assert!(new);
+    assert_eq!(s.enqueue_task(&task("a", t0())).await.unwrap(), (a, false), "a duplicate key is a no-op");
+    let (b, _) = s.enqueue_task(&task("b", t0() + Duration::seconds(1))).await.unwrap();
+    let (later, _) = s.enqueue_task(&task("later", t0() + Duration::hours(1))).await.unwrap();
+
+    let claimed = s.claim_tasks("w1", t0() + Duration::seconds(1), lease, 10).await.unwrap();
+    assert_eq!(claimed.iter().map(|t| t.id).collect::<Vec<_>>(), [a, b], "due tasks, oldest first");
+    assert!(claimed.iter().all(|t| t.status == TaskStatus::Running && t.attempts == 1 && t.lease_owner.as_deref() == Some("w1")));
+    assert!(s.claim_tasks("w2", t0() + Duration::seconds(1), lease, 10).await.unwrap().is_empty(), "leased tasks are not claimed twice");
+
+    // Only the lease holder may finish a task.
+    let wrong = s.finish_task(a, "w2", &TaskOutcome::Done, t0()).await;
+    assert!(matches!(wrong, Err(StoreError::Conflict(_))), "{wrong:?}");
+    s.finish_task(a, "w1", &TaskOutcome::Done, t0()).await.unwrap();
+    let retry_at = t0() + Duration::seconds(10);
+    s.finish_task(b, "w1", &TaskOutcome::Retry { at: retry_at, error: "HTTP 503".into() }, t0()).await.unwrap();
+    let tb = s.get_task(b).await.unwrap().unwrap();
+    assert_eq!((tb.status, tb.run_at, tb.last_error.as_deref(), tb.lease_owner.clone()), (TaskStatus::Queued, retry_at, Some("HTTP 503"), None));
+    assert!(s.claim_tasks("w1", retry_at - Duration::seconds(1), lease, 10).await.unwrap().is_empty(), "not before its retry time");
+
+    // Paused while disconnected: the attempt is given back, and resuming makes it due at once.
+    let again = s.claim_tasks("w1", retry_at, lease, 10).await.unwrap();
+    assert_eq!(again.iter().map(|t| (t.id, t.attempts)).collect::<Vec<_>>(), [(b, 2)]);
+    s.finish_task(b, "w1", &TaskOutcome::Paused { reason: "disconnected".into() }, retry_at).await.unwrap();
+    let tb = s.get_task(b).await.unwrap().unwrap();
+    assert_eq!((tb.status, tb.attempts), (TaskStatus::Paused, 1));
+    assert!(s.claim_tasks("w1", retry_at + Duration::minutes(30), lease, 10).await.unwrap().iter().all(|t| t.id != b), "paused tasks wait");
+    assert_eq!(s.resume_tasks("ws_b", retry_at).await.unwrap(), 0, "another workspace's resume touches nothing");
+    assert_eq!(s.resume_tasks("ws_a", retry_at).await.unwrap(), 1);
+    let resumed = s.claim_tasks("w1", retry_at, lease, 10).await.unwrap();
+    assert_eq!(resumed.iter().map(|t| t.id).collect::<Vec<_>>(), [b]);
+    s.finish_task(b, "w1", &TaskOutcome::Dead { error: "refused".into() }, retry_at).await.unwrap();
+    assert_eq!(s.get_task(b).await.unwrap().unwrap().status, TaskStatus::Dead);
+
+    // An expired lease is taken over.
+    let t_late = t0() + Duration::hours(1);
+    let first = s.claim_tasks("w1", t_late, lease, 10).await.unwrap();
+    assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), [later]);
+    let taken = s.claim_tasks("w2", t_late + lease + Duration::seconds(1), lease, 10).await.unwrap();
+    assert_eq!(taken.iter().map(|t| (t.id, t.attempts)).collect::<Vec<_>>(), [(later, 2)]);
+    assert!(s.finish_task(later, "w1", &TaskOutcome::Done, t_late).await.is_err(), "the old holder lost it");
+
+    let listed: Vec<_> = s.list_tasks("ws_a", Some("sync.record"), 10).await.unwrap().into_iter().map(|t| t.id).collect();
+    assert_eq!(listed, [later, b, a], "newest first");
+    assert!(s.list_tasks("ws_a", Some("webhook.deliver"), 10).await.unwrap().is_empty());
+    assert_eq!(s.list_tasks("ws_a", None, 2).await.unwrap().len(), 2);
+}
+
+async fn platform_task_attempts_are_recorded_in_order(f: &Fixture) {
+    let s = &f.store;
+    let (id, _) = s.enqueue_task(&task("w", t0())).await.unwrap();
+    for (n, ok, code) in [(2, true, Some(200)), (1, false, Some(500))] {
+        s.record_attempt(&TaskAttempt {
+            task_id: id,
+            attempt: n,
+            at: t0() + Duration::seconds(i64::from(n)),
+            ok,
+            status_code: code,
+            error: (!ok).then(|| "HTTP 500".to_string()),
+            duration_ms: 12,
+        })
+        .await
+        .unwrap();
+    }
+    let got = s.list_attempts(id).await.unwrap();
+    assert_eq!(got.iter().map(|a| (a.attempt, a.ok, a.status_code)).collect::<Vec<_>>(), [(1, false, Some(500)), (2, true, Some(200))]);
+    assert_eq!(got[0].error.as_deref(), Some("HTTP 500"));
+    assert_eq!(got[1].at, t0() + Duration::seconds(2));
+    assert!(s.list_attempts(id + 1000).await.unwrap().is_empty());
+}
+
+async fn platform_secrets_round_trip_through_the_store_cipher(f: &Fixture) {
+    let sealed = f.store.secrets().seal(&json!("whsec_abc"));
+    assert!(!sealed.contains("whsec_abc"));
+    assert_eq!(f.store.secrets().open(&sealed).unwrap(), json!("whsec_abc"));
+}
+
 // ----- one test per backend per contract -----
 
 macro_rules! contract {
@@ -833,4 +977,12 @@ contract!(
     runs_start_finish_and_list_newest_first,
     audit_log_lists_newest_first_with_filters,
     reviews_resolve_exactly_once,
+);
+
+contract!(
+    platform_docs_insert_once_and_update_by_revision,
+    platform_docs_insert_is_atomic_under_concurrency,
+    platform_tasks_claim_retry_pause_and_resume,
+    platform_task_attempts_are_recorded_in_order,
+    platform_secrets_round_trip_through_the_store_cipher,
 );

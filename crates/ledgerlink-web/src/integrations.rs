@@ -1,5 +1,5 @@
-//! Settings > Integrations: the QuickBooks and Salesforce cards, QuickBooks' OAuth connect flow, the Manage
-//! page with Test Connection, and Disconnect behind a confirmation.
+//! Settings > Integrations: the QuickBooks and Salesforce cards, QuickBooks' OAuth connect flow, Test
+//! Connection, and Disconnect behind a confirmation (the Manage page itself is [`crate::manage`]).
 //!
 //! The connect flow, as the host platform's help page describes it: **Connect** (a POST, so it carries the CSRF
 //! token) stores a fresh `state` in the session and sends the browser to QuickBooks' consent page; the person
@@ -20,13 +20,16 @@ use ledgerlink_connectors::ConnectorError;
 use ledgerlink_connectors::auth::{ClientAuth, MemoryTokenStore, OAuthTokens, RefreshConfig};
 use ledgerlink_connectors::quickbooks::{QuickbooksConfig, QuickbooksConnector};
 use ledgerlink_model::QboRealmId;
-use ledgerlink_store::{Connection, NewConnection};
+use ledgerlink_platform::integration::connection_name;
+use ledgerlink_platform::{ConnectionState, PlatformError};
+use ledgerlink_store::NewConnection;
 use secrecy::ExposeSecret;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::pages::{Layout, UiError, UiResult, render};
 use crate::session::{Admin, NoFields, Posted, new_nonce, same_secret, set_pending};
+use crate::manage::{TestOutcome, manage_page};
 use crate::{QuickbooksApp, Web};
 
 /// The scope QuickBooks is asked for: the accounting API (customers, invoices, expenses, accounts).
@@ -34,15 +37,12 @@ const SCOPE: &str = "com.intuit.quickbooks.accounting";
 /// How long a started sign-in stays valid.
 const SIGN_IN_WINDOW_MINUTES: i64 = 15;
 
-/// The store name of a workspace's QuickBooks connection.
-pub fn connection_name(workspace: &str) -> String {
-    format!("quickbooks.{workspace}")
-}
-
 /// What the QuickBooks card shows.
 #[derive(Debug, Clone)]
 pub struct QuickbooksCard {
     pub connected: bool,
+    /// Connected once, disconnected since: data kept, Connect resumes.
+    pub paused: bool,
     pub company: Option<String>,
     pub realm_id: Option<String>,
     pub connected_at: Option<String>,
@@ -56,19 +56,29 @@ pub struct SalesforceCard {
     pub connections: Vec<String>,
 }
 
-async fn workspace_connection(web: &Web, workspace: &str) -> Result<Option<Connection>, UiError> {
-    let conn = web.engine.store.get_connection(&connection_name(workspace)).await?;
-    Ok(conn.filter(|c| c.config.get("disconnected_at").is_none_or(Value::is_null)))
+/// A platform error as a page: invalid input names the setting; the rest is said plainly.
+pub fn platform_error(e: PlatformError) -> UiError {
+    match e {
+        PlatformError::Invalid { field, message } => UiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Please check the settings", format!("{field}: {message}")),
+        PlatformError::NotConnected => UiError::new(StatusCode::CONFLICT, "QuickBooks is not connected", "Connect QuickBooks first (the Connect button on its card)."),
+        PlatformError::QuickBooks(m) => UiError::new(StatusCode::BAD_GATEWAY, "QuickBooks did not answer as expected", m),
+        PlatformError::NotFound { what, id } => UiError::not_found(&format!("The {what} {id}")),
+        PlatformError::Store(s) => s.into(),
+        other => {
+            tracing::error!(error = %other, "platform error in the web UI");
+            UiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong", "Nothing was changed. Try again; if it keeps happening, tell your administrator.")
+        }
+    }
 }
 
-async fn quickbooks_card(web: &Web, workspace: &str) -> Result<QuickbooksCard, UiError> {
-    let conn = workspace_connection(web, workspace).await?;
-    let s = |c: &Connection, k: &str| c.config.get(k).and_then(Value::as_str).map(str::to_string);
+pub(crate) async fn quickbooks_card(web: &Web, workspace: &str) -> Result<QuickbooksCard, UiError> {
+    let st = web.platform.status(workspace).await.map_err(platform_error)?;
     Ok(QuickbooksCard {
-        connected: conn.is_some(),
-        company: conn.as_ref().and_then(|c| s(c, "company_name")),
-        realm_id: conn.as_ref().and_then(|c| s(c, "realm_id")),
-        connected_at: conn.as_ref().and_then(|c| s(c, "connected_at")),
+        connected: st.state == ConnectionState::Connected,
+        paused: st.state == ConnectionState::Disconnected,
+        company: st.company_name,
+        realm_id: st.realm_id,
+        connected_at: st.connected_at.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
         can_connect: web.config.quickbooks.is_some(),
     })
 }
@@ -240,15 +250,16 @@ pub async fn callback(State(web): State<Web>, admin: Admin, Query(q): Query<Call
         tracing::warn!(error = %e, "QuickBooks company could not be read after connecting");
         sign_in_failed(format!("We signed in, but could not read the company from QuickBooks ({}). Nothing was connected.", plain_reason(&e)))
     })?;
-    let conn = new_connection(app, admin.workspace(), realm.as_str(), &company, &tokens, web.now());
+    let conn = new_connection(app, admin.workspace(), realm.as_str(), &company, &tokens);
     web.engine.store.put_connection(&conn).await?;
+    web.platform.connect(admin.workspace(), &conn.name, &company, realm.as_str()).await.map_err(platform_error)?;
     tracing::info!(workspace = %admin.workspace(), realm = %realm.as_str(), "QuickBooks connected");
     Ok(Redirect::to("/settings/integrations?connected=1").into_response())
 }
 
 /// The stored connection: settings in `config`, secrets in `credentials` (sealed by the store), in the shape
 /// `ledgerlink_engine::connections::build_connector` reads.
-fn new_connection(app: &QuickbooksApp, workspace: &str, realm: &str, company: &str, tokens: &OAuthTokens, now: DateTime<Utc>) -> NewConnection {
+fn new_connection(app: &QuickbooksApp, workspace: &str, realm: &str, company: &str, tokens: &OAuthTokens) -> NewConnection {
     NewConnection {
         name: connection_name(workspace),
         system: "quickbooks".into(),
@@ -260,7 +271,6 @@ fn new_connection(app: &QuickbooksApp, workspace: &str, realm: &str, company: &s
             "minor_version": 75,
             "workspace": workspace,
             "company_name": company,
-            "connected_at": now.format("%Y-%m-%d %H:%M UTC").to_string(),
         }),
         credentials: json!({
             "client_secret": app.client_secret.expose_secret(),
@@ -285,76 +295,21 @@ pub fn plain_reason(e: &ConnectorError) -> String {
     }
 }
 
-#[derive(Template)]
-#[template(path = "manage.html")]
-struct ManagePage {
-    l: Layout,
-    qb: QuickbooksCard,
-    test: Option<TestOutcome>,
-}
-
-/// The result of Test Connection, as shown.
-#[derive(Debug, Clone)]
-pub struct TestOutcome {
-    pub ok: bool,
-    pub headline: String,
-    pub checks: Vec<(String, bool)>,
-    pub advice: Option<String>,
-}
-
-async fn manage_page(web: &Web, admin: &Admin, test: Option<TestOutcome>) -> UiResult {
-    let qb = quickbooks_card(web, admin.workspace()).await?;
-    if !qb.connected {
-        return Ok(Redirect::to("/settings/integrations").into_response());
-    }
-    let l = Layout::new(admin, web.config.banner.as_ref(), "QuickBooks settings", "integrations");
-    Ok(render(StatusCode::OK, &ManagePage { l, qb, test }))
-}
-
-/// `GET /settings/integrations/quickbooks`: the Manage page.
-pub async fn manage(State(web): State<Web>, admin: Admin) -> UiResult {
-    manage_page(&web, &admin, None).await
-}
-
 /// `POST /settings/integrations/quickbooks/test`: one read-only call (CompanyInfo) with the stored credentials.
 pub async fn test_connection(State(web): State<Web>, posted: Posted<NoFields>) -> UiResult {
     let admin = posted.admin;
-    let Some(conn) = workspace_connection(&web, admin.workspace()).await? else {
-        return Ok(Redirect::to("/settings/integrations").into_response());
-    };
-    let connector = ledgerlink_engine::connections::build_connector(web.engine.store.clone(), &conn, web.http.clone()).map_err(|e| {
-        tracing::error!(error = %e, "stored QuickBooks connection cannot be used");
-        UiError::new(StatusCode::INTERNAL_SERVER_ERROR, "The stored connection is damaged", "Disconnect QuickBooks and connect it again.")
-    })?;
-    let outcome = match connector.test_connection().await {
-        Ok(company) => TestOutcome {
-            ok: true,
-            headline: format!("The connection works: QuickBooks company “{company}”."),
-            checks: vec![
-                ("Credentials accepted".into(), true),
-                ("Permission to read the company's books".into(), true),
-                (format!("Company file “{company}” is valid"), true),
-            ],
-            advice: None,
+    let r = web.platform.test_connection(admin.workspace()).await.map_err(platform_error)?;
+    let outcome = TestOutcome {
+        ok: r.ok,
+        headline: match (&r.ok, &r.company_name) {
+            (true, Some(c)) => format!("The connection works: QuickBooks company “{c}”."),
+            (true, None) => "The connection works.".into(),
+            (false, _) => "The connection does not work.".into(),
         },
-        Err(e) => {
-            let credentials_ok = !matches!(e, ConnectorError::Unauthorized { .. } | ConnectorError::Transient { .. } | ConnectorError::RateLimited { .. });
-            let advice = match e {
-                ConnectorError::Unauthorized { .. } => "Click Disconnect below, then Connect again and approve access.",
-                ConnectorError::RateLimited { .. } | ConnectorError::BudgetExhausted { .. } | ConnectorError::Transient { .. } => {
-                    "Nothing is wrong with your settings; try again in a minute."
-                }
-                _ => "Check in QuickBooks that the company is active and that your user may see it, then test again.",
-            };
-            TestOutcome {
-                ok: false,
-                headline: format!("The connection does not work: {}.", plain_reason(&e)),
-                checks: vec![("Credentials accepted".into(), credentials_ok)],
-                advice: Some(advice.into()),
-            }
-        }
+        checks: r.checks.into_iter().map(|c| (c.message, c.ok)).collect(),
+        advice: Some(r.message),
     };
-    manage_page(&web, &admin, Some(outcome)).await
+    manage_page(&web, &admin, Some(outcome), None).await
 }
 
 #[derive(Template)]
@@ -374,20 +329,11 @@ pub async fn disconnect_confirm(State(web): State<Web>, admin: Admin) -> UiResul
     Ok(render(StatusCode::OK, &DisconnectPage { l, qb }))
 }
 
-/// `POST /settings/integrations/quickbooks/disconnect`: stops syncing both ways. The connection row stays (marked
-/// disconnected, tokens dropped), and so do links, audit and every record on both sides; connecting again
-/// resumes.
+/// `POST /settings/integrations/quickbooks/disconnect`: stops syncing both ways; every record on both sides, the
+/// links between them and the stored connection stay, so connecting again resumes.
 pub async fn disconnect(State(web): State<Web>, posted: Posted<NoFields>) -> UiResult {
     let admin = posted.admin;
-    let Some(conn) = workspace_connection(&web, admin.workspace()).await? else {
-        return Ok(Redirect::to("/settings/integrations").into_response());
-    };
-    let mut config = conn.config.clone();
-    config["disconnected_at"] = json!(web.now().to_rfc3339());
-    config["disconnected_by"] = json!(admin.email());
-    // The client secret stays (it is the app's, not the company's); the company's tokens go.
-    let credentials = json!({"client_secret": conn.credentials.get("client_secret").cloned().unwrap_or(Value::Null)});
-    web.engine.store.put_connection(&NewConnection { name: conn.name, system: conn.system, config, credentials }).await?;
+    web.platform.disconnect(admin.workspace()).await.map_err(platform_error)?;
     tracing::info!(workspace = %admin.workspace(), "QuickBooks disconnected");
     Ok(Redirect::to("/settings/integrations?disconnected=1").into_response())
 }

@@ -4,7 +4,9 @@
 //! - [`session`]: sign-in with argon2 password hashes, server-side sessions in the store (idle and absolute
 //!   expiry), the session cookie, and the [`session::Admin`] / [`session::Posted`] extractors. Every POST goes
 //!   through `Posted`, which checks the session's CSRF token in constant time before the handler runs.
-//! - [`integrations`]: Settings > Integrations, the QuickBooks OAuth connect flow, Test Connection, Disconnect.
+//! - [`integrations`]: Settings > Integrations, the QuickBooks OAuth connect flow, Test Connection, Disconnect;
+//!   [`manage`]: the Manage page (what syncs, from the company's own lists) and the reconciliation pass;
+//!   [`records`]: the platform's invoices with their sync and payment status.
 //! - [`ops`]: flows, runs, jobs, the review queue, the audit log, and the activity chart ([`chart`]).
 //! - [`pages`]: the shared layout and the error page, worded for a finance admin.
 //!
@@ -13,6 +15,8 @@
 
 pub mod chart;
 pub mod integrations;
+pub mod manage;
+pub mod records;
 pub mod ops;
 pub mod pages;
 pub mod session;
@@ -120,16 +124,18 @@ impl UiClock {
 #[derive(Clone)]
 pub struct Web {
     pub engine: Engine,
+    /// The platform connector: workspaces, settings, the QuickBooks connection's state, pushed records.
+    pub platform: ledgerlink_platform::Platform,
     pub config: Arc<WebConfig>,
     pub http: reqwest::Client,
 }
 
 impl Web {
-    pub fn new(engine: Engine, config: WebConfig) -> anyhow::Result<Web> {
+    pub fn new(engine: Engine, platform: ledgerlink_platform::Platform, config: WebConfig) -> anyhow::Result<Web> {
         if engine.store.web().is_none() {
             anyhow::bail!("this store has no place for web sessions; the web UI needs the SQLite or PostgreSQL store");
         }
-        Ok(Web { engine, config: Arc::new(config), http: ledgerlink_connectors::http::client() })
+        Ok(Web { engine, platform, config: Arc::new(config), http: ledgerlink_connectors::http::client() })
     }
 
     /// The store's web part ([`Web::new`] made sure there is one).
@@ -154,7 +160,9 @@ pub fn router(web: Web) -> Router {
         .route("/settings/integrations", get(integrations::index))
         .route("/settings/integrations/quickbooks/connect", post(integrations::connect))
         .route("/oauth/quickbooks/callback", get(integrations::callback))
-        .route("/settings/integrations/quickbooks", get(integrations::manage))
+        .route("/settings/integrations/quickbooks", get(manage::manage).post(manage::save))
+        .route("/settings/integrations/quickbooks/reconcile", get(manage::reconcile).post(manage::confirm))
+        .route("/invoices", get(records::invoices))
         .route("/settings/integrations/quickbooks/test", post(integrations::test_connection))
         .route("/settings/integrations/quickbooks/disconnect", get(integrations::disconnect_confirm).post(integrations::disconnect))
         .route("/flows", get(ops::flows))

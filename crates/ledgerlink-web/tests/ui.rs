@@ -22,6 +22,8 @@ struct App {
     base: String,
     clock: UiClock,
     store: Arc<dyn Store>,
+    platform: ledgerlink_platform::Platform,
+    workspace: String,
     qbo: ledgerlink_sandbox::RunningSandbox,
     _dir: tempfile::TempDir,
 }
@@ -29,16 +31,18 @@ struct App {
 async fn spawn_app() -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ledgerlink_store::open(&format!("sqlite://{}", dir.path().join("ui.sqlite").display()), SecretCipher::for_tests()).await.unwrap();
-    ledgerlink_web::create_admin(store.as_ref(), "ws_1", EMAIL, "Dana", PASSWORD).await.unwrap();
+    let platform = ledgerlink_platform::Platform::new(store.clone(), Default::default());
+    let workspace = platform.create_workspace("Juniper Finch Design").await.unwrap().id;
+    ledgerlink_web::create_admin(store.as_ref(), &workspace, EMAIL, "Dana", PASSWORD).await.unwrap();
     let qbo = quickbooks::start(quickbooks::QuickbooksOptions::default()).await.unwrap();
     let engine = Engine::new(store.clone(), BTreeMap::new(), vec![], EngineSettings::default()).unwrap();
     let clock = UiClock::default();
     let config = WebConfig { quickbooks: Some(QuickbooksApp::from_sandbox_info(&qbo.info).unwrap()), clock: clock.clone(), ..WebConfig::default() };
-    let app = ledgerlink_web::router(Web::new(engine, config).unwrap());
+    let app = ledgerlink_web::router(Web::new(engine, platform.clone(), config).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    App { base, clock, store, qbo, _dir: dir }
+    App { base, clock, store, platform, workspace, qbo, _dir: dir }
 }
 
 /// Keeps cookies per host:port (enough for loopback) and never follows redirects.
@@ -232,7 +236,7 @@ async fn connecting_checks_state_once_and_stores_a_working_sealed_connection() {
     let page = b.get(&denied).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     assert!(page.body.contains("You cancelled on the QuickBooks page"), "{}", page.body);
-    assert!(app.store.get_connection("quickbooks.ws_1").await.unwrap().is_none());
+    assert!(app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().is_none());
 
     // Approved, but the answer is tampered with: the state does not match.
     let (callback, company) = consent(&mut b, &app, true).await;
@@ -244,7 +248,7 @@ async fn connecting_checks_state_once_and_stores_a_working_sealed_connection() {
     // The state was used up by that attempt: the genuine answer now fails too, and nothing is stored.
     let page = b.get(&callback).await;
     assert!(page.body.contains("was not started from this browser session"), "{}", page.body);
-    assert!(app.store.get_connection("quickbooks.ws_1").await.unwrap().is_none());
+    assert!(app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().is_none());
 
     // A clean round: connected to the company picked.
     let (callback, company2) = consent(&mut b, &app, true).await;
@@ -254,7 +258,7 @@ async fn connecting_checks_state_once_and_stores_a_working_sealed_connection() {
     let page = b.get(&format!("{}/settings/integrations?connected=1", app.base)).await;
     assert!(page.body.contains("<strong>Connected</strong>"));
     assert!(page.body.contains(&format!("QuickBooks is connected to {}.", company.replace('&', "&amp;").replace('\'', "&#39;"))), "{}", page.body);
-    let conn = app.store.get_connection("quickbooks.ws_1").await.unwrap().unwrap();
+    let conn = app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().unwrap();
     assert_eq!(conn.system, "quickbooks");
     assert_eq!(conn.config["company_name"], company.as_str());
     assert!(conn.credentials["refresh_token"].as_str().is_some_and(|t| !t.is_empty()));
@@ -269,12 +273,64 @@ async fn connecting_checks_state_once_and_stores_a_working_sealed_connection() {
     let tested = b.post(&format!("{}/settings/integrations/quickbooks/test", app.base), &[("csrf", &csrf)]).await;
     assert!(tested.body.contains("The connection works"), "{}", tested.body);
 
-    // Disconnect: the tokens go, the row and everything else stay; the card offers Connect again.
+    // Disconnect: syncing stops, the stored connection and everything else stay; the card offers Connect again.
     let done = b.post(&format!("{}/settings/integrations/quickbooks/disconnect", app.base), &[("csrf", &csrf)]).await;
     assert_eq!(done.location.as_deref(), Some("/settings/integrations?disconnected=1"));
-    let conn = app.store.get_connection("quickbooks.ws_1").await.unwrap().unwrap();
-    assert!(conn.credentials.get("refresh_token").is_none());
-    assert!(conn.config["disconnected_at"].is_string());
+    let status = app.platform.status(&app.workspace).await.unwrap();
+    assert_eq!(status.state, ledgerlink_platform::ConnectionState::Disconnected);
+    assert_eq!(status.company_name.as_deref(), Some(company.as_str()));
+    assert!(app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().is_some());
     let page = b.get(&format!("{}/settings/integrations", app.base)).await;
     assert!(page.body.contains("Not connected"));
+}
+
+#[tokio::test]
+async fn manage_saves_the_help_pages_settings_from_the_companys_own_lists() {
+    let app = spawn_app().await;
+    let mut b = Browser::new();
+    sign_in(&mut b, &app, PASSWORD).await;
+    let (callback, _) = consent(&mut b, &app, true).await;
+    b.get(&callback).await;
+    let manage = b.get(&format!("{}/settings/integrations/quickbooks", app.base)).await;
+    assert_eq!(manage.status, StatusCode::OK);
+    for words in ["Customer sync", "Invoice sync", "Expense sync", "Tax rate mapping", "Sync frequency", "Test Connection", "Disconnect"] {
+        assert!(manage.body.contains(words), "the Manage page offers {words}");
+    }
+    let csrf = field(&manage.body, "csrf");
+    let lists = app.platform.company_lists(&app.workspace).await.unwrap();
+    let income = &lists.income_accounts[0];
+    let expense = &lists.expense_accounts[0];
+    assert!(manage.body.contains(&format!("<option value=\"{}\">", income.id)), "income accounts come from the company");
+    let saved = b
+        .post(
+            &format!("{}/settings/integrations/quickbooks", app.base),
+            &[
+                ("csrf", &csrf),
+                ("customer_matching", "by_email"),
+                ("create_unmatched", "on"),
+                ("income_account", &income.id),
+                ("expenses_enabled", "on"),
+                ("expense_post_as", "expense"),
+                ("expense_account", &expense.id),
+                ("real_time", "on"),
+                ("reconciliation_minutes", "30"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.location.as_deref(), Some("/settings/integrations/quickbooks?saved=1"), "{}", saved.body);
+    let s = app.platform.load_settings(&app.workspace).await.unwrap();
+    assert_eq!(s.customers.matching, ledgerlink_platform::CustomerMatching::ByEmail);
+    assert!(!s.invoices.auto_push, "an unticked box is off");
+    assert_eq!(s.invoices.income_account.as_ref().map(|r| r.name.as_str()), Some(income.name.as_str()));
+    assert_eq!(s.expenses.post_as, ledgerlink_platform::ExpensePostAs::Expense);
+    assert_eq!(s.frequency.reconciliation_minutes, 30);
+
+    // An account that is not the company's is refused, naming the setting; nothing changes.
+    let refused = b.post(&format!("{}/settings/integrations/quickbooks", app.base), &[("csrf", &csrf), ("income_account", "99999"), ("reconciliation_minutes", "30")]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("Income account"), "{}", refused.body);
+    assert_eq!(app.platform.load_settings(&app.workspace).await.unwrap(), s);
+    let refused = b.post(&format!("{}/settings/integrations/quickbooks", app.base), &[("csrf", &csrf), ("reconciliation_minutes", "0")]).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("reconciliation"), "{}", refused.body);
 }

@@ -93,7 +93,8 @@ enum Command {
         email: String,
         #[arg(long, default_value = "correct horse battery")]
         password: String,
-        #[arg(long, default_value = "ws_fixture")]
+        /// The name of the workspace the administrator manages.
+        #[arg(long, default_value = "Juniper Finch Design")]
         workspace: String,
     },
     /// Flow files: validate them.

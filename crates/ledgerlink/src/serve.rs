@@ -26,6 +26,12 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         engine.flows.len(),
         engine.connectors.len()
     );
+    let platform = {
+        // The platform connector's worker: pushed records to QuickBooks, payments back, outgoing webhooks.
+        let platform = ledgerlink_platform::Platform::new(engine.store.clone(), Default::default());
+        let rx = rx.clone();
+        tokio::spawn(async move { platform.run(rx).await })
+    };
     let runner = {
         let engine = engine.clone();
         tokio::spawn(async move { engine.run(rx).await })
@@ -34,6 +40,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("stopping: letting running jobs finish");
     let _ = tx.send(true);
     runner.await??;
+    let _ = platform.await;
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
 }
