@@ -4,12 +4,24 @@
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
+use ledgerlink_model::Currency;
 use ledgerlink_platform::{PaymentStatus, RecordKind, SyncStatus};
+use rust_decimal::Decimal;
 
 use crate::Web;
 use crate::integrations::platform_error;
 use crate::pages::{Layout, UiResult, render};
 use crate::session::Admin;
+
+/// An amount with its currency, to the currency's minor units (`285.00 USD`, `1200 JPY`).
+fn money(amount: Decimal, currency: &str) -> String {
+    let mut d = amount;
+    if let Ok(c) = Currency::parse(currency) {
+        d = d.round_dp_with_strategy(c.minor_units(), rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+        d.rescale(c.minor_units());
+    }
+    format!("{d} {currency}")
+}
 
 /// One invoice row, with money already formatted from its decimals.
 #[derive(Debug)]
@@ -52,16 +64,18 @@ pub async fn invoices(State(web): State<Web>, admin: Admin) -> UiResult {
                 Some(p) => {
                     let when = p.last_payment_date.map(|d| format!(" on {d}")).unwrap_or_default();
                     match p.status {
-                        PaymentStatus::Paid => ("done", format!("Paid {} {}{when}", p.amount_paid, p.currency)),
-                        PaymentStatus::PartiallyPaid => ("parked", format!("Partially paid: {} of {} {}{when}", p.amount_paid, p.total, p.currency)),
-                        PaymentStatus::Unpaid => ("queued", format!("Unpaid: {} {} due", p.balance, p.currency)),
+                        PaymentStatus::Paid => ("done", format!("Paid {}{when}", money(p.amount_paid, &p.currency))),
+                        PaymentStatus::PartiallyPaid => {
+                            ("parked", format!("Partially paid: {} of {}{when}", money(p.amount_paid, &p.currency), money(p.total, &p.currency)))
+                        }
+                        PaymentStatus::Unpaid => ("queued", format!("Unpaid: {} due", money(p.balance, &p.currency))),
                     }
                 }
             };
             InvoiceRow {
                 number: s("number"),
                 client: s("client_id"),
-                total: r.sync.quickbooks_total.map(|t| format!("{t} {}", s("currency"))).unwrap_or_default(),
+                total: r.sync.quickbooks_total.map(|t| money(t, &s("currency"))).unwrap_or_default(),
                 quickbooks_id: r.sync.quickbooks_id.clone().unwrap_or_default(),
                 id: r.id,
                 sync,
@@ -73,4 +87,13 @@ pub async fn invoices(State(web): State<Web>, admin: Admin) -> UiResult {
         .collect();
     let l = Layout::new(&admin, web.config.banner.as_ref(), "Invoices", "invoices");
     Ok(render(StatusCode::OK, &InvoicesPage { l, rows }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn money_shows_the_currencys_minor_units() {
+        assert_eq!(super::money(rust_decimal::Decimal::new(2850, 1), "USD"), "285.00 USD");
+        assert_eq!(super::money(rust_decimal::Decimal::new(86425, 3), "USD"), "86.43 USD");
+    }
 }
