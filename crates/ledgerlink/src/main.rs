@@ -1,6 +1,6 @@
 //! `ledgerlink`: the command line. Parses the arguments and dispatches to the library's commands.
 
-use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve, web_fixture};
+use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve, users_cmd, web_fixture};
 use ledgerlink_engine::review::Decision;
 
 use std::path::PathBuf;
@@ -80,6 +80,13 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Administrators of the web UI.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+        #[arg(long, global = true, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
+        config: PathBuf,
+    },
     /// The web UI over a fresh store with a QuickBooks sandbox to connect (for the browser tests). The first
     /// stdout line is JSON with the URLs and the administrator's sign-in.
     #[command(hide = true)]
@@ -121,6 +128,24 @@ enum Command {
         command: ReviewCommand,
         #[arg(long, global = true, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add an administrator of one workspace; the password is read from standard input (one line).
+    Add {
+        #[arg(long)]
+        email: String,
+        /// The name shown in the UI (default: the email).
+        #[arg(long)]
+        name: Option<String>,
+        /// An existing workspace's id…
+        #[arg(long, conflicts_with = "new_workspace")]
+        workspace: Option<String>,
+        /// …or the name of a new workspace to create.
+        #[arg(long)]
+        new_workspace: Option<String>,
     },
 }
 
@@ -234,6 +259,9 @@ fn main() -> ExitCode {
             }
             Command::Sandbox { system, port, state, tls } => sandbox_cmd::run(&system, port, state, tls).await,
             Command::Serve { config } => serve::run(&config).await,
+            Command::Users { command: UsersCommand::Add { email, name, workspace, new_workspace }, config } => {
+                users_cmd::add(&config, users_cmd::AddUser { email, name, workspace, new_workspace }).await
+            }
             Command::WebFixture { port, data_dir, email, password, workspace } => {
                 web_fixture::run(web_fixture::FixtureOptions { port, data_dir, email, password, workspace }).await
             }
