@@ -156,7 +156,25 @@ impl RefreshConfig {
     /// Exchanges `refresh_token` for new tokens. The returned tokens carry the rotated refresh token, or the
     /// old one when the server did not send a new one.
     pub async fn refresh(&self, http: &reqwest::Client, refresh_token: &str) -> Result<OAuthTokens, ConnectorError> {
-        let mut form: Vec<(&str, &str)> = vec![("grant_type", "refresh_token"), ("refresh_token", refresh_token)];
+        self.token_request(http, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)], Some(refresh_token)).await
+    }
+
+    /// Exchanges an authorization code (the end of the consent flow a person went through) for the connection's
+    /// first tokens. `redirect_uri` must be the one the authorization request carried. An `invalid_grant` here
+    /// means the code was used already, expired (QuickBooks: after 5 minutes) or belongs to another redirect.
+    pub async fn exchange_code(&self, http: &reqwest::Client, code: &str, redirect_uri: &str) -> Result<OAuthTokens, ConnectorError> {
+        self.token_request(http, &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri)], None).await
+    }
+
+    /// One token request: the grant's fields plus the client credentials, parsed into tokens. A reply without a
+    /// refresh token keeps `keep_refresh` (a refresh that did not rotate).
+    async fn token_request(
+        &self,
+        http: &reqwest::Client,
+        grant: &[(&str, &str)],
+        keep_refresh: Option<&str>,
+    ) -> Result<OAuthTokens, ConnectorError> {
+        let mut form: Vec<(&str, &str)> = grant.to_vec();
         let mut request = http.post(&self.token_url).header(reqwest::header::ACCEPT, "application/json");
         match self.client_auth {
             ClientAuth::Basic => {
@@ -179,7 +197,7 @@ impl RefreshConfig {
         let lifetime = seconds(&parsed.expires_in).unwrap_or(DEFAULT_ACCESS_LIFETIME_SECS);
         Ok(OAuthTokens {
             access_token: parsed.access_token,
-            refresh_token: parsed.refresh_token.or_else(|| Some(refresh_token.to_string())),
+            refresh_token: parsed.refresh_token.or_else(|| keep_refresh.map(str::to_string)),
             access_expires_at: now + chrono::TimeDelta::seconds(lifetime),
             refresh_expires_at: seconds(&parsed.x_refresh_token_expires_in)
                 .map(|s| now + chrono::TimeDelta::seconds(s)),

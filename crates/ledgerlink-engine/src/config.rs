@@ -56,6 +56,9 @@ pub struct Config {
     pub connections: Vec<ConnectionConfig>,
     #[serde(default)]
     pub flows: Vec<FlowConfig>,
+    /// The admin web UI. Without this section `serve` answers only the API.
+    #[serde(default)]
+    pub web: Option<WebSection>,
     /// The master key from `LEDGERLINK_MASTER_KEY` (base64 of 32 bytes), if set. Never from the file.
     #[serde(skip)]
     pub master_key_env: Option<String>,
@@ -74,6 +77,51 @@ pub struct EngineSection {
     pub connection_leases: Option<bool>,
     /// Seconds a connection lease lasts unless renewed (default 30): how soon a dead worker's connections move.
     pub connection_lease_seconds: Option<i64>,
+}
+
+/// `[web]`: the admin web UI.
+/// ```toml
+/// [web]
+/// public_url = "https://ledgerlink.example.com"   # how browsers reach this server (the OAuth redirect URI)
+/// idle_minutes = 30                                # a session ends after this long unused…
+/// absolute_hours = 12                              # …and this long after sign-in in any case
+///
+/// [web.quickbooks]                                 # the Intuit app behind the Connect button
+/// authorize_url = "https://appcenter.intuit.com/connect/oauth2"
+/// token_url = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+/// api_base = "https://quickbooks.api.intuit.com/v3"
+/// client_id = "…"
+/// client_secret = "…"
+/// ```
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    pub public_url: Option<String>,
+    pub idle_minutes: Option<i64>,
+    pub absolute_hours: Option<i64>,
+    pub banner: Option<String>,
+    pub quickbooks: Option<QuickbooksAppSection>,
+}
+
+impl std::fmt::Debug for WebSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSection")
+            .field("public_url", &self.public_url)
+            .field("quickbooks", &self.quickbooks.as_ref().map(|q| &q.client_id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[web.quickbooks]`: the OAuth app users connect their QuickBooks company through.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuickbooksAppSection {
+    pub authorize_url: String,
+    pub token_url: String,
+    pub api_base: String,
+    pub client_id: String,
+    /// A secret: never echoed.
+    pub client_secret: String,
 }
 
 /// One connection: `name`, `system`, and the system's settings; secrets among them are sealed on import.

@@ -168,6 +168,20 @@ pub fn flow_connections(flow: &Flow) -> Vec<String> {
 }
 
 impl Engine {
+    /// Whether an admin left `flow` switched on (the web UI's Flows page). A switched-off flow takes no new
+    /// changes and fires no schedule; its cursor stays where it was, so switching it on again catches up. A store
+    /// error counts as on: a pause is a convenience, not a safety stop.
+    pub async fn flow_switched_on(&self, flow: &str) -> bool {
+        let Some(web) = self.store.web() else { return true };
+        match web.flow_switches().await {
+            Ok(switches) => switches.iter().find(|s| s.flow == flow).is_none_or(|s| s.enabled),
+            Err(e) => {
+                tracing::warn!(flow, error = %e, "flow switches could not be read; running the flow");
+                true
+            }
+        }
+    }
+
     /// Polls every flow once, so that a new flow's baseline is taken before anything else happens: changes made
     /// after this returns are handled; changes from before a flow existed are not.
     pub async fn prime(&self) -> anyhow::Result<()> {
@@ -197,7 +211,8 @@ impl Engine {
                     if *stop.borrow() {
                         break;
                     }
-                    match poller::poll_and_record(&engine, &flow).await {
+                    let polled = if engine.flow_switched_on(&flow.name).await { poller::poll_and_record(&engine, &flow).await } else { Ok(Default::default()) };
+                    match polled {
                         Ok(r) if r.enqueued > 0 => tracing::info!(flow = %flow.name, new = r.new_changes, enqueued = r.enqueued, "poll"),
                         Ok(_) => {}
                         Err(e) => {
@@ -226,7 +241,8 @@ async fn schedule_loop(engine: &Engine, flow: &Flow, stop: &mut tokio::sync::wat
         if *stop.borrow() {
             return;
         }
-        let wait = match triggers::tick(engine, flow, now()).await {
+        let ticked = if engine.flow_switched_on(&flow.name).await { triggers::tick(engine, flow, now()).await } else { Ok(now() + chrono::Duration::seconds(5)) };
+        let wait = match ticked {
             Ok(next) => (next - now()).to_std().unwrap_or_default().min(std::time::Duration::from_secs(60)),
             Err(e) => {
                 Stats::inc(&engine.stats.errors);

@@ -2,7 +2,7 @@
 //!
 //! Layout: [`router`] builds the axum router over a running [`ledgerlink_engine::Engine`]: `/healthz`, and a read-only
 //! JSON API under `/api/v1/` (status with job counts and live figures, jobs, review items, audit log, runs). Later
-//! work adds webhooks, the admin UI, OAuth callbacks and metrics here; errors use one shape: `{"error":{"code","message"}}`.
+//! work adds webhooks, OAuth callbacks and metrics here; [`router_with_ui`] puts the admin web UI beside the API; errors use one shape: `{"error":{"code","message"}}`.
 
 use std::net::SocketAddr;
 
@@ -94,15 +94,29 @@ pub fn router(engine: Engine) -> Router {
         .merge(platform)
 }
 
+/// The API with the admin web UI (`ledgerlink_web`) beside it.
+pub fn router_with_ui(engine: Engine, platform: ledgerlink_platform::Platform, ui: ledgerlink_web::WebConfig) -> anyhow::Result<Router> {
+    let web = ledgerlink_web::Web::new(engine.clone(), platform, ui)?;
+    Ok(router(engine).merge(ledgerlink_web::router(web)))
+}
+
 /// Serves the router on `addr` until `shutdown` resolves; returns the bound address through `on_bound`.
 pub async fn serve(
     engine: Engine,
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_app(router(engine), addr, shutdown).await
+}
+
+/// Serves any router built here ([`router`], [`router_with_ui`]) on `addr` until `shutdown` resolves.
+pub async fn serve_app(
+    app: Router,
+    addr: SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    let app = router(engine);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "HTTP server stopped");

@@ -4,7 +4,8 @@
 //! (`sqlite://…` → [`sqlite::SqliteStore`], `postgres://…` → [`postgres::PgStore`]). [`crypto`] seals
 //! connection credentials with AES-256-GCM under a master key from `LEDGERLINK_MASTER_KEY` or a 0600 key file.
 //! [`types`] holds the rows: connections, jobs, links, write intents, change cursors, runs, audit entries,
-//! review items, named leases. Migrations live in `migrations/sqlite` and `migrations/postgres`; the same contract tests
+//! review items, named leases. [`web`] keeps the web UI's users, sessions and flow switches ([`WebStore`], reached
+//! through [`Store::web`]). Migrations live in `migrations/sqlite` and `migrations/postgres`; the same contract tests
 //! (`tests/contract.rs`) run against both backends.
 //!
 //! Named leases (`try_acquire_lease` and friends) are the store's one cross-process mutual exclusion: the engine
@@ -15,6 +16,7 @@ pub mod crypto;
 pub mod platform;
 pub mod testing;
 pub mod types;
+pub mod web;
 
 mod postgres;
 mod sqlite;
@@ -29,6 +31,7 @@ pub use platform::{NewPlatformTask, PlatformDoc, PlatformStore, PlatformTask, Ta
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
+pub use web::{FlowSwitch, NewWebSession, NewWebUser, WebSession, WebStore, WebUser};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -156,6 +159,13 @@ pub trait Store: PlatformStore + Send + Sync + 'static {
     /// Drops the leases of a process known to be gone: those of `owner`, or every lease when `owner` is None
     /// (only sound for a store no other process uses). Returns how many were dropped.
     async fn release_leases_of(&self, owner: Option<&str>) -> Result<u64>;
+
+    // ----- the web UI's users, sessions and flow switches -----
+    /// The web UI's part of this store. Both backends have it; a wrapper (a test double, a timing shim) that does
+    /// not pass it on has none, and the UI then refuses to start rather than run without sessions.
+    fn web(&self) -> Option<&dyn WebStore> {
+        None
+    }
 
     /// A feed that fires when any process queues a job, so an idle worker starts it at once instead of at its
     /// next look. `None` when the backend has no such channel (SQLite: one process, which rings its own bell).

@@ -30,7 +30,7 @@ const POOL_SIZE: u32 = 8;
 /// The PostgreSQL-backed [`Store`].
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     cipher: SecretCipher,
 }
 
@@ -96,6 +96,10 @@ impl PgStore {
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn web(&self) -> Option<&dyn crate::WebStore> {
+        Some(self)
     }
 
     // ----- connections -----

@@ -33,7 +33,7 @@ const POOL_SIZE: u32 = 8;
 /// The SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     cipher: SecretCipher,
 }
 
@@ -104,7 +104,7 @@ pub(crate) fn lease_conflict(job: &Job, worker: &str) -> StoreError {
 }
 
 /// The fixed-width text form of a timestamp; see the module docs for why the width matters.
-fn ts(t: DateTime<Utc>) -> String {
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
@@ -116,6 +116,10 @@ fn json(v: &serde_json::Value) -> String {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn web(&self) -> Option<&dyn crate::WebStore> {
+        Some(self)
     }
 
     // ----- connections -----
@@ -821,7 +825,7 @@ pub(crate) fn subject(connection: Option<String>, object: Option<String>, id: Op
 
 // ----- row decoding -----
 
-fn text_ts(row: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
+pub(crate) fn text_ts(row: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
     let text: String = row.try_get(col)?;
     parse_ts(col, &text)
 }
@@ -842,7 +846,7 @@ fn text_json<T: DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("column `{col}` is not valid JSON: {e}")))
 }
 
-fn opt_text_json<T: DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<Option<T>> {
+pub(crate) fn opt_text_json<T: DeserializeOwned>(row: &SqliteRow, col: &str) -> Result<Option<T>> {
     let text: Option<String> = row.try_get(col)?;
     text.map(|t| {
         serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("column `{col}` is not valid JSON: {e}")))

@@ -1,6 +1,6 @@
 //! `ledgerlink`: the command line. Parses the arguments and dispatches to the library's commands.
 
-use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve, templates_install};
+use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve, templates_install, users_cmd, web_fixture};
 use ledgerlink_engine::review::Decision;
 
 use std::path::PathBuf;
@@ -80,6 +80,30 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Administrators of the web UI.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+        #[arg(long, global = true, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
+        config: PathBuf,
+    },
+    /// The web UI over a fresh store with a QuickBooks sandbox to connect (for the browser tests). The first
+    /// stdout line is JSON with the URLs and the administrator's sign-in.
+    #[command(hide = true)]
+    WebFixture {
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Parent of the fresh data directory (default: the system's temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, default_value = "admin@example.com")]
+        email: String,
+        #[arg(long, default_value = "correct horse battery")]
+        password: String,
+        /// The name of the workspace the administrator manages.
+        #[arg(long, default_value = "Juniper Finch Design")]
+        workspace: String,
+    },
     /// Flow files: validate them.
     Flows {
         #[command(subcommand)]
@@ -104,6 +128,24 @@ enum Command {
         command: ReviewCommand,
         #[arg(long, global = true, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add an administrator of one workspace; the password is read from standard input (one line).
+    Add {
+        #[arg(long)]
+        email: String,
+        /// The name shown in the UI (default: the email).
+        #[arg(long)]
+        name: Option<String>,
+        /// An existing workspace's id…
+        #[arg(long, conflicts_with = "new_workspace")]
+        workspace: Option<String>,
+        /// …or the name of a new workspace to create.
+        #[arg(long)]
+        new_workspace: Option<String>,
     },
 }
 
@@ -227,6 +269,12 @@ fn main() -> ExitCode {
             }
             Command::Sandbox { system, port, state, tls } => sandbox_cmd::run(&system, port, state, tls).await,
             Command::Serve { config } => serve::run(&config).await,
+            Command::Users { command: UsersCommand::Add { email, name, workspace, new_workspace }, config } => {
+                users_cmd::add(&config, users_cmd::AddUser { email, name, workspace, new_workspace }).await
+            }
+            Command::WebFixture { port, data_dir, email, password, workspace } => {
+                web_fixture::run(web_fixture::FixtureOptions { port, data_dir, email, password, workspace }).await
+            }
             Command::Flows { command: FlowsCommand::Validate { file, set } } => flows_cmd::validate(&file, &set),
             Command::Flows { command: FlowsCommand::Run { config, flow, record } } => flows_cmd::run_now(&config, &flow, record.as_deref()).await,
             Command::Flows { command: FlowsCommand::DryRun { config, flow, record, since_hours, limit, json } } => {

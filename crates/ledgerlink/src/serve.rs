@@ -1,4 +1,5 @@
-//! `ledgerlink serve --config FILE`: the engine and its HTTP port, until interrupted.
+//! `ledgerlink serve --config FILE`: the engine, the platform connector's worker and the HTTP port (with the admin
+//! web UI when the config has a `[web]` section), until interrupted.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,7 +15,12 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let addr: SocketAddr = listen.parse().map_err(|e| anyhow::anyhow!("listen `{listen}` is not an address: {e}"))?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut server_stop = rx.clone();
-    let (bound, server) = ledgerlink_server::serve(engine.clone(), addr, async move {
+    let platform = ledgerlink_platform::Platform::new(engine.store.clone(), Default::default());
+    let app = match &cfg.web {
+        Some(web) => ledgerlink_server::router_with_ui(engine.clone(), platform.clone(), web_config(web))?,
+        None => ledgerlink_server::router(engine.clone()),
+    };
+    let (bound, server) = ledgerlink_server::serve_app(app, addr, async move {
         let _ = server_stop.changed().await;
     })
     .await?;
@@ -28,7 +34,6 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     );
     let platform = {
         // The platform connector's worker: pushed records to QuickBooks, payments back, outgoing webhooks.
-        let platform = ledgerlink_platform::Platform::new(engine.store.clone(), Default::default());
         let rx = rx.clone();
         tokio::spawn(async move { platform.run(rx).await })
     };
@@ -43,4 +48,23 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let _ = platform.await;
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The UI's settings from the `[web]` section.
+fn web_config(web: &ledgerlink_engine::config::WebSection) -> ledgerlink_web::WebConfig {
+    let defaults = ledgerlink_web::WebConfig::default();
+    ledgerlink_web::WebConfig {
+        quickbooks: web.quickbooks.as_ref().map(|q| ledgerlink_web::QuickbooksApp {
+            authorize_url: q.authorize_url.clone(),
+            token_url: q.token_url.clone(),
+            api_base: q.api_base.clone(),
+            client_id: q.client_id.clone(),
+            client_secret: secrecy::SecretString::from(q.client_secret.clone()),
+        }),
+        public_url: web.public_url.clone(),
+        idle_timeout: web.idle_minutes.map(|m| chrono::Duration::minutes(m.max(1))).unwrap_or(defaults.idle_timeout),
+        absolute_timeout: web.absolute_hours.map(|h| chrono::Duration::hours(h.max(1))).unwrap_or(defaults.absolute_timeout),
+        banner: web.banner.clone(),
+        ..defaults
+    }
 }
