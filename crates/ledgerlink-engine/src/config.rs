@@ -177,10 +177,10 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for f in &mut cfg.flows {
-            if let Some(file) = &f.file {
-                if file.is_relative() {
-                    f.file = Some(base.join(file));
-                }
+            if let Some(file) = &f.file
+                && file.is_relative()
+            {
+                f.file = Some(base.join(file));
             }
             if f.template.is_some() == f.file.is_some() {
                 anyhow::bail!("{}: each [[flows]] entry needs exactly one of `template` or `file`", path.display());

@@ -172,8 +172,8 @@ impl<'a> Run<'a> {
             match cond.eval(&self.vars) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => return Ok(Outcome::Skipped),
-                Ok(other) => return self.to_review(invalid(format!("the flow's condition must be true or false, but it gave {other}"))).await,
-                Err(e) => return self.to_review(invalid(format!("the flow's condition could not be evaluated: {e}"))).await,
+                Ok(other) => return self.send_to_review(invalid(format!("the flow's condition must be true or false, but it gave {other}"))).await,
+                Err(e) => return self.send_to_review(invalid(format!("the flow's condition could not be evaluated: {e}"))).await,
             }
         }
         for step in &flow.steps {
@@ -191,7 +191,7 @@ impl<'a> Run<'a> {
                     tracing::info!(flow = %flow.name, step = %step.id, "{why}");
                     return Ok(Outcome::Skipped);
                 }
-                Err(StepError::Invalid(inv) | StepError::Duplicate(inv)) => return self.to_review(inv).await,
+                Err(StepError::Invalid(inv) | StepError::Duplicate(inv)) => return self.send_to_review(inv).await,
             }
         }
         Ok(Outcome::Done { writes: self.writes })
@@ -218,7 +218,7 @@ impl Run<'_> {
         self.engine.store.create_review(&item).await
     }
 
-    async fn to_review(&mut self, inv: Invalid) -> Result<Outcome, ExecError> {
+    async fn send_to_review(&mut self, inv: Invalid) -> Result<Outcome, ExecError> {
         let subject = self.trigger_ref();
         let id = self
             .raise_review(NewReviewItem {
@@ -427,7 +427,7 @@ impl Run<'_> {
                 Value::String(s) if s.trim().is_empty() => continue,
                 v => v,
             };
-            let candidates = self.candidates(step, &conn, connection, object, rule, &value).await?;
+            let candidates = self.candidates(step, conn, connection, object, rule, &value).await?;
             if candidates.is_empty() {
                 continue;
             }
@@ -522,6 +522,8 @@ impl Run<'_> {
                 let text = field_text(r, &rule.field)?;
                 match rule.how {
                     MatchHow::Normalized => (matching::normalize_name(&text) == wanted_norm).then_some((r.clone(), 1.0)),
+                    // A similarity score, not an amount: rounded to 3 places for the reviewer.
+                    #[allow(clippy::float_arithmetic)]
                     MatchHow::Fuzzy { threshold } => {
                         let score = matching::similarity(&text, &wanted);
                         (score >= threshold).then(|| (r.clone(), (score * 1000.0).round() / 1000.0))
@@ -564,13 +566,12 @@ impl Run<'_> {
                 created_at: crate::now(),
             })
             .await?;
-        if intent.status == IntentStatus::Done {
-            if let Some(id) = &intent.result_id {
-                if let Some(rec) = conn.get(object, id, &[]).await.map_err(|e| conn_err(step, e))? {
-                    self.count(|s| &s.duplicates_prevented);
-                    return Ok(rec);
-                }
-            }
+        if intent.status == IntentStatus::Done
+            && let Some(id) = &intent.result_id
+            && let Some(rec) = conn.get(object, id, &[]).await.map_err(|e| conn_err(step, e))?
+        {
+            self.count(|s| &s.duplicates_prevented);
+            return Ok(rec);
         }
         match conn.create(object, record, key).await {
             Ok(created) => {
