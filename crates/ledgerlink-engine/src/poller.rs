@@ -38,7 +38,7 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
     };
     let conn = engine.connector(connection)?;
     let overlap = Duration::seconds(i64::try_from(*overlap_seconds).unwrap_or(i64::MAX / 1000));
-    let changes = read_changes(&conn, &flow.trigger, now - overlap).await?;
+    let changes = read_changes(conn, &flow.trigger, now - overlap).await?;
     let mut seen = BTreeMap::new();
     let mut high = now - overlap;
     for rec in &changes.records {
@@ -68,7 +68,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
     let since = cursor.position - overlap;
     let mut seen: BTreeMap<String, String> = serde_json::from_value(cursor.seen.clone()).unwrap_or_default();
 
-    let changes = read_changes(&conn, &flow.trigger, since).await?;
+    let changes = read_changes(conn, &flow.trigger, since).await?;
     let mut report = PollReport { read: changes.records.len(), ..Default::default() };
     let mut high = cursor.position;
     for rec in changes.records {
