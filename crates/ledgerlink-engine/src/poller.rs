@@ -52,7 +52,7 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
     // make the next poll take the unread rest of the window for new changes.
     let mut at = Next::Changes(None);
     loop {
-        let (changes, next) = read_page(&conn, &flow.trigger, since, at).await?;
+        let (changes, next) = read_page(conn, &flow.trigger, since, at).await?;
         read += changes.records.len();
         for rec in &changes.records {
             if let (Some(id), Some(ts)) = (conn.record_id(rec), conn.change_timestamp(rec)) {
@@ -92,7 +92,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
     let mut report = PollReport::default();
     let mut at = Next::Changes(None);
     loop {
-        let (changes, next) = read_page(&conn, &flow.trigger, since, at).await?;
+        let (changes, next) = read_page(conn, &flow.trigger, since, at).await?;
         report.read += changes.records.len();
         let before = report.new_changes;
         for rec in changes.records {
