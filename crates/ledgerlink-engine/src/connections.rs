@@ -210,11 +210,16 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
     }
 }
 
-/// Builds connectors for every stored connection.
+/// Builds connectors for every stored data connection (notification connections are left to
+/// [`crate::notifications::build_all`]).
 pub async fn build_all(store: Arc<dyn Store>) -> anyhow::Result<BTreeMap<String, Arc<dyn Connector>>> {
     let http = ledgerlink_connectors::http::client();
     let mut out = BTreeMap::new();
     for conn in store.list_connections().await? {
+        // Slack and email connections are notifiers, built by `notifications::build_all`.
+        if crate::notifications::is_notification_system(&conn.system) {
+            continue;
+        }
         let c = build_connector(store.clone(), &conn, http.clone())?;
         out.insert(conn.name.clone(), c);
     }

@@ -22,6 +22,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "salesforce-products-to-quickbooks-items",
         include_str!("../../../templates/salesforce-products-to-quickbooks-items.toml"),
     ),
+    (
+        "quickbooks-overdue-invoice-follow-up",
+        include_str!("../../../templates/quickbooks-overdue-invoice-follow-up.toml"),
+    ),
+    (
+        "salesforce-quickbooks-weekly-reconciliation",
+        include_str!("../../../templates/salesforce-quickbooks-weekly-reconciliation.toml"),
+    ),
 ];
 
 pub fn get(name: &str) -> Option<&'static str> {

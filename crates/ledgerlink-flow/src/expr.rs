@@ -439,7 +439,38 @@ fn register_helpers(ctx: &mut Context<'_, '_>) -> Result<(), cel::DeclarationErr
     ctx.add_function("trim", trim)?;
     ctx.add_function("lower", lower)?;
     ctx.add_function("upper", upper)?;
+    ctx.add_function("add_days", add_days)?;
+    ctx.add_function("substring", substring)?;
     Ok(())
+}
+
+/// `s.substring(n)`: `s` from its `n`-th character (0-based) on — `"SF-006…".substring(3)` is the opportunity id
+/// an invoice number names. Past the end gives ""; null stays null.
+fn substring(This(value): This<Value>, start: i64) -> Result<Value, ExecutionError> {
+    let start = usize::try_from(start)
+        .map_err(|_| ExecutionError::function_error("substring", format!("the start must not be negative, got {start}")))?;
+    string_helper("substring", &value, |s| Ok(s.chars().skip(start).collect()))
+}
+
+/// `add_days(d, n)`: the date `n` days after (before, when negative) the date `d` starts with, as YYYY-MM-DD —
+/// for periods such as the seven days before a weekly firing. Null stays null.
+fn add_days(Arguments(args): Arguments) -> Result<Value, ExecutionError> {
+    let err = |m: String| ExecutionError::function_error("add_days", m);
+    let [day, n] = args.as_slice() else {
+        return Err(err(format!("needs a date and a number of days, got {} arguments", args.len())));
+    };
+    let n = match n {
+        Value::Int(n) => *n,
+        Value::UInt(n) => i64::try_from(*n).map_err(|_| err(format!("{n} days is too many")))?,
+        other => return Err(err(format!("the number of days must be an integer, got {}", other.type_of()))),
+    };
+    string_helper("add_days", day, |s| {
+        let head = s.get(..10).unwrap_or(s);
+        let d = chrono::NaiveDate::parse_from_str(head, "%Y-%m-%d").map_err(|_| format!("expected a date (YYYY-MM-DD), got '{s}'"))?;
+        d.checked_add_signed(chrono::Duration::days(n))
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .ok_or_else(|| format!("'{s}' plus {n} days is out of range"))
+    })
 }
 
 fn coalesce(Arguments(args): Arguments) -> Result<Value, ExecutionError> {

@@ -433,6 +433,15 @@ impl Store for TimedStore {
     async fn release_leases_of(&self, owner: Option<&str>) -> SResult<u64> {
         timed!(self, "release_leases_of", self.inner.release_leases_of(owner))
     }
+    async fn put_report(&self, report: &ledgerlink_store::NewReport) -> SResult<(ledgerlink_store::Report, bool)> {
+        timed!(self, "put_report", self.inner.put_report(report))
+    }
+    async fn get_report(&self, id: i64) -> SResult<Option<ledgerlink_store::Report>> {
+        timed!(self, "get_report", self.inner.get_report(id))
+    }
+    async fn list_reports(&self, flow: Option<&str>, limit: u32) -> SResult<Vec<ledgerlink_store::Report>> {
+        timed!(self, "list_reports", self.inner.list_reports(flow, limit))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
