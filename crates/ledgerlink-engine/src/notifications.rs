@@ -48,7 +48,8 @@ pub fn is_notification_system(system: &str) -> bool {
 #[derive(Debug)]
 pub enum Notifier {
     Slack(SlackNotifier),
-    Email { notifier: EmailNotifier, to: Vec<String> },
+    /// Boxed: the SMTP transport is large next to a webhook URL.
+    Email { notifier: Box<EmailNotifier>, to: Vec<String> },
 }
 
 impl Notifier {
@@ -117,7 +118,7 @@ pub fn build_notifier(conn: &Connection, http: reqwest::Client) -> anyhow::Resul
                 root_certificate: text("root_certificate").map(std::path::PathBuf::from),
             };
             let notifier = EmailNotifier::new(settings).map_err(|e| anyhow::anyhow!("connection `{name}` (email): {e}"))?;
-            Ok(Notifier::Email { notifier, to })
+            Ok(Notifier::Email { notifier: Box::new(notifier), to })
         }
         other => anyhow::bail!("connection `{name}`: `{other}` is not a notification system (known: {})", SYSTEMS.join(", ")),
     }

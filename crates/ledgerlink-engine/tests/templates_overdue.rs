@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use ledgerlink_connectors::{Connector, FindQuery, Record};
+use ledgerlink_engine::executor::{self, PlannedWrite};
 use ledgerlink_engine::{Engine, EngineSettings, connections, notifications, templates, triggers, worker};
 use ledgerlink_sandbox::{quickbooks, salesforce, slack};
 use ledgerlink_store::{AuditFilter, JobFilter, JobStatus, MasterKey, NewConnection, SecretCipher, Store};
@@ -118,8 +119,18 @@ async fn an_invoice_falling_overdue_gets_one_task_one_flag_one_message_and_payme
     assert_ne!(flag_of(&sf, &account_id).await, json!(true));
     assert!(slack_messages(&hook.base_url).await.is_empty(), "nothing to say yet");
 
-    // Five days later, with no edit to the invoice, it is overdue.
+    // Five days later, with no edit to the invoice, it is overdue. A dry run first: it plans the Task, the flag
+    // and the message, and does none of them.
     admin(&qbo.base_url, "clock/advance", json!({"seconds": 5 * 86_400})).await;
+    let flow = engine.flows[FLOW].clone();
+    let plan = executor::plan_flow(&engine, &flow, triggers::firing_record(&flow, Utc::now() + Duration::days(5))).await.unwrap();
+    let planned_notice = |plan: &executor::Plan| {
+        plan.writes.iter().any(|w| matches!(w, PlannedWrite::Notify { connection, title, .. } if connection == "slack" && *title == format!("Invoice {doc} is overdue")))
+    };
+    assert!(planned_notice(&plan), "{plan:#?}");
+    assert!(plan.writes.iter().any(|w| matches!(w, PlannedWrite::Create { object, .. } if object == "Task")), "{plan:#?}");
+    assert!(plan.writes.iter().any(|w| matches!(w, PlannedWrite::Update { object, id, .. } if object == "Account" && *id == account_id)), "{plan:#?}");
+    assert!(tasks_on(&sf, &account_id).await.is_empty() && slack_messages(&hook.base_url).await.is_empty(), "a dry run does nothing");
     sweep_at(&engine, &store, Utc::now() + Duration::days(5)).await;
     let tasks = tasks_on(&sf, &account_id).await;
     assert_eq!(tasks.len(), 1, "{tasks:#?}");
@@ -135,7 +146,9 @@ async fn an_invoice_falling_overdue_gets_one_task_one_flag_one_message_and_payme
     let text = messages[0]["text"].as_str().unwrap();
     assert!(text.contains(&format!("Invoice {doc} is overdue")) && text.contains("Late Payers Ltd") && text.contains("480.25"), "{text}");
 
-    // The next sweeps (and a replayed one) change nothing: no second Task, no second message, no write.
+    // The next sweeps change nothing: no second Task, no second message, no write (and a dry run plans none).
+    let plan = executor::plan_flow(&engine, &flow, triggers::firing_record(&flow, Utc::now() + Duration::days(6))).await.unwrap();
+    assert!(plan.writes.is_empty(), "{plan:#?}");
     let writes = store.list_audit(&AuditFilter::default()).await.unwrap().len();
     sweep_at(&engine, &store, Utc::now() + Duration::days(6)).await;
     sweep_at(&engine, &store, Utc::now() + Duration::days(6) + Duration::hours(2)).await;

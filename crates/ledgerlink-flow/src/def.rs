@@ -167,7 +167,7 @@ pub enum StepKind {
     /// report in the store, one per (flow, `period`): items only on the left, only on the right, and pairs whose
     /// amounts or currencies differ are each named. Result: the stored report (`id`, `title`, `text`, `summary`
     /// — the text cut to fit a notification — and `counts`).
-    Reconcile { title: Expr, period: Expr, left: ReconcileSide, right: ReconcileSide },
+    Reconcile { title: Expr, period: Expr, left: Box<ReconcileSide>, right: Box<ReconcileSide> },
     /// Two-way sync of field pairs between `source` (this side, usually the trigger record) and the linked record
     /// `id` of `object` in `connection` (the other side). Per pair, compared with what was last synced (kept on the
     /// link as hashes): a field changed on one side is copied to the other; changed on both sides to different

@@ -123,6 +123,52 @@
 //! QuickBooks_Invoice_Id__c = 'invoice.Id'
 //! ```
 //!
+//! Find with comparisons (a date range, an open balance), sent to the system as query conditions:
+//! ```toml
+//! [[steps]]
+//! id = "invoices"
+//! type = "find"
+//! connection = "${quickbooks}"
+//! object = "Invoice"
+//! fields = ["Id", "DocNumber", "TotalAmt"]
+//! compare = [                        # op: < <= > >=; `equals` may then be left out
+//!   { field = "TxnDate", op = ">=", value = 'add_days(record.date, -7)' },
+//!   { field = "Balance", op = ">", value = '0' },
+//! ]
+//! ```
+//!
+//! Tell people (a `slack` or `email` connection); sent once per trigger record and step, or once per `once_key`:
+//! ```toml
+//! [[steps]]
+//! id = "notice"
+//! type = "notify"
+//! connection = "${slack}"
+//! once_key = 'record.Id'             # optional
+//! title = '"Invoice " + record.DocNumber + " is overdue"'
+//! text = '"Due " + record.DueDate'
+//! [steps.fields]                     # optional labelled facts, in order
+//! "Amount due" = 'string(record.Balance)'
+//! ```
+//!
+//! Compare two lists and keep the report (one per flow and `period`); each side's expressions see `item`:
+//! ```toml
+//! [[steps]]
+//! id = "report"
+//! type = "reconcile"                 # no connection: it works on what earlier steps read
+//! title = '"Week of " + record.date'
+//! period = 'record.date'
+//! [steps.left]
+//! name = "deal"
+//! items = 'deals'
+//! key = 'item.Id'
+//! amount = 'item.Amount'             # exact decimals; `currency` (ISO code) and `label` are optional
+//! [steps.right]
+//! name = "invoice"
+//! items = 'invoices'
+//! key = 'item.DocNumber.substring(3)'
+//! amount = 'item.TotalAmt'
+//! ```
+//!
 //! Expressions may read `record`, `params`, `now`, the ids of earlier steps, and inside a `for_each` step its
 //! element name and `index`; `create_invoice`'s line mapping also sees `line` and `index`. Anything else is
 //! reported at load time, as are unknown keys, unknown step types, unknown header or line fields, missing
@@ -1008,7 +1054,7 @@ impl<'s> Parser<'s> {
         let period = self.expr(t, "period", true, scope);
         let left = self.reconcile_side(t, "left", scope);
         let right = self.reconcile_side(t, "right", scope);
-        Some(StepKind::Reconcile { title: title?, period: period?, left: left?, right: right? })
+        Some(StepKind::Reconcile { title: title?, period: period?, left: Box::new(left?), right: Box::new(right?) })
     }
 
     fn reconcile_side(&mut self, t: Table<'_, '_>, key: &str, scope: &[String]) -> Option<ReconcileSide> {
