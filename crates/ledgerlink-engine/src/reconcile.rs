@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(lines[3], "invoice without deal: L4 (4) — 40.00 USD");
         assert!(lines[4].contains("50.00 EUR") && lines[4].contains("50.00 USD") && lines[4].contains("different currencies"), "{}", lines[4]);
         assert_eq!(r.counts()["only_left"], 1);
-        assert_eq!(r.body()["right"]["totals"]["USD"], "429.99");
+        assert_eq!(r.body()["right"]["totals"]["USD"], "430.49", "100.50 + 199.99 + 40 + 40 + 50");
         assert!(r.text().starts_with("Deals: 4 totalling 50.00 EUR + 600.50 USD."), "{}", r.text());
     }
 
