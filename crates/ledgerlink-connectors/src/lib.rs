@@ -28,11 +28,26 @@ pub type Record = serde_json::Map<String, Value>;
 #[derive(Debug, Clone, Default)]
 pub struct FindQuery {
     pub object: String,
-    /// `(field, value)` pairs joined with AND. Values are escaped by the connector.
+    /// `(field, value)` pairs joined with AND. Values are escaped by the connector. A field name may end with a
+    /// comparison operator after a space (`"TxnDate >="`, `"Balance >"`; see [`split_comparison`]) to compare
+    /// instead of test equality: a date range or an open balance without reading every record.
     pub equals: Vec<(String, Value)>,
     /// Fields to return; empty means the connector's default set for the object.
     pub fields: Vec<String>,
     pub limit: Option<u32>,
+}
+
+/// Splits a [`FindQuery::equals`] field name into the field and its operator: `"TxnDate >="` gives
+/// `("TxnDate", ">=")`, a plain name gives `(name, "=")`. Only `<`, `<=`, `>`, `>=` are recognised.
+pub fn split_comparison(field: &str) -> (&str, &str) {
+    for op in ["<=", ">=", "<", ">"] {
+        if let Some(name) = field.strip_suffix(op)
+            && name.ends_with(' ')
+        {
+            return (name.trim_end(), op);
+        }
+    }
+    (field, "=")
 }
 
 /// Changes from a poll, oldest first: one page of them ([`Connector::changes_page`]) or all

@@ -36,7 +36,9 @@ use serde_json::Value;
 use ledgerlink_store::NewConnection;
 
 /// Keys of a `[[connections]]` table that are secrets: sealed in the store, never echoed.
-pub const SECRET_KEYS: &[&str] = &["client_secret", "access_token", "refresh_token", "verifier_token"];
+/// (`webhook_url` is a Slack incoming webhook: whoever has it can post to the channel; `password` is an SMTP login.)
+pub const SECRET_KEYS: &[&str] =
+    &["client_secret", "access_token", "refresh_token", "verifier_token", "webhook_url", "password"];
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -226,11 +226,16 @@ fn batch_writes(cfg: &Value) -> bool {
     cfg.get("batch_writes").and_then(Value::as_bool).unwrap_or(true)
 }
 
-/// Builds connectors for every stored connection.
+/// Builds connectors for every stored data connection (notification connections are left to
+/// [`crate::notifications::build_all`]).
 pub async fn build_all(store: Arc<dyn Store>) -> anyhow::Result<BTreeMap<String, Arc<dyn Connector>>> {
     let http = ledgerlink_connectors::http::client();
     let mut out = BTreeMap::new();
     for conn in store.list_connections().await? {
+        // Slack and email connections are notifiers, built by `notifications::build_all`.
+        if crate::notifications::is_notification_system(&conn.system) {
+            continue;
+        }
         let c = build_connector(store.clone(), &conn, http.clone())?;
         out.insert(conn.name.clone(), c);
     }

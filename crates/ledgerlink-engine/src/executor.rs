@@ -18,6 +18,9 @@ use ledgerlink_store::{IntentStatus, Link, NewAuditEntry, NewReviewItem, NewWrit
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+mod notify;
+mod report;
+
 use crate::review::{Decision, Decisions};
 use crate::{Engine, Stats, keys, matching};
 
@@ -114,6 +117,10 @@ pub enum PlannedWrite {
     Update { connection: String, object: String, id: String, before: Value, after: Value },
     Delete { connection: String, object: String, id: String, before: Value },
     Review { kind: String, reason: String },
+    /// A message a `notify` step would send (not yet sent under its key).
+    Notify { connection: String, title: String, text: String, fields: Value },
+    /// A report a `reconcile` step would keep (none kept yet for its period).
+    Report { flow: String, period: String, title: String, mismatches: usize },
 }
 
 /// What a dry run of one record found.
@@ -300,12 +307,19 @@ impl Run<'_> {
                 let rec = conn.get(object, &id, fields).await.map_err(|e| conn_err(step, e))?;
                 Ok(rec.map(Value::Object).unwrap_or(Value::Null))
             }
-            StepKind::Find { connection, object, equals, fields } => {
+            StepKind::Find { connection, object, equals, compare, fields } => {
                 let mut pairs = Vec::new();
                 for (field, expr) in equals {
                     match self.eval(step, expr)? {
                         Value::Null => return Ok(Value::Array(Vec::new())),
                         v => pairs.push((field.clone(), v)),
+                    }
+                }
+                // A comparison travels as `"field op"` (see `FindQuery::equals`); null compares with nothing.
+                for c in compare {
+                    match self.eval(step, &c.value)? {
+                        Value::Null => return Ok(Value::Array(Vec::new())),
+                        v => pairs.push((format!("{} {}", c.field, c.op.as_str()), v)),
                     }
                 }
                 let conn = self.connector(step, connection)?;
@@ -324,6 +338,10 @@ impl Run<'_> {
             StepKind::Sync { connection, object, id, source, pairs, policies, default_policy, removal } => {
                 self.sync(step, connection, object, id, source, pairs, policies, *default_policy, removal).await
             }
+            StepKind::Notify { connection, title, text, fields, once_key } => {
+                self.notify(step, connection, title, text, fields, once_key.as_ref()).await
+            }
+            StepKind::Reconcile { title, period, left, right } => self.reconcile(step, title, period, left, right).await,
         }
     }
 

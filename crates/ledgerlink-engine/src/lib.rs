@@ -16,6 +16,8 @@ pub mod job_control;
 pub mod keys;
 pub mod locks;
 pub mod matching;
+pub mod notifications;
+pub mod reconcile;
 pub mod review;
 pub mod poller;
 pub mod recent;
@@ -46,6 +48,8 @@ pub fn now() -> DateTime<Utc> {
 pub struct Engine {
     pub store: Arc<dyn Store>,
     pub connectors: Arc<BTreeMap<String, Arc<dyn Connector>>>,
+    /// One notifier per Slack or email connection, for `notify` steps.
+    pub notifiers: Arc<BTreeMap<String, Arc<notifications::Notifier>>>,
     pub flows: Arc<BTreeMap<String, Arc<Flow>>>,
     pub stats: Arc<Stats>,
     pub settings: EngineSettings,
@@ -113,16 +117,47 @@ impl Engine {
         flows: Vec<Flow>,
         settings: EngineSettings,
     ) -> anyhow::Result<Engine> {
+        Engine::with_notifiers(store, connectors, BTreeMap::new(), flows, settings)
+    }
+
+    /// [`Engine::new`] with notification connections (Slack, email) for the flows' `notify` steps.
+    pub fn with_notifiers(
+        store: Arc<dyn Store>,
+        connectors: BTreeMap<String, Arc<dyn Connector>>,
+        notifiers: BTreeMap<String, Arc<notifications::Notifier>>,
+        flows: Vec<Flow>,
+        settings: EngineSettings,
+    ) -> anyhow::Result<Engine> {
         let mut by_name = BTreeMap::new();
         for flow in flows {
+            for step in &flow.steps {
+                // A notify step needs a notification connection; every other step a data connection.
+                let (Some(conn), notify) = (step.kind.connection(), matches!(step.kind, ledgerlink_flow::StepKind::Notify { .. })) else {
+                    continue;
+                };
+                let (known, what): (Vec<&String>, &str) = if notify {
+                    (notifiers.keys().collect(), "notification (slack or email) connections")
+                } else {
+                    (connectors.keys().collect(), "data connections")
+                };
+                if !known.iter().any(|k| *k == conn) {
+                    anyhow::bail!(
+                        "flow `{}` ({}) step `{}` uses connection `{conn}`, which is not one of the configured {what} ({})",
+                        flow.name,
+                        flow.file,
+                        step.id,
+                        known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
             for conn in flow_connections(&flow) {
-                if !connectors.contains_key(&conn) {
+                if !connectors.contains_key(&conn) && !notifiers.contains_key(&conn) {
                     anyhow::bail!(
                         "flow `{}` ({}) uses connection `{}`, which is not configured (configured: {})",
                         flow.name,
                         flow.file,
                         conn,
-                        connectors.keys().cloned().collect::<Vec<_>>().join(", ")
+                        connectors.keys().chain(notifiers.keys()).cloned().collect::<Vec<_>>().join(", ")
                     );
                 }
             }
@@ -133,6 +168,7 @@ impl Engine {
         Ok(Engine {
             store,
             connectors: Arc::new(connectors),
+            notifiers: Arc::new(notifiers),
             flows: Arc::new(by_name),
             stats: Arc::new(Stats::default()),
             locks: Arc::new(locks::KeyedLocks::default()),
@@ -155,7 +191,9 @@ pub fn flow_connections(flow: &Flow) -> Vec<String> {
         ledgerlink_flow::Trigger::Schedule { .. } => {}
     }
     for step in &flow.steps {
-        out.push(step.kind.connection().to_string());
+        if let Some(conn) = step.kind.connection() {
+            out.push(conn.to_string());
+        }
         if let ledgerlink_flow::StepKind::FindOrCreate { source, .. } | ledgerlink_flow::StepKind::CreateInvoice { source, .. } =
             &step.kind
         {
@@ -306,6 +344,7 @@ async fn assemble(cfg: &Config, recover_leases: bool) -> anyhow::Result<Engine> 
         }
     }
     let connectors = connections::build_all(store.clone()).await?;
+    let notifiers = notifications::build_all(store.clone()).await?;
     let mut flows = Vec::new();
     for f in &cfg.flows {
         let flow = match (&f.template, &f.file) {
@@ -318,5 +357,5 @@ async fn assemble(cfg: &Config, recover_leases: bool) -> anyhow::Result<Engine> 
         };
         flows.push(flow);
     }
-    Engine::new(store, connectors, flows, settings)
+    Engine::with_notifiers(store, connectors, notifiers, flows, settings)
 }

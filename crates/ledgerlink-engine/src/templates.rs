@@ -26,6 +26,14 @@ pub const TEMPLATES: &[(&str, &str)] = &[
         "quickbooks-estimate-to-salesforce-opportunity",
         include_str!("../../../templates/quickbooks-estimate-to-salesforce-opportunity.toml"),
     ),
+    (
+        "quickbooks-overdue-invoice-follow-up",
+        include_str!("../../../templates/quickbooks-overdue-invoice-follow-up.toml"),
+    ),
+    (
+        "salesforce-quickbooks-weekly-reconciliation",
+        include_str!("../../../templates/salesforce-quickbooks-weekly-reconciliation.toml"),
+    ),
 ];
 
 pub fn get(name: &str) -> Option<&'static str> {

@@ -64,11 +64,26 @@ async fn enqueue_firing(engine: &Engine, flow: &Flow, at: DateTime<Utc>, how: &s
         idempotency_key: format!("{how}:{}:{stamp}", flow.name),
         flow: Some(flow.name.clone()),
         connection: None,
-        payload: json!({"record": {"scheduled_for": stamp}}),
+        payload: json!({"record": firing_record(flow, at)}),
         run_at: crate::now(),
         max_attempts: engine.settings.max_attempts,
     };
     Ok(engine.store.enqueue(&job).await?.id())
+}
+
+/// The `record` a firing of `flow` at `at` runs with: `scheduled_for` (RFC 3339) and `date`, the firing's
+/// calendar day in the schedule's time zone ("Monday" where the people are). Dry runs plan with the same.
+pub fn firing_record(flow: &Flow, at: DateTime<Utc>) -> serde_json::Value {
+    json!({"scheduled_for": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "date": local_date(flow, at)})
+}
+
+/// The calendar day of `at` in the time zone of `flow`'s schedule (UTC for other flows).
+fn local_date(flow: &Flow, at: DateTime<Utc>) -> String {
+    let tz = match &flow.trigger {
+        Trigger::Schedule { timezone, .. } => timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC),
+        Trigger::Poll { .. } => chrono_tz::UTC,
+    };
+    at.with_timezone(&tz).format("%Y-%m-%d").to_string()
 }
 
 /// Queues a run of `flow` now: for a scheduled flow, one extra firing; for a flow that watches records, the run

@@ -201,6 +201,15 @@ impl Store for Recording {
     async fn release_leases_of(&self, owner: Option<&str>) -> Result<u64> {
         self.inner.release_leases_of(owner).await
     }
+    async fn put_report(&self, report: &NewReport) -> Result<(Report, bool)> {
+        self.inner.put_report(report).await
+    }
+    async fn get_report(&self, id: i64) -> Result<Option<Report>> {
+        self.inner.get_report(id).await
+    }
+    async fn list_reports(&self, flow: Option<&str>, limit: u32) -> Result<Vec<Report>> {
+        self.inner.list_reports(flow, limit).await
+    }
 }
 
 const TTL_MS: i64 = 2000;

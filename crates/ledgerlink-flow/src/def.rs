@@ -64,7 +64,7 @@ pub enum Trigger {
         deletions: bool,
     },
     /// Run on a 5-field cron schedule in a time zone (reports, reconciliations, sweeps). `record` is
-    /// `{"scheduled_for": <RFC 3339 time of the firing>}`.
+    /// `{"scheduled_for": <RFC 3339 time of the firing>, "date": <its day, YYYY-MM-DD, in `timezone`>}`.
     Schedule {
         /// Checked at load: minute hour day-of-month month day-of-week.
         cron: String,
@@ -133,8 +133,9 @@ pub type Mapping = Vec<(String, Expr)>;
 pub enum StepKind {
     /// Read one record by id. Result: the record, or null when it does not exist.
     Get { connection: String, object: String, id: Expr, fields: Vec<String> },
-    /// Records whose fields equal the given values. Result: a list.
-    Find { connection: String, object: String, equals: Vec<(String, Expr)>, fields: Vec<String> },
+    /// Records whose fields equal the given values and meet every comparison (`TxnDate >= …`, a date range, an
+    /// amount above zero). Result: a list.
+    Find { connection: String, object: String, equals: Vec<(String, Expr)>, compare: Vec<Comparison>, fields: Vec<String> },
     /// The target record for `source`: first the link table, then each match rule in order (a rule whose value
     /// is null or empty is skipped); exactly one candidate links it, several go to review; none creates it from
     /// `create`. The link is stored. Result: the target record.
@@ -166,6 +167,17 @@ pub enum StepKind {
     /// product whose estimate line was removed). A null or empty id, or a record already gone, deletes nothing:
     /// running it twice is the same as once. Result: the id deleted, or null.
     Delete { connection: String, object: String, id: Expr },
+    /// A message to people through a notification connection (Slack or email): `title`, `text` and labelled
+    /// `fields` are evaluated and rendered by the connectors' one message renderer. Sent at most once per
+    /// (flow, trigger record, step) — or, with `once_key`, once per (flow, step, key value) whatever the trigger, so
+    /// a daily sweep names each overdue invoice once and a weekly report goes out once per week. Inside `for_each`
+    /// without `once_key`, the element's position is part of the key. Result: `{"sent": bool, "key": …}`.
+    Notify { connection: String, title: Expr, text: Expr, fields: Mapping, once_key: Option<Expr> },
+    /// Compares two lists of records by key and amount (exact decimals, per currency) and keeps the result as a
+    /// report in the store, one per (flow, `period`): items only on the left, only on the right, and pairs whose
+    /// amounts or currencies differ are each named. Result: the stored report (`id`, `title`, `text`, `summary`
+    /// — the text cut to fit a notification — and `counts`).
+    Reconcile { title: Expr, period: Expr, left: Box<ReconcileSide>, right: Box<ReconcileSide> },
     /// Two-way sync of field pairs between `source` (this side, usually the trigger record) and the linked record
     /// `id` of `object` in `connection` (the other side). Per pair, compared with what was last synced (kept on the
     /// link as hashes): a field changed on one side is copied to the other; changed on both sides to different
@@ -241,6 +253,63 @@ impl RemovalPolicy {
     }
 }
 
+/// One comparison of a `find` step: `field op value`.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub field: String,
+    pub op: CompareOp,
+    pub value: Expr,
+}
+
+/// The comparisons a `find` step may ask of a system (dates compare as dates, amounts as numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CompareOp {
+    pub const ALL: &'static [&'static str] = &["<", "<=", ">", ">="];
+
+    pub fn parse(s: &str) -> Option<CompareOp> {
+        Some(match s.trim() {
+            "<" => CompareOp::Lt,
+            "<=" => CompareOp::Le,
+            ">" => CompareOp::Gt,
+            ">=" => CompareOp::Ge,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+        }
+    }
+}
+
+/// One side of a `reconcile` step. `items` is a list; `key`, `amount`, `currency` and `label` are evaluated per
+/// element, bound as `item`.
+#[derive(Debug, Clone)]
+pub struct ReconcileSide {
+    /// What one element is, in the report's words ("deal", "invoice").
+    pub name: String,
+    pub items: Expr,
+    /// Pairs an element with the other side's element of the same key.
+    pub key: Expr,
+    /// An amount (JSON number or decimal text), compared exactly.
+    pub amount: Expr,
+    /// ISO code; null means the report's default currency (USD).
+    pub currency: Option<Expr>,
+    /// How the element is named in the report; default its key.
+    pub label: Option<Expr>,
+}
+
 /// How a field changed on both sides since the last sync is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -268,7 +337,8 @@ impl SyncPolicy {
 }
 
 impl StepKind {
-    pub fn connection(&self) -> &str {
+    /// The connection the step reads or writes; `None` for a step that only works on data already read.
+    pub fn connection(&self) -> Option<&str> {
         match self {
             StepKind::Get { connection, .. }
             | StepKind::Find { connection, .. }
@@ -276,7 +346,9 @@ impl StepKind {
             | StepKind::CreateInvoice { connection, .. }
             | StepKind::Update { connection, .. }
             | StepKind::Delete { connection, .. }
-            | StepKind::Sync { connection, .. } => connection,
+            | StepKind::Notify { connection, .. }
+            | StepKind::Sync { connection, .. } => Some(connection),
+            StepKind::Reconcile { .. } => None,
         }
     }
 
@@ -289,6 +361,8 @@ impl StepKind {
             StepKind::Update { .. } => "update",
             StepKind::Delete { .. } => "delete",
             StepKind::Sync { .. } => "sync",
+            StepKind::Notify { .. } => "notify",
+            StepKind::Reconcile { .. } => "reconcile",
         }
     }
 }

@@ -445,7 +445,16 @@ fn register_helpers(ctx: &mut Context<'_, '_>) -> Result<(), cel::DeclarationErr
     ctx.add_function("lower", lower)?;
     ctx.add_function("upper", upper)?;
     ctx.add_function("add_days", add_days)?;
+    ctx.add_function("substring", substring)?;
     Ok(())
+}
+
+/// `s.substring(n)`: `s` from its `n`-th character (0-based) on — `"SF-006…".substring(3)` is the opportunity id
+/// an invoice number names. Past the end gives ""; null stays null.
+fn substring(This(value): This<Value>, start: i64) -> Result<Value, ExecutionError> {
+    let start = usize::try_from(start)
+        .map_err(|_| ExecutionError::function_error("substring", format!("the start must not be negative, got {start}")))?;
+    string_helper("substring", &value, |s| Ok(s.chars().skip(start).collect()))
 }
 
 fn coalesce(Arguments(args): Arguments) -> Result<Value, ExecutionError> {

@@ -159,6 +159,52 @@
 //! through the other flow finds nothing new, and nothing loops. While either record is removed its fields are
 //! not synced.
 //!
+//! Find with comparisons (a date range, an open balance), sent to the system as query conditions:
+//! ```toml
+//! [[steps]]
+//! id = "invoices"
+//! type = "find"
+//! connection = "${quickbooks}"
+//! object = "Invoice"
+//! fields = ["Id", "DocNumber", "TotalAmt"]
+//! compare = [                        # op: < <= > >=; `equals` may then be left out
+//!   { field = "TxnDate", op = ">=", value = 'add_days(record.date, -7)' },
+//!   { field = "Balance", op = ">", value = '0' },
+//! ]
+//! ```
+//!
+//! Tell people (a `slack` or `email` connection); sent once per trigger record and step, or once per `once_key`:
+//! ```toml
+//! [[steps]]
+//! id = "notice"
+//! type = "notify"
+//! connection = "${slack}"
+//! once_key = 'record.Id'             # optional
+//! title = '"Invoice " + record.DocNumber + " is overdue"'
+//! text = '"Due " + record.DueDate'
+//! [steps.fields]                     # optional labelled facts, in order
+//! "Amount due" = 'string(record.Balance)'
+//! ```
+//!
+//! Compare two lists and keep the report (one per flow and `period`); each side's expressions see `item`:
+//! ```toml
+//! [[steps]]
+//! id = "report"
+//! type = "reconcile"                 # no connection: it works on what earlier steps read
+//! title = '"Week of " + record.date'
+//! period = 'record.date'
+//! [steps.left]
+//! name = "deal"
+//! items = 'deals'
+//! key = 'item.Id'
+//! amount = 'item.Amount'             # exact decimals; `currency` (ISO code) and `label` are optional
+//! [steps.right]
+//! name = "invoice"
+//! items = 'invoices'
+//! key = 'item.DocNumber.substring(3)'
+//! amount = 'item.TotalAmt'
+//! ```
+//!
 //! Expressions may read `record`, `params`, `now`, the ids of earlier steps, and inside a `for_each` step its
 //! element name and `index`; `create_invoice`'s line mapping also sees `line` and `index`. Anything else is
 //! reported at load time, as are unknown keys, unknown step types, unknown header or line fields, missing
@@ -172,8 +218,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::def::{
-    Flow, Mapping, MatchHow, MatchRule, ParamDef, ParamValue, Pos, Removal, RemovalPolicy, SourceRef, Step, StepKind, SyncPolicy,
-    Trigger,
+    CompareOp, Comparison, Flow, Mapping, MatchHow, MatchRule, ParamDef, ParamValue, Pos, ReconcileSide, Removal, RemovalPolicy,
+    SourceRef, Step, StepKind, SyncPolicy, Trigger,
 };
 use crate::expr::Expr;
 
@@ -235,7 +281,9 @@ pub const INVOICE_LINE_FIELDS: &[&str] = &[
 ];
 const INVOICE_LINE_REQUIRED: &[&str] = &["item_id", "quantity", "unit_price"];
 
-const STEP_TYPES: &[&str] = &["get", "find", "find_or_create", "create_invoice", "update", "delete", "sync"];
+const STEP_TYPES: &[&str] = &["get", "find", "find_or_create", "create_invoice", "update", "delete", "sync", "notify", "reconcile"];
+/// Bound to each element in a `reconcile` side's `key`, `amount`, `currency` and `label`.
+pub const ITEM_VAR: &str = "item";
 /// `poll`: read changes on an interval. `webhook`: the system's change notifications, backed by a slower poll sweep.
 const TRIGGER_TYPES: &[&str] = &["poll", "webhook", "schedule"];
 const DEFAULT_INTERVAL_SECONDS: u64 = 60;
@@ -803,7 +851,7 @@ impl<'s> Parser<'s> {
         const COMMON: &[&str] = &["id", "type", "for_each", "as", "connection"];
         let allowed: &[&str] = match kind {
             "get" => &["object", "record_id", "fields"],
-            "find" => &["object", "equals", "fields"],
+            "find" => &["object", "equals", "compare", "fields"],
             "find_or_create" => &["object", "source", "match", "create"],
             "create_invoice" => &["source", "header", "lines", "line", "expected_total"],
             "sync" => &[
@@ -819,10 +867,17 @@ impl<'s> Parser<'s> {
                 "target_active_field",
             ],
             "delete" => &["object", "record_id"],
+            "notify" => &["title", "text", "fields", "once_key"],
+            "reconcile" => &["title", "period", "left", "right"],
             _ => &["object", "record_id", "fields"],
         };
-        let all: Vec<&str> = COMMON.iter().chain(allowed).copied().collect();
+        // A reconcile step works on data earlier steps read: it has no connection.
+        let all: Vec<&str> =
+            COMMON.iter().filter(|k| kind != "reconcile" || **k != "connection").chain(allowed).copied().collect();
         self.check_keys(t, &all, &format!(" (a `{kind}` step)"));
+        if kind == "reconcile" {
+            return self.reconcile(t, scope);
+        }
         let connection = self.string(t, "connection", true);
         match kind {
             "get" => {
@@ -838,9 +893,18 @@ impl<'s> Parser<'s> {
             }
             "find" => {
                 let object = self.string(t, "object", true);
-                let equals = self.mapping(t, "equals", true, scope, None);
+                let compare = self.comparisons(t, scope);
+                // At least one condition in all: a find never reads a whole object by accident.
+                // (A `compare` with errors of its own still counts: its errors are reported, not a missing `equals`.)
+                let has_compare = compare.as_ref().is_none_or(|c| !c.is_empty());
+                let equals = if t.get("equals").is_none() && has_compare {
+                    Some(Vec::new())
+                } else {
+                    self.mapping(t, "equals", true, scope, None)
+                };
                 if let (Some(eq), Some(v)) = (&equals, t.get("equals"))
                     && eq.is_empty()
+                    && !has_compare
                 {
                     self.error(
                         v.span().start,
@@ -852,8 +916,27 @@ impl<'s> Parser<'s> {
                     connection: connection?,
                     object: object?,
                     equals: equals?,
+                    compare: compare?,
                     fields: fields?,
                 })
+            }
+            "notify" => {
+                let title = self.expr(t, "title", true, scope);
+                let text = self.expr(t, "text", true, scope);
+                let fields = match t.get("fields") {
+                    None => Some(Vec::new()),
+                    Some(_) => self.mapping(t, "fields", false, scope, None),
+                };
+                let once_key = self.expr(t, "once_key", false, scope);
+                let once_ok = t.get("once_key").is_none() || once_key.is_some();
+                let kind = StepKind::Notify {
+                    connection: connection?,
+                    title: title?,
+                    text: text?,
+                    fields: fields?,
+                    once_key,
+                };
+                once_ok.then_some(kind)
             }
             "find_or_create" => {
                 let object = self.string(t, "object", true);
@@ -1004,6 +1087,80 @@ impl<'s> Parser<'s> {
                 })
             }
         }
+    }
+
+    /// `compare = [{ field = "TxnDate", op = ">=", value = '…' }, …]` of a `find` step (optional).
+    fn comparisons(&mut self, t: Table<'_, '_>, scope: &[String]) -> Option<Vec<Comparison>> {
+        let Some(value) = t.get("compare") else {
+            return Some(Vec::new());
+        };
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                value.span().start,
+                format!(
+                    "`compare` in {} must be an array of `{{ field = \"…\", op = \">=\", value = '…' }}` tables, found {}",
+                    t.what,
+                    value.get_ref().type_str()
+                ),
+            );
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let DeValue::Table(table) = item.get_ref() else {
+                self.error(item.span().start, format!("comparison {} in {} must be a table `{{ field = \"…\", op = \">=\", value = '…' }}`, found {}", i + 1, t.what, item.get_ref().type_str()));
+                ok = false;
+                continue;
+            };
+            let what = format!("comparison {} of {}", i + 1, t.what);
+            let c = Table { table, start: item.span().start, what: &what };
+            self.check_keys(c, &["field", "op", "value"], "");
+            let field = self.string(c, "field", true);
+            let op = self.string(c, "op", true).and_then(|op| {
+                let parsed = CompareOp::parse(&op);
+                if parsed.is_none() {
+                    let at = c.get("op").map_or(c.start, |v| v.span().start);
+                    self.error(at, format!("unknown comparison `{op}` in {what}; use one of {}", CompareOp::ALL.join(" ")));
+                }
+                parsed
+            });
+            let value = self.expr(c, "value", true, scope);
+            match (field, op, value) {
+                (Some(field), Some(op), Some(value)) => out.push(Comparison { field, op, value }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// A `reconcile` step: `title`, `period` and the two sides `[steps.left]` / `[steps.right]`.
+    fn reconcile(&mut self, t: Table<'_, '_>, scope: &[String]) -> Option<StepKind> {
+        let title = self.expr(t, "title", true, scope);
+        let period = self.expr(t, "period", true, scope);
+        let left = self.reconcile_side(t, "left", scope);
+        let right = self.reconcile_side(t, "right", scope);
+        Some(StepKind::Reconcile { title: title?, period: period?, left: Box::new(left?), right: Box::new(right?) })
+    }
+
+    fn reconcile_side(&mut self, t: Table<'_, '_>, key: &str, scope: &[String]) -> Option<ReconcileSide> {
+        let what = format!("`{key}` of {}", t.what);
+        let s = self.table(t, key, true)?;
+        let s = Table { what: &what, ..s };
+        self.check_keys(s, &["name", "items", "key", "amount", "currency", "label"], "");
+        let name = self.string(s, "name", true);
+        let items = self.expr(s, "items", true, scope);
+        let mut inner = scope.to_vec();
+        if !inner.iter().any(|v| v == ITEM_VAR) {
+            inner.push(ITEM_VAR.to_owned());
+        }
+        let id = self.expr(s, "key", true, &inner);
+        let amount = self.expr(s, "amount", true, &inner);
+        let currency = self.expr(s, "currency", false, &inner);
+        let label = self.expr(s, "label", false, &inner);
+        let optional_ok = (s.get("currency").is_none() || currency.is_some()) && (s.get("label").is_none() || label.is_some());
+        let side = ReconcileSide { name: name?, items: items?, key: id?, amount: amount?, currency, label };
+        optional_ok.then_some(side)
     }
 
     fn sync_policy(&mut self, text: &str, at: usize) -> Option<SyncPolicy> {

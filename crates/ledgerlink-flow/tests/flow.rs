@@ -378,6 +378,18 @@ mod expressions {
     }
 
     #[test]
+    fn add_days_moves_a_date_and_substring_cuts_by_characters() {
+        assert_eq!(eval("add_days(s, -7)", json!({"s": "2024-03-04"})).unwrap(), json!("2024-02-26"));
+        assert_eq!(eval("add_days(s, 1)", json!({"s": "2024-12-31T10:00:00Z"})).unwrap(), json!("2025-01-01"));
+        assert_eq!(eval("add_days(s, 1)", json!({"s": null})).unwrap(), json!(null));
+        assert!(eval("add_days(s, 1)", json!({"s": "soon"})).unwrap_err().contains("expected a date"));
+        assert!(eval("add_days(s, 1.5)", json!({"s": "2024-01-01"})).unwrap_err().contains("must be an integer"));
+        assert_eq!(eval("s.substring(3)", json!({"s": "SF-006Zü"})).unwrap(), json!("006Zü"));
+        assert_eq!(eval("s.substring(30)", json!({"s": "SF-1"})).unwrap(), json!(""));
+        assert!(eval("s.substring(-1)", json!({"s": "SF-1"})).unwrap_err().contains("must not be negative"));
+    }
+
+    #[test]
     fn string_helpers() {
         let vars = json!({"s": "  Zürich Office "});
         assert_eq!(

@@ -89,6 +89,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/api/v1/reviews/{id}/resolve", post(review_resolve))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/runs", get(runs))
+        .route("/api/v1/reports", get(reports))
+        .route("/api/v1/reports/{id}", get(report))
         .route("/api/v1/flows/{name}/run", post(flow_run))
         .with_state(engine)
         .merge(platform)
@@ -251,6 +253,25 @@ async fn reviews(State(engine): State<Engine>, Query(q): Query<ReviewQuery>) -> 
         Some(s) => return Err(ApiError::bad_request(format!("unknown review status `{s}` (open, resolved)"))),
     };
     Ok(Json(engine.store.list_reviews(status).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    flow: Option<String>,
+    limit: Option<u32>,
+}
+
+/// The reports flows kept (weekly reconciliations, …), newest first.
+async fn reports(State(engine): State<Engine>, Query(q): Query<ReportQuery>) -> ApiResult {
+    let limit = q.limit.unwrap_or(50).min(500);
+    Ok(Json(engine.store.list_reports(q.flow.as_deref(), limit).await?).into_response())
+}
+
+async fn report(State(engine): State<Engine>, Path(id): Path<i64>) -> ApiResult {
+    match engine.store.get_report(id).await? {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(ApiError::not_found(&format!("report {id}"))),
+    }
 }
 
 #[derive(Deserialize)]

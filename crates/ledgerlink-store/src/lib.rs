@@ -144,6 +144,14 @@ pub trait Store: PlatformStore + Send + Sync + 'static {
     async fn reviews_for_job(&self, job_id: JobId) -> Result<Vec<ReviewItem>>;
     async fn resolve_review(&self, id: ReviewId, resolution: &serde_json::Value, now: DateTime<Utc>) -> Result<ReviewItem>;
 
+    // ----- reports: what flows found, kept to be read again -----
+    /// Stores `report` unless the flow already has one for its period; returns the stored report and whether it
+    /// is new. The first report of a period stays: a re-run never makes a duplicate (atomic on both backends).
+    async fn put_report(&self, report: &NewReport) -> Result<(Report, bool)>;
+    async fn get_report(&self, id: i64) -> Result<Option<Report>>;
+    /// Newest first; only `flow`'s when given.
+    async fn list_reports(&self, flow: Option<&str>, limit: u32) -> Result<Vec<Report>>;
+
     // ----- named leases: one owner at a time, across processes -----
     /// Takes the lease `name` for `owner` until `now + ttl` and returns true when it is free, expired (held until
     /// before `now`), or already `owner`'s (then it is renewed); returns false while another owner holds it.

@@ -705,6 +705,50 @@ impl Store for SqliteStore {
         }
     }
 
+    // ----- reports -----
+
+    async fn put_report(&self, report: &NewReport) -> Result<(Report, bool)> {
+        // Insert-or-nothing in one statement; a report already there for the period is read back unchanged.
+        let row = sqlx::query(
+            "INSERT INTO reports (flow, kind, period, title, text, body, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (flow, period) DO NOTHING
+             RETURNING *",
+        )
+        .bind(&report.flow)
+        .bind(&report.kind)
+        .bind(&report.period)
+        .bind(&report.title)
+        .bind(&report.text)
+        .bind(json(&report.body))
+        .bind(ts(report.created_at))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok((report_from_row(&row)?, true));
+        }
+        let row = sqlx::query("SELECT * FROM reports WHERE flow = ?1 AND period = ?2")
+            .bind(&report.flow)
+            .bind(&report.period)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((report_from_row(&row)?, false))
+    }
+
+    async fn get_report(&self, id: i64) -> Result<Option<Report>> {
+        let row = sqlx::query("SELECT * FROM reports WHERE id = ?1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(report_from_row).transpose()
+    }
+
+    async fn list_reports(&self, flow: Option<&str>, limit: u32) -> Result<Vec<Report>> {
+        let rows = sqlx::query("SELECT * FROM reports WHERE (?1 IS NULL OR flow = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2")
+            .bind(flow)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(report_from_row).collect()
+    }
+
     // ----- named leases -----
 
     async fn try_acquire_lease(&self, name: &str, owner: &str, now: DateTime<Utc>, ttl: Duration) -> Result<bool> {
@@ -966,6 +1010,21 @@ fn audit_from_row(row: &SqliteRow) -> Result<AuditEntry> {
             before: opt_text_json(row, "before")?,
             after: opt_text_json(row, "after")?,
             error: row.try_get("error")?,
+        },
+    })
+}
+
+fn report_from_row(row: &SqliteRow) -> Result<Report> {
+    Ok(Report {
+        id: row.try_get("id")?,
+        report: NewReport {
+            flow: row.try_get("flow")?,
+            kind: row.try_get("kind")?,
+            period: row.try_get("period")?,
+            title: row.try_get("title")?,
+            text: row.try_get("text")?,
+            body: text_json(row, "body")?,
+            created_at: text_ts(row, "created_at")?,
         },
     })
 }

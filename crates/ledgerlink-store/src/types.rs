@@ -314,3 +314,27 @@ pub struct Lease {
     /// When the current owner first took it (renewals keep it), so a holder's tenure can be told.
     pub acquired_at: DateTime<Utc>,
 }
+
+/// A report a flow produced (a weekly reconciliation, …), kept so people can read it again later. One per
+/// (flow, period): a re-run for the same period finds the report already there instead of making a second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewReport {
+    pub flow: String,
+    /// What sort of report (`reconciliation`).
+    pub kind: String,
+    /// The period it covers, as the flow names it (`2026-W47`); unique per flow.
+    pub period: String,
+    pub title: String,
+    /// The whole report in plain text, as a person reads it.
+    pub text: String,
+    /// The same, structured (counts, each finding with its amounts as decimal strings and currency).
+    pub body: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub id: i64,
+    #[serde(flatten)]
+    pub report: NewReport,
+}

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use ledgerlink_store::{
     AuditFilter, ChangeCursor, Enqueued, IntentStatus, JobFilter, JobStatus, Link, NewAuditEntry, NewConnection,
-    NewJob, NewPlatformTask, NewReviewItem, NewRun, NewWriteIntent, PgStore, RecordRef, ReviewStatus, RunOutcome, SecretCipher,
-    SqliteStore, Store, StoreError, TaskAttempt, TaskOutcome, TaskStatus,
+    NewJob, NewPlatformTask, NewReport, NewReviewItem, NewRun, NewWriteIntent, PgStore, RecordRef, ReviewStatus, RunOutcome,
+    SecretCipher, SqliteStore, Store, StoreError, TaskAttempt, TaskOutcome, TaskStatus,
 };
 use ledgerlink_store::testing::TestDatabase;
 use serde_json::json;
@@ -935,6 +935,39 @@ async fn platform_secrets_round_trip_through_the_store_cipher(f: &Fixture) {
     assert_eq!(f.store.secrets().open(&sealed).unwrap(), json!("whsec_abc"));
 }
 
+async fn reports_are_kept_once_per_flow_and_period(f: &Fixture) {
+    let s = &f.store;
+    let report = |flow: &str, period: &str, title: &str, at: i64| NewReport {
+        flow: flow.into(),
+        kind: "reconciliation".into(),
+        period: period.into(),
+        title: title.into(),
+        text: format!("{title}\n1 deal without an invoice: Acme's renewal, 1200.50 USD"),
+        body: json!({"mismatches": [{"kind": "deal_without_invoice", "amount": "1200.50", "currency": "USD"}]}),
+        created_at: t0() + Duration::seconds(at),
+    };
+    let (first, new) = s.put_report(&report("weekly", "2026-W47", "Week 47", 0)).await.unwrap();
+    assert!(new);
+    assert_eq!(first.report, report("weekly", "2026-W47", "Week 47", 0), "stored as given, body and text intact");
+
+    // The same period again, even with other contents: the first report stays and is returned.
+    let (again, new) = s.put_report(&report("weekly", "2026-W47", "Week 47 (re-run)", 5)).await.unwrap();
+    assert!(!new);
+    assert_eq!(again, first);
+
+    let (other_flow, new) = s.put_report(&report("monthly", "2026-W47", "Other flow", 10)).await.unwrap();
+    assert!(new, "periods are per flow");
+    let (next_week, _) = s.put_report(&report("weekly", "2026-W48", "Week 48", 20)).await.unwrap();
+
+    let all: Vec<i64> = s.list_reports(None, 10).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(all, [next_week.id, other_flow.id, first.id], "newest first");
+    let weekly: Vec<i64> = s.list_reports(Some("weekly"), 10).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(weekly, [next_week.id, first.id]);
+    assert_eq!(s.list_reports(None, 1).await.unwrap().len(), 1);
+    assert_eq!(s.get_report(first.id).await.unwrap(), Some(first));
+    assert_eq!(s.get_report(next_week.id + 1000).await.unwrap(), None);
+}
+
 // ----- one test per backend per contract -----
 
 macro_rules! contract {
@@ -977,6 +1010,7 @@ contract!(
     runs_start_finish_and_list_newest_first,
     audit_log_lists_newest_first_with_filters,
     reviews_resolve_exactly_once,
+    reports_are_kept_once_per_flow_and_period,
 );
 
 contract!(

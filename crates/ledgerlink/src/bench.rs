@@ -510,6 +510,15 @@ impl Store for TimedStore {
     async fn job_wakeups(&self) -> SResult<Option<Box<dyn ledgerlink_store::JobWakeups>>> {
         self.inner.job_wakeups().await
     }
+    async fn put_report(&self, report: &ledgerlink_store::NewReport) -> SResult<(ledgerlink_store::Report, bool)> {
+        timed!(self, "put_report", self.inner.put_report(report))
+    }
+    async fn get_report(&self, id: i64) -> SResult<Option<ledgerlink_store::Report>> {
+        timed!(self, "get_report", self.inner.get_report(id))
+    }
+    async fn list_reports(&self, flow: Option<&str>, limit: u32) -> SResult<Vec<ledgerlink_store::Report>> {
+        timed!(self, "list_reports", self.inner.list_reports(flow, limit))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ pub async fn dry_run(config: &Path, flow_name: Option<&str>, record: Option<&str
     };
     let Some((connection, object, fields)) = flow.trigger.source() else {
         // A scheduled flow: plan one firing now.
-        let record = serde_json::json!({"scheduled_for": chrono::Utc::now().to_rfc3339()});
+        let record = ledgerlink_engine::triggers::firing_record(&flow, chrono::Utc::now());
         let plan = ledgerlink_engine::executor::plan_flow(&engine, &flow, record).await?;
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(ExitCode::SUCCESS);
@@ -118,6 +118,18 @@ pub async fn dry_run(config: &Path, flow_name: Option<&str>, record: Option<&str
                     println!("  - delete {object} {id} in {connection}");
                 }
                 ledgerlink_engine::executor::PlannedWrite::Review { kind, reason } => println!("  ? review ({kind}): {reason}"),
+                ledgerlink_engine::executor::PlannedWrite::Notify { connection, title, text, fields } => {
+                    println!("  > notify through {connection}: {title}");
+                    for line in text.lines() {
+                        println!("      {line}");
+                    }
+                    for pair in fields.as_array().into_iter().flatten() {
+                        println!("      {}: {}", pair[0].as_str().unwrap_or(""), pair[1].as_str().unwrap_or(""));
+                    }
+                }
+                ledgerlink_engine::executor::PlannedWrite::Report { period, title, mismatches, .. } => {
+                    println!("  + keep report for {period}: {title} ({mismatches} mismatches)");
+                }
             }
         }
     }

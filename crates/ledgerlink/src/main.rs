@@ -1,6 +1,6 @@
 //! `ledgerlink`: the command line. Parses the arguments and dispatches to the library's commands.
 
-use ledgerlink::{admin_cmd, bench, demo, flows_cmd, sandbox_cmd, serve, templates_install, users_cmd, web_fixture};
+use ledgerlink::{admin_cmd, bench, demo, flows_cmd, reports_cmd, sandbox_cmd, serve, templates_install, users_cmd, web_fixture};
 use ledgerlink_engine::review::Decision;
 
 use std::path::PathBuf;
@@ -128,6 +128,32 @@ enum Command {
         command: ReviewCommand,
         #[arg(long, global = true, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
         config: PathBuf,
+    },
+    /// Reports flows kept (weekly reconciliations): list, show.
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+        #[arg(long, global = true, env = "LEDGERLINK_CONFIG", default_value = "ledgerlink.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportsCommand {
+    /// Newest first.
+    List {
+        #[arg(long)]
+        flow: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One report in full.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -288,6 +314,10 @@ fn main() -> ExitCode {
                 JobsCommand::Show { id } => admin_cmd::jobs_show(&config, id).await,
                 JobsCommand::Retry { id } => admin_cmd::jobs_retry(&config, id, false).await,
                 JobsCommand::Replay { id } => admin_cmd::jobs_retry(&config, id, true).await,
+            },
+            Command::Reports { command, config } => match command {
+                ReportsCommand::List { flow, limit, json } => reports_cmd::list(&config, flow, limit, json).await,
+                ReportsCommand::Show { id, json } => reports_cmd::show(&config, id, json).await,
             },
             Command::Review { command, config } => match command {
                 ReviewCommand::List { status, json } => admin_cmd::review_list(&config, status, json).await,

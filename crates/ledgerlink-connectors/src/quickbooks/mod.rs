@@ -394,9 +394,10 @@ impl Connector for QuickbooksConnector {
     async fn find(&self, query: &FindQuery) -> Result<Vec<Record>, ConnectorError> {
         let mut builder = QueryBuilder::new(&query.object)?;
         for (field, value) in &query.equals {
+            let (field, op) = crate::split_comparison(field);
             builder = match value {
-                Value::Array(values) => builder.in_list(field, values)?,
-                v => builder.eq(field, v)?,
+                Value::Array(values) if op == "=" => builder.in_list(field, values)?,
+                v => builder.compare(field, op, v)?,
             };
         }
         self.query_paged(&builder, query.limit).await

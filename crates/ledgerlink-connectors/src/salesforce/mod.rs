@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -766,9 +766,18 @@ impl Connector for SalesforceConnector {
     async fn find(&self, query: &FindQuery) -> Result<Vec<Record>, ConnectorError> {
         let mut q = Soql::new(&query.object)?.fields(&query.fields)?;
         for (field, value) in &query.equals {
+            let (field, op) = crate::split_comparison(field);
             q = match value {
-                Value::Array(values) => q.in_list(field, values)?,
-                v => q.eq(field, v)?,
+                Value::Array(values) if op == "=" => q.in_list(field, values)?,
+                v if op == "=" => q.eq(field, v)?,
+                // SOQL compares date and date-time fields with unquoted literals: a value written as a date
+                // (`2026-11-16`) or an RFC 3339 time is sent as one; anything else as an ordinary literal.
+                Value::String(text) => match (NaiveDate::parse_from_str(text, "%Y-%m-%d"), DateTime::parse_from_rfc3339(text)) {
+                    (Ok(day), _) => q.compare_date(field, op, day)?,
+                    (_, Ok(at)) => q.compare_datetime(field, op, at.with_timezone(&Utc))?,
+                    _ => q.compare(field, op, value)?,
+                },
+                v => q.compare(field, op, v)?,
             };
         }
         if let Some(n) = query.limit {
