@@ -311,6 +311,8 @@ macro_rules! timed {
 
 type SResult<T> = ledgerlink_store::Result<T>;
 
+ledgerlink_store::delegate_platform_store!(TimedStore, inner);
+
 #[async_trait]
 impl Store for TimedStore {
     fn backend(&self) -> &'static str {
