@@ -60,6 +60,8 @@ impl Recording {
     }
 }
 
+ledgerlink_store::delegate_platform_store!(Recording, inner);
+
 #[async_trait]
 impl Store for Recording {
     fn backend(&self) -> &'static str {

@@ -205,3 +205,11 @@ pub async fn open(url: &str, cipher: SecretCipher) -> Result<Arc<dyn Store>> {
 }
 
 pub use ledgerlink_model::RecordRef;
+
+// For `delegate_platform_store!` in other crates.
+#[doc(hidden)]
+pub use async_trait as __async_trait;
+#[doc(hidden)]
+pub use chrono as __chrono;
+#[doc(hidden)]
+pub use serde_json as __serde_json;

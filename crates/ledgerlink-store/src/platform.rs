@@ -165,3 +165,97 @@ pub trait PlatformStore: Send + Sync {
     /// A task's attempts, oldest first.
     async fn list_attempts(&self, task_id: i64) -> Result<Vec<TaskAttempt>>;
 }
+
+/// Implements [`PlatformStore`] for a wrapper around another store by passing every call to `self.$inner`
+/// (any expression of a type that implements it, such as an `Arc<dyn Store>`). Wrappers of [`crate::Store`]
+/// (timing, recording) need the supertrait too; this keeps them one line.
+#[macro_export]
+macro_rules! delegate_platform_store {
+    ($ty:ty, $inner:ident) => {
+        #[$crate::__async_trait::async_trait]
+        impl $crate::PlatformStore for $ty {
+            fn secrets(&self) -> &$crate::SecretCipher {
+                self.$inner.secrets()
+            }
+            async fn insert_doc(
+                &self,
+                workspace: &str,
+                kind: &str,
+                id: &str,
+                body: &$crate::__serde_json::Value,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::Result<($crate::PlatformDoc, bool)> {
+                self.$inner.insert_doc(workspace, kind, id, body, now).await
+            }
+            async fn put_doc(
+                &self,
+                workspace: &str,
+                kind: &str,
+                id: &str,
+                body: &$crate::__serde_json::Value,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::Result<$crate::PlatformDoc> {
+                self.$inner.put_doc(workspace, kind, id, body, now).await
+            }
+            async fn update_doc(
+                &self,
+                workspace: &str,
+                kind: &str,
+                id: &str,
+                expected_rev: i64,
+                body: &$crate::__serde_json::Value,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::Result<$crate::PlatformDoc> {
+                self.$inner.update_doc(workspace, kind, id, expected_rev, body, now).await
+            }
+            async fn get_doc(&self, workspace: &str, kind: &str, id: &str) -> $crate::Result<Option<$crate::PlatformDoc>> {
+                self.$inner.get_doc(workspace, kind, id).await
+            }
+            async fn find_doc(&self, kind: &str, id: &str) -> $crate::Result<Option<$crate::PlatformDoc>> {
+                self.$inner.find_doc(kind, id).await
+            }
+            async fn list_docs(&self, workspace: &str, kind: &str) -> $crate::Result<Vec<$crate::PlatformDoc>> {
+                self.$inner.list_docs(workspace, kind).await
+            }
+            async fn delete_doc(&self, workspace: &str, kind: &str, id: &str) -> $crate::Result<bool> {
+                self.$inner.delete_doc(workspace, kind, id).await
+            }
+            async fn enqueue_task(&self, task: &$crate::NewPlatformTask) -> $crate::Result<(i64, bool)> {
+                self.$inner.enqueue_task(task).await
+            }
+            async fn claim_tasks(
+                &self,
+                owner: &str,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+                lease: $crate::__chrono::Duration,
+                limit: u32,
+            ) -> $crate::Result<Vec<$crate::PlatformTask>> {
+                self.$inner.claim_tasks(owner, now, lease, limit).await
+            }
+            async fn finish_task(
+                &self,
+                id: i64,
+                owner: &str,
+                outcome: &$crate::TaskOutcome,
+                now: $crate::__chrono::DateTime<$crate::__chrono::Utc>,
+            ) -> $crate::Result<()> {
+                self.$inner.finish_task(id, owner, outcome, now).await
+            }
+            async fn resume_tasks(&self, workspace: &str, now: $crate::__chrono::DateTime<$crate::__chrono::Utc>) -> $crate::Result<u64> {
+                self.$inner.resume_tasks(workspace, now).await
+            }
+            async fn get_task(&self, id: i64) -> $crate::Result<Option<$crate::PlatformTask>> {
+                self.$inner.get_task(id).await
+            }
+            async fn list_tasks(&self, workspace: &str, kind: Option<&str>, limit: u32) -> $crate::Result<Vec<$crate::PlatformTask>> {
+                self.$inner.list_tasks(workspace, kind, limit).await
+            }
+            async fn record_attempt(&self, attempt: &$crate::TaskAttempt) -> $crate::Result<()> {
+                self.$inner.record_attempt(attempt).await
+            }
+            async fn list_attempts(&self, task_id: i64) -> $crate::Result<Vec<$crate::TaskAttempt>> {
+                self.$inner.list_attempts(task_id).await
+            }
+        }
+    };
+}
