@@ -60,6 +60,59 @@ impl Recording {
     }
 }
 
+/// The platform connector's storage, passed straight through (this test does not use it).
+#[async_trait]
+impl ledgerlink_store::PlatformStore for Recording {
+    fn secrets(&self) -> &ledgerlink_store::SecretCipher {
+        self.inner.secrets()
+    }
+    async fn insert_doc(&self, w: &str, k: &str, id: &str, body: &serde_json::Value, now: DateTime<Utc>) -> Result<(ledgerlink_store::PlatformDoc, bool)> {
+        self.inner.insert_doc(w, k, id, body, now).await
+    }
+    async fn put_doc(&self, w: &str, k: &str, id: &str, body: &serde_json::Value, now: DateTime<Utc>) -> Result<ledgerlink_store::PlatformDoc> {
+        self.inner.put_doc(w, k, id, body, now).await
+    }
+    async fn update_doc(&self, w: &str, k: &str, id: &str, rev: i64, body: &serde_json::Value, now: DateTime<Utc>) -> Result<ledgerlink_store::PlatformDoc> {
+        self.inner.update_doc(w, k, id, rev, body, now).await
+    }
+    async fn get_doc(&self, w: &str, k: &str, id: &str) -> Result<Option<ledgerlink_store::PlatformDoc>> {
+        self.inner.get_doc(w, k, id).await
+    }
+    async fn find_doc(&self, k: &str, id: &str) -> Result<Option<ledgerlink_store::PlatformDoc>> {
+        self.inner.find_doc(k, id).await
+    }
+    async fn list_docs(&self, w: &str, k: &str) -> Result<Vec<ledgerlink_store::PlatformDoc>> {
+        self.inner.list_docs(w, k).await
+    }
+    async fn delete_doc(&self, w: &str, k: &str, id: &str) -> Result<bool> {
+        self.inner.delete_doc(w, k, id).await
+    }
+    async fn enqueue_task(&self, task: &ledgerlink_store::NewPlatformTask) -> Result<(i64, bool)> {
+        self.inner.enqueue_task(task).await
+    }
+    async fn claim_tasks(&self, owner: &str, now: DateTime<Utc>, lease: chrono::Duration, limit: u32) -> Result<Vec<ledgerlink_store::PlatformTask>> {
+        self.inner.claim_tasks(owner, now, lease, limit).await
+    }
+    async fn finish_task(&self, id: i64, owner: &str, outcome: &ledgerlink_store::TaskOutcome, now: DateTime<Utc>) -> Result<()> {
+        self.inner.finish_task(id, owner, outcome, now).await
+    }
+    async fn resume_tasks(&self, w: &str, now: DateTime<Utc>) -> Result<u64> {
+        self.inner.resume_tasks(w, now).await
+    }
+    async fn get_task(&self, id: i64) -> Result<Option<ledgerlink_store::PlatformTask>> {
+        self.inner.get_task(id).await
+    }
+    async fn list_tasks(&self, w: &str, kind: Option<&str>, limit: u32) -> Result<Vec<ledgerlink_store::PlatformTask>> {
+        self.inner.list_tasks(w, kind, limit).await
+    }
+    async fn record_attempt(&self, a: &ledgerlink_store::TaskAttempt) -> Result<()> {
+        self.inner.record_attempt(a).await
+    }
+    async fn list_attempts(&self, task_id: i64) -> Result<Vec<ledgerlink_store::TaskAttempt>> {
+        self.inner.list_attempts(task_id).await
+    }
+}
+
 #[async_trait]
 impl Store for Recording {
     fn backend(&self) -> &'static str {
