@@ -235,7 +235,7 @@ fn review_row(item: ReviewItem) -> ReviewRow {
                         .join(" · ");
                     Candidate {
                         id: c["id"].as_str().unwrap_or_default().to_string(),
-                        score: c["score"].as_f64().map(|s| format!("{:.0}%", s * 100.0)).unwrap_or_default(),
+                        score: c["score"].as_f64().and_then(rust_decimal::Decimal::from_f64_retain).map(|d| format!("{}%", (d * rust_decimal::Decimal::ONE_HUNDRED).round())).unwrap_or_default(),
                         summary,
                     }
                 })

@@ -47,7 +47,7 @@ struct InvoicesPage {
 /// `GET /invoices`.
 pub async fn invoices(State(web): State<Web>, admin: Admin) -> UiResult {
     let mut records = web.platform.list_records(admin.workspace(), RecordKind::Invoice).await.map_err(platform_error)?;
-    records.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    records.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
     let rows = records
         .into_iter()
         .map(|r| {

@@ -334,3 +334,37 @@ async fn manage_saves_the_help_pages_settings_from_the_companys_own_lists() {
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(refused.body.contains("reconciliation"), "{}", refused.body);
 }
+
+#[tokio::test]
+async fn every_operating_page_renders_for_a_signed_in_admin_and_none_without() {
+    let app = spawn_app().await;
+    let mut b = Browser::new();
+    let pages = [
+        ("/", "Sync activity"),
+        ("/?range=7d", "<strong>Last 7 days</strong>"),
+        ("/invoices", "No invoices have been pushed yet."),
+        ("/flows", "No flows are configured."),
+        ("/runs", "No runs yet."),
+        ("/jobs", "No jobs."),
+        ("/jobs?status=dead", "No jobs."),
+        ("/reviews", "Nothing is waiting for a decision."),
+        ("/audit", "Nothing has been written yet."),
+    ];
+    for (path, _) in pages {
+        assert_eq!(b.get(&format!("{}{path}", app.base)).await.status, StatusCode::SEE_OTHER, "{path} needs a session");
+    }
+    sign_in(&mut b, &app, PASSWORD).await;
+    for (path, text) in pages {
+        let page = b.get(&format!("{}{path}", app.base)).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        assert!(page.body.contains(text), "{path} says “{text}”");
+    }
+    let bad = b.get(&format!("{}/jobs?status=lost", app.base)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("“lost” is not a job status"));
+    // Acting on a job that does not exist says so in words.
+    let csrf = field(&b.get(&format!("{}/jobs", app.base)).await.body, "csrf");
+    let missing = b.post(&format!("{}/jobs/999/retry", app.base), &[("csrf", &csrf)]).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("Job 999 does not exist"));
+}

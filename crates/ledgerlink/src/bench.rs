@@ -329,7 +329,7 @@ macro_rules! timed {
 
 type SResult<T> = ledgerlink_store::Result<T>;
 
-/// The platform connector's storage, passed through untimed (the benchmarks do not use it).
+// The platform connector's storage, passed through untimed (the benchmarks do not use it).
 ledgerlink_store::delegate_platform_store!(TimedStore, inner);
 
 #[async_trait]
