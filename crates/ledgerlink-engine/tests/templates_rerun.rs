@@ -44,12 +44,31 @@ fn scenario(name: &str) -> Option<Scenario> {
     })
 }
 
+/// Templates whose re-run over the same data is proven inside their own end-to-end test, because their scenario
+/// needs what this harness does not start (a Slack sandbox, an SMTP server): (template, test file, the assertion's
+/// message there). The test below checks that the file still makes that assertion.
+const PROVEN_IN_OWN_TEST: &[(&str, &str, &str)] = &[
+    ("quickbooks-overdue-invoice-follow-up", include_str!("templates_overdue.rs"), "a re-run writes nothing"),
+    ("salesforce-quickbooks-weekly-reconciliation", include_str!("templates_reconciliation.rs"), "The same week again: the first report stays, nothing is sent again"),
+];
+
+#[test]
+fn templates_proven_in_their_own_test_still_assert_their_rerun() {
+    for (name, source, assertion) in PROVEN_IN_OWN_TEST {
+        assert!(templates::get(name).is_some(), "{name} is not a shipped template any more");
+        assert!(source.contains(assertion), "{name}: its end-to-end test no longer asserts “{assertion}”");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_template_rerun_over_the_same_data_changes_nothing() {
-    let missing: Vec<&str> = templates::names().into_iter().filter(|n| scenario(n).is_none()).collect();
+    let missing: Vec<&str> = templates::names()
+        .into_iter()
+        .filter(|n| scenario(n).is_none() && !PROVEN_IN_OWN_TEST.iter().any(|(p, ..)| p == n))
+        .collect();
     assert!(missing.is_empty(), "no re-run scenario for template(s) {missing:?}: add one to `scenario` in {}", file!());
     for name in templates::names() {
-        let play = scenario(name).unwrap();
+        let Some(play) = scenario(name) else { continue };
         let h = harness(&[name], &[]).await;
         let replays = play(&h).await;
         assert!(h.writes().await > 0, "{name}: the scenario must make the flow write something, or the re-run proves nothing");
