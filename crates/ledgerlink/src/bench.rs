@@ -887,7 +887,7 @@ fn secs(d: Duration) -> f64 {
 fn time_breakdown(timings: &Timings, cpu: &BTreeMap<String, f64>, per: usize, rows: &mut Vec<(String, String)>) -> Value {
     let stats = timings.snapshot();
     let mut ops: Vec<(&String, &Stat)> = stats.iter().collect();
-    ops.sort_by(|a, b| b.1.total.cmp(&a.1.total));
+    ops.sort_by_key(|(_, s)| std::cmp::Reverse(s.total));
     let store_total: Duration = stats.iter().filter(|(k, _)| k.starts_with("store ")).map(|(_, s)| s.total).sum();
     let conn_total: Duration = stats.iter().filter(|(k, _)| !k.starts_with("store ")).map(|(_, s)| s.total).sum();
     let per = per.max(1) as f64;
@@ -1156,7 +1156,7 @@ async fn latency(opts: &BenchOptions) -> anyhow::Result<Report> {
 
     let url = format!("http://{addr}/webhooks/quickbooks/quickbooks");
     let http = ledgerlink_connectors::http::client();
-    let posted: Arc<Mutex<BTreeMap<String, (DateTime<Utc>, Duration, u16)>>> = Arc::default();
+    let posted: Arc<Mutex<Posted>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     let mut senders = tokio::task::JoinSet::new();
     let send_started = Instant::now();
@@ -1269,6 +1269,9 @@ record_id = 'record.Id'
 [steps.fields]
 Description = '"Backfilled: " + account.Name'
 "#;
+
+/// Per webhook event id: when it was posted, how long the POST took, its status.
+type Posted = BTreeMap<String, (DateTime<Utc>, Duration, u16)>;
 
 async fn backfill(opts: &BenchOptions) -> anyhow::Result<Report> {
     let n = opts.n.unwrap_or(100_000);
