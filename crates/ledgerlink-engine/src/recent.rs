@@ -17,10 +17,14 @@ use ledgerlink_connectors::Record;
 /// At most this many copies; when full, expired ones are dropped, and if none had expired, all of them.
 const CAPACITY: usize = 10_000;
 
+/// (connection, object, id).
+type Key = (String, String, String);
+
 #[derive(Debug)]
 pub struct RecentRecords {
     ttl: Duration,
-    copies: Mutex<HashMap<(String, String, String), (Instant, Record)>>,
+    /// Each copy with when it was read.
+    copies: Mutex<HashMap<Key, (Instant, Record)>>,
 }
 
 impl RecentRecords {

@@ -80,6 +80,8 @@ pub struct BenchOptions {
     pub rate: u32,
     /// How long `latency` sends events.
     pub seconds: u64,
+    /// The engine's `linked_copy_ttl` (zero: every linked record is read each time).
+    pub linked_copy_ttl: Duration,
 }
 
 impl Default for BenchOptions {
@@ -94,6 +96,7 @@ impl Default for BenchOptions {
             time_scale: 10.0,
             rate: 100,
             seconds: 20,
+            linked_copy_ttl: EngineSettings::default().linked_copy_ttl,
         }
     }
 }
@@ -796,6 +799,7 @@ impl World {
             worker_id: "bench".into(),
             concurrency: opts.concurrency.max(1),
             poll_interval,
+            linked_copy_ttl: opts.linked_copy_ttl,
             ..EngineSettings::default()
         };
         Engine::new(self.store.clone(), self.connectors.clone(), flows, settings)
@@ -977,6 +981,7 @@ async fn throughput(opts: &BenchOptions, kind: StoreKind) -> anyhow::Result<Repo
         ("time (first poll → last link)".into(), format!("{:.2} s", secs(took))),
         ("throughput".into(), format!("{rate:.0} opportunities/s (bar: 1,000/s → {})", if rate >= 1000.0 { "met" } else { "NOT met" })),
         ("engine concurrency".into(), opts.concurrency.to_string()),
+        ("linked records reused for".into(), format!("{} ms", opts.linked_copy_ttl.as_millis())),
         ("HTTP calls per opportunity".into(), format!("Salesforce {:.2} · QuickBooks {:.2}", sf_calls as f64 / per, qb_calls as f64 / per)),
         ("QuickBooks calls by kind".into(), qb_kinds.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" · ")),
         ("jobs done / dead / parked".into(), format!("{} / {} / {}", counts.done, counts.dead, counts.parked)),
@@ -1287,6 +1292,9 @@ record_id = 'record.Id'
 [steps.fields]
 Description = '"Backfilled: " + account.Name'
 "#;
+
+/// Per webhook event id: when it was posted, how long the POST took, its status.
+type Posted = BTreeMap<String, (DateTime<Utc>, Duration, u16)>;
 
 async fn backfill(opts: &BenchOptions) -> anyhow::Result<Report> {
     let n = opts.n.unwrap_or(100_000);

@@ -60,6 +60,9 @@ enum Command {
         /// `latency`: seconds of events.
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Milliseconds a linked customer or item read by a run is reused instead of read again (0: read each time).
+        #[arg(long, default_value_t = 5000)]
+        linked_copy_ttl_ms: u64,
     },
     /// Serve one sandbox on its own; the first stdout line is JSON with its URL and credentials.
     Sandbox {
@@ -290,8 +293,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo { once, port, data_dir, opportunities } => demo::run(demo::DemoOptions { once, port, data_dir, opportunities }).await,
-            Command::Bench { which, store, n, json, postgres_url, concurrency, time_scale, rate, seconds } => {
-                bench::run(bench::BenchOptions { which, store, n, json, postgres_url, concurrency, time_scale, rate, seconds }).await
+            Command::Bench { which, store, n, json, postgres_url, concurrency, time_scale, rate, seconds, linked_copy_ttl_ms } => {
+                let linked_copy_ttl = std::time::Duration::from_millis(linked_copy_ttl_ms);
+                bench::run(bench::BenchOptions { which, store, n, json, postgres_url, concurrency, time_scale, rate, seconds, linked_copy_ttl })
+                    .await
             }
             Command::Sandbox { system, port, state, tls } => sandbox_cmd::run(&system, port, state, tls).await,
             Command::Serve { config } => serve::run(&config).await,
