@@ -1177,8 +1177,6 @@ async fn latency(opts: &BenchOptions) -> anyhow::Result<Report> {
 
     let url = format!("http://{addr}/webhooks/quickbooks/quickbooks");
     let http = ledgerlink_connectors::http::client();
-    // Event id → (when it was posted, how long the post took, HTTP status).
-    type Posted = BTreeMap<String, (DateTime<Utc>, Duration, u16)>;
     let posted: Arc<Mutex<Posted>> = Arc::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     let mut senders = tokio::task::JoinSet::new();
