@@ -162,6 +162,18 @@ pub async fn price_changes(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>) -> 
     let (entry_id, product_id) = (s(&entry, "Id"), s(&entry, "Product2Id"));
     let product = sf.get("Product2", &product_id, &["Id".into(), "Name".into()]).await?.unwrap_or_default();
     let name = s(&product, "Name");
+    // The product has been in use for a while: its item and price are already paired up (one sync has run).
+    let described = format!("{name}: renewal of the support plan for one year");
+    sf.update("Product2", &product_id, &rec(json!({"Description": described}))).await?;
+    let paired = wait_until(ACT_LIMIT, || async {
+        let Some(item) = one(qb, "Item", "Name", json!(name)).await? else { return Ok(None) };
+        Ok((s(&item, "Description") == described).then(String::new))
+    })
+    .await?;
+    if paired.is_none() {
+        checks.push(check(TEMPLATE, format!("product “{name}” has its QuickBooks item"), None, "item not updated from the product"));
+        return Ok(checks);
+    }
     let old = to_decimal(&entry["UnitPrice"]).map_err(|e| anyhow::anyhow!(e))?;
     let raised = (old * Decimal::new(110, 2)).round_dp(2);
     say(&format!("sales raises the list price of “{name}” from {old} to {raised} USD"));
@@ -195,4 +207,90 @@ pub async fn price_changes(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>) -> 
     .await?;
     checks.push(check(TEMPLATE, format!("QuickBooks price of “{name}” → {finance} USD"), seen, "price book unchanged"));
     Ok(checks)
+}
+
+/// `quickbooks-estimate-to-salesforce-opportunity`: finance drafts an estimate for a customer in QuickBooks; the
+/// sales team finds it in Salesforce as an opportunity with the estimate's products and amount.
+pub async fn estimate(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario: &Scenario) -> anyhow::Result<Vec<Check>> {
+    const TEMPLATE: &str = "quickbooks-estimate-to-salesforce-opportunity";
+    let Some((_, account_name)) = scenario.new_accounts.get(1).cloned() else { return Ok(Vec::new()) };
+    let Some(customer) = one(qb, "Customer", "DisplayName", json!(account_name)).await? else { return Ok(Vec::new()) };
+    let items = qb.find(&FindQuery { object: "Item".into(), equals: vec![("Type".into(), json!("Service"))], fields: vec![], limit: Some(2) }).await?;
+    let lines: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let qty = Decimal::from(i + 2);
+            let price = item.get("UnitPrice").map(to_decimal).transpose().ok().flatten().filter(|p| !p.is_zero()).unwrap_or(Decimal::new(250, 0));
+            json!({"DetailType": "SalesItemLineDetail", "Amount": number(price * qty), "Description": s(item, "Name"),
+                   "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": number(qty), "UnitPrice": number(price), "TaxCodeRef": {"value": "NON"}}})
+        })
+        .collect();
+    say(&format!("finance drafts an estimate with {} lines for “{account_name}” in QuickBooks", lines.len()));
+    let est = qb.create("Estimate", &rec(json!({"CustomerRef": {"value": customer["Id"]}, "Line": lines})), "demo-estimate-1").await?;
+    let (est_id, total) = (s(&est, "Id"), to_decimal(&est["TotalAmt"]).map_err(|e| anyhow::anyhow!(e))?);
+    let fields = ["Id", "Name", "Amount", "StageName"].map(String::from).to_vec();
+    let seen = wait_until(ACT_LIMIT, || async {
+        let q = FindQuery { object: "Opportunity".into(), equals: vec![("QuickBooks_Estimate_Id__c".into(), json!(est_id))], fields: fields.clone(), limit: Some(2) };
+        let Some(opp) = sf.find(&q).await?.into_iter().next() else { return Ok(None) };
+        let amount = opp.get("Amount").map(to_decimal).transpose().ok().flatten();
+        let lq = FindQuery { object: "OpportunityLineItem".into(), equals: vec![("OpportunityId".into(), opp["Id"].clone())], fields: vec!["Id".into()], limit: None };
+        let lines = sf.find(&lq).await?.len();
+        Ok((amount == Some(total) && lines == items.len())
+            .then(|| format!("opportunity “{}” ({}), {lines} products, {total} USD", s(&opp, "Name"), s(&opp, "StageName"))))
+    })
+    .await?;
+    Ok(vec![check(TEMPLATE, format!("QuickBooks estimate {} for “{account_name}”, {total} USD", s(&est, "DocNumber")), seen, "no opportunity with the estimate's amount and products")])
+}
+
+/// `quickbooks-overdue-invoice-follow-up`: time passes (the sweep runs as it would 45 days from now) and every
+/// invoice still unpaid is overdue: one Task for the account owner each, the account flagged, one Slack message
+/// each. The invoice paid in full earlier gets nothing.
+pub async fn overdue(engine: &ledgerlink_engine::Engine, sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario: &Scenario, slack_base: &str) -> anyhow::Result<Vec<Check>> {
+    const TEMPLATE: &str = "quickbooks-overdue-invoice-follow-up";
+    let per_opp = scenario.invoices_by_opportunity(qb).await?;
+    let mut unpaid = 0;
+    for invoices in per_opp.values() {
+        for inv in invoices {
+            let current = qb.get("Invoice", &s(inv, "Id"), &[]).await?.unwrap_or_default();
+            if current.get("Balance").map(to_decimal).transpose().ok().flatten().is_some_and(|b| b > Decimal::ZERO) {
+                unpaid += 1;
+            }
+        }
+    }
+    let later = chrono::Utc::now() + chrono::Duration::days(45);
+    say(&format!("45 days later: the overdue sweep runs as of {} ({unpaid} invoices still unpaid)", later.date_naive()));
+    let flow = engine.flows.get(TEMPLATE).cloned().ok_or_else(|| anyhow::anyhow!("{TEMPLATE} is not installed"))?;
+    ledgerlink_engine::triggers::tick(engine, &flow, later).await?;
+    let seen = wait_until(ACT_LIMIT, || async {
+        let q = FindQuery { object: "Task".into(), equals: vec![], fields: vec!["Id".into(), "Subject".into()], limit: None };
+        let tasks = sf.find(&q).await?.into_iter().filter(|t| s(t, "Subject").starts_with("Overdue invoice")).count();
+        let posted = slack_messages(slack_base).await?;
+        Ok((tasks == unpaid && posted >= unpaid).then(|| format!("{tasks} follow-up tasks, {posted} Slack messages")))
+    })
+    .await?;
+    Ok(vec![check(TEMPLATE, format!("{unpaid} unpaid invoices fall overdue"), seen, "tasks or Slack messages missing")])
+}
+
+/// `salesforce-quickbooks-weekly-reconciliation`: Monday's run compares the week's closed-won deals with its
+/// invoices, keeps the report and posts it.
+pub async fn reconciliation(engine: &ledgerlink_engine::Engine) -> anyhow::Result<Vec<Check>> {
+    const TEMPLATE: &str = "salesforce-quickbooks-weekly-reconciliation";
+    let flow = engine.flows.get(TEMPLATE).cloned().ok_or_else(|| anyhow::anyhow!("{TEMPLATE} is not installed"))?;
+    // The first scheduled run after today covers the week that holds today.
+    let monday = chrono::Utc::now() + chrono::Duration::days(7);
+    say("Monday morning: the weekly reconciliation of closed-won deals against invoices runs");
+    ledgerlink_engine::triggers::tick(engine, &flow, monday).await?;
+    let seen = wait_until(ACT_LIMIT, || async {
+        let reports = engine.store.list_reports(Some(TEMPLATE), 1).await?;
+        Ok(reports.first().map(|r| format!("report {}: {}", r.id, r.report.text.lines().take(3).collect::<Vec<_>>().join(" / "))))
+    })
+    .await?;
+    Ok(vec![check(TEMPLATE, "weekly closed-won vs invoiced".into(), seen, "no report kept")])
+}
+
+/// How many messages the Slack sandbox has received.
+async fn slack_messages(base: &str) -> anyhow::Result<usize> {
+    let v: Value = ledgerlink_connectors::http::client().get(format!("{base}/sandbox/admin/messages")).send().await?.json().await?;
+    Ok(v["messages"].as_array().map_or(0, Vec::len))
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ledgerlink_connectors::{Connector, FindQuery, Record};
 use ledgerlink_engine::executor::to_decimal;
 use ledgerlink_engine::{Engine, EngineSettings, connections, templates};
-use ledgerlink_sandbox::{quickbooks, salesforce};
+use ledgerlink_sandbox::{quickbooks, salesforce, slack};
 use ledgerlink_store::{JobStatus, MasterKey, SecretCipher};
 use serde_json::{Value, json};
 
@@ -34,15 +34,22 @@ const DEMO_TEMPLATES: &[&str] = &[
     "quickbooks-customer-to-salesforce-account",
     "quickbooks-invoice-status-to-salesforce",
     "salesforce-products-to-quickbooks-items",
+    "quickbooks-estimate-to-salesforce-opportunity",
+    "quickbooks-overdue-invoice-follow-up",
+    "salesforce-quickbooks-weekly-reconciliation",
 ];
 
-/// Opportunity fields the invoice-status template writes (a Salesforce admin adds them once).
-const STATUS_FIELDS: &[(&str, &str)] = &[
-    ("QuickBooks_Payment_Status__c", "Text"),
-    ("QuickBooks_Amount_Due__c", "Currency"),
-    ("QuickBooks_Due_Date__c", "Date"),
-    ("QuickBooks_Last_Payment_Date__c", "Date"),
+/// Custom fields the templates write, which a Salesforce admin adds once: (object, field, type).
+const CUSTOM_FIELDS: &[(&str, &str, &str)] = &[
+    ("Opportunity", "QuickBooks_Payment_Status__c", "Text"),
+    ("Opportunity", "QuickBooks_Amount_Due__c", "Currency"),
+    ("Opportunity", "QuickBooks_Due_Date__c", "Date"),
+    ("Opportunity", "QuickBooks_Last_Payment_Date__c", "Date"),
+    ("Opportunity", "QuickBooks_Estimate_Id__c", "Text"),
+    ("OpportunityLineItem", "QuickBooks_Estimate_Line_Id__c", "Text"),
+    ("Account", "QuickBooks_Overdue__c", "Checkbox"),
 ];
+
 const INVOICE_FIELD: &str = "QuickBooks_Invoice_Id__c";
 
 /// Accounts the scenario creates that QuickBooks does not know yet.
@@ -78,18 +85,33 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     let store = ledgerlink_store::open(&format!("sqlite://{}", db.display()), SecretCipher::new(key)).await?;
     store.put_connection(&connections::from_sandbox_info("quickbooks", &qbo.info)?).await?;
     store.put_connection(&connections::from_sandbox_info("salesforce", &sfdc.info)?).await?;
-    for (name, ty) in STATUS_FIELDS {
-        sandbox_admin(&sfdc.base_url, "fields", json!({"object": "Opportunity", "name": name, "type": ty})).await?;
+    for (object, name, ty) in CUSTOM_FIELDS {
+        sandbox_admin(&sfdc.base_url, "fields", json!({"object": object, "name": name, "type": ty})).await?;
     }
+    let hook = slack::start(slack::SlackOptions::default()).await?;
+    say(&format!("  Slack sandbox       {}", hook.base_url));
+    store
+        .put_connection(&ledgerlink_store::NewConnection {
+            name: "slack".into(),
+            system: "slack".into(),
+            config: json!({}),
+            credentials: json!({"webhook_url": hook.info["webhook_url"]}),
+        })
+        .await?;
     let connectors = connections::build_all(store.clone()).await?;
-    let flows = DEMO_TEMPLATES.iter().map(|name| templates::load(name, &BTreeMap::new())).collect::<anyhow::Result<Vec<_>>>()?;
+    let notifiers = ledgerlink_engine::notifications::build_all(store.clone()).await?;
+    // The demo has no mail server: the reconciliation's email copy goes to the Slack sandbox as well.
+    let with_params = |name: &str| -> BTreeMap<String, String> {
+        if name == "salesforce-quickbooks-weekly-reconciliation" { BTreeMap::from([("email".to_string(), "slack".to_string())]) } else { BTreeMap::new() }
+    };
+    let flows = DEMO_TEMPLATES.iter().map(|name| templates::load(name, &with_params(name))).collect::<anyhow::Result<Vec<_>>>()?;
     let settings = EngineSettings {
         worker_id: "demo".into(),
         concurrency: 4,
         poll_interval: Some(Duration::from_millis(250)),
         ..EngineSettings::default()
     };
-    let engine = Engine::new(store.clone(), connectors, flows, settings)?;
+    let engine = Engine::with_notifiers(store.clone(), connectors, notifiers, flows, settings)?;
     engine.prime().await?;
     say(&format!("engine on embedded SQLite at {}, templates: {}", db.display(), DEMO_TEMPLATES.join(", ")));
 
@@ -123,6 +145,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     let mut checks = activity::customer_edits(&sf, &qb, &scenario).await?;
     checks.extend(activity::payments(&sf, &qb, &scenario).await?);
     checks.extend(activity::price_changes(&sf, &qb).await?);
+    checks.extend(activity::estimate(&sf, &qb, &scenario).await?);
+    settle(&engine, Duration::from_secs(30)).await?;
+    checks.extend(activity::overdue(&engine, &sf, &qb, &scenario, &hook.base_url).await?);
+    checks.extend(activity::reconciliation(&engine).await?);
     settle(&engine, Duration::from_secs(30)).await?;
 
     let summary = scenario.summarise(&sf, &qb, &engine, &checks).await?;
@@ -138,6 +164,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     let _ = server.await;
     qbo.stop().await;
     sfdc.stop().await;
+    hook.stop().await;
     let ok = summary.json["duplicate_invoices"] == 0 && summary.json["errors"] == 0;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
@@ -384,7 +411,7 @@ impl Scenario {
             "duplicates_prevented": stats.duplicates_prevented,
             "own_writes_recognised": stats.changes_already_handled,
             "writes_skipped_unchanged": stats.writes_skipped_unchanged,
-            "items_created": stats.records_created.saturating_sub(stats.customers_created + stats.invoices_created),
+            "other_records_created": stats.records_created.saturating_sub(stats.customers_created + stats.invoices_created),
             "invoice_totals_checked": self.opportunities.len() - missing,
             "amount_mismatches": mismatched.len(),
             "missing_invoices": missing,
@@ -429,7 +456,7 @@ impl Summary {
         row("duplicate invoices", "duplicate_invoices");
         row("customers created", "customers_created");
         row("customers matched", "customers_matched");
-        row("items created", "items_created");
+        row("other records created", "other_records_created");
         row("duplicates prevented", "duplicates_prevented");
         row("invoice totals checked", "invoice_totals_checked");
         for c in &self.checks {
