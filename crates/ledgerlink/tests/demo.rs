@@ -27,4 +27,12 @@ fn demo_once_invoices_every_closed_opportunity_exactly_once() {
     assert_eq!(s["customers_created"], 7, "{s}");
     assert!(s["duplicates_prevented"].as_u64().unwrap() >= 1, "the re-closed deal was not billed twice: {s}");
     assert!(stderr.contains("summary"), "a readable summary is printed");
+    assert_eq!(s["template_checks_failed"], 0, "{s}");
+    let mut exercised: std::collections::BTreeSet<&str> =
+        s["template_checks"].as_array().unwrap().iter().filter(|c| c["ok"] == true).filter_map(|c| c["template"].as_str()).collect();
+    // The closed-won template is the invoices counted above.
+    exercised.insert("salesforce-closed-won-to-quickbooks-invoice");
+    let shipped: std::collections::BTreeSet<&str> = ledgerlink_engine::templates::names().into_iter().collect();
+    assert_eq!(exercised, shipped, "every shipped template's act is seen in the other system: {s}");
+    assert!(stderr.contains("admin UI on http://"), "the demo serves the admin UI and says where");
 }

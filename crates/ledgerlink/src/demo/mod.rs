@@ -39,6 +39,10 @@ const DEMO_TEMPLATES: &[&str] = &[
     "salesforce-quickbooks-weekly-reconciliation",
 ];
 
+/// The demo's administrator of the web UI. A demo credential, printed on purpose; never use it elsewhere.
+const DEMO_ADMIN: &str = "admin@demo.example";
+const DEMO_PASSWORD: &str = "ledgerlink-demo";
+
 /// Custom fields the templates write, which a Salesforce admin adds once: (object, field, type).
 const CUSTOM_FIELDS: &[(&str, &str, &str)] = &[
     ("Opportunity", "QuickBooks_Payment_Status__c", "Text"),
@@ -115,13 +119,33 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     engine.prime().await?;
     say(&format!("engine on embedded SQLite at {}, templates: {}", db.display(), DEMO_TEMPLATES.join(", ")));
 
+    // The platform integration and its admin UI: a demo workspace whose QuickBooks card is connected to the
+    // sandbox company, and a demo administrator (the banner on every page says so).
+    let platform = ledgerlink_platform::Platform::new(store.clone(), ledgerlink_platform::PlatformOptions::default());
+    let workspace = platform.create_workspace("Demo workspace").await?;
+    ledgerlink_web::create_admin(store.as_ref(), &workspace.id, DEMO_ADMIN, "Demo admin", DEMO_PASSWORD).await?;
+    let company = find(engine.connector("quickbooks")?, "CompanyInfo", vec![], &[]).await?.first().map(|c| s(c, "CompanyName")).unwrap_or_default();
+    platform.connect(&workspace.id, "quickbooks", &company, qbo.info_str("realm_id")).await?;
+    let ui = ledgerlink_web::WebConfig {
+        quickbooks: Some(ledgerlink_web::QuickbooksApp::from_sandbox_info(&qbo.info)?),
+        banner: Some(format!("Demo: you are the demo admin ({DEMO_ADMIN}) of a workspace connected to the QuickBooks sandbox company “{company}”.")),
+        ..ledgerlink_web::WebConfig::default()
+    };
+    let app = ledgerlink_server::router_with_ui(engine.clone(), platform.clone(), ui)?;
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
-    let (bound, server) = ledgerlink_server::serve(engine.clone(), SocketAddr::from(([127, 0, 0, 1], opts.port)), async move {
+    let (bound, server) = ledgerlink_server::serve_app(app, SocketAddr::from(([127, 0, 0, 1], opts.port)), async move {
         let _ = server_stop.changed().await;
     })
     .await?;
     say(&format!("status API on http://{bound}/api/v1/status"));
+    say(&format!("admin UI on http://{bound}/settings/integrations — sign in as {DEMO_ADMIN} / {DEMO_PASSWORD}"));
+    let platform_worker = {
+        let stop = stop_rx.clone();
+        let platform = platform.clone();
+        tokio::spawn(async move { platform.run(stop).await })
+    };
     let runner = {
         let engine = engine.clone();
         let rx = stop_rx.clone();
@@ -156,11 +180,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string(&summary.json)?);
 
     if !opts.once {
-        say(&format!("still serving: http://{bound}/api/v1/status — Ctrl-C to stop"));
+        say(&format!("still serving: http://{bound}/settings/integrations (sign in as {DEMO_ADMIN} / {DEMO_PASSWORD}) — Ctrl-C to stop"));
         tokio::signal::ctrl_c().await?;
     }
     let _ = stop_tx.send(true);
     runner.await??;
+    let _ = platform_worker.await;
     let _ = server.await;
     qbo.stop().await;
     sfdc.stop().await;
