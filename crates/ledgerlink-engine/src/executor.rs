@@ -107,6 +107,9 @@ struct Run<'a> {
     all_records: std::collections::HashMap<(String, String), Vec<Record>>,
     /// In a dry run, the writes that would have been made (and nothing is written, linked or counted).
     plan: Option<Vec<PlannedWrite>>,
+    /// Change time of each record this run updated, as it was before the run's first write to it. "Newest wins"
+    /// compares people's edits: a write of this same run (an earlier step) must not make a record look newer.
+    changed_before_run: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 /// One write a dry run would have made.
@@ -164,7 +167,7 @@ impl<'a> Run<'a> {
             Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
         );
         vars.insert("now".into(), Value::String(crate::now().to_rfc3339()));
-        Run { engine, flow, job_id, vars, writes: 0, decisions, all_records: Default::default(), plan: None }
+        Run { engine, flow, job_id, vars, writes: 0, decisions, all_records: Default::default(), plan: None, changed_before_run: Default::default() }
     }
 
     async fn execute(&mut self) -> Result<Outcome, ExecError> {
@@ -793,7 +796,8 @@ impl Run<'_> {
         let record = self.build_record(step, fields)?;
         let conn = self.connector(step, connection)?;
         let names: Vec<String> = record.keys().cloned().collect();
-        let current = conn.get(object, &id, &names).await.map_err(|e| conn_err(step, e))?;
+        let read: Vec<String> = names.iter().cloned().chain(conn.change_timestamp_fields().iter().map(|f| f.to_string())).collect();
+        let current = conn.get(object, &id, &read).await.map_err(|e| conn_err(step, e))?;
         let Some(current) = current else {
             return Err(invalid(step, format!("{object} {id} does not exist in {connection}")));
         };
@@ -817,6 +821,9 @@ impl Run<'_> {
         }
         match conn.update(object, &id, &record).await {
             Ok(updated) => {
+                if let Some(ts) = conn.change_timestamp(&current) {
+                    self.changed_before_run.entry(RecordRef::new(connection, object, id.clone()).to_string()).or_insert(ts);
+                }
                 self.mark_own_write(connection, object, &id, &conn, &updated).await?;
                 self.audit(connection, object, Some(id), "update", "ok", Some(Value::Object(before)), Some(Value::Object(record)), None)
                     .await?;

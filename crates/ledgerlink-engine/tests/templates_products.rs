@@ -96,3 +96,52 @@ async fn products_become_items_and_prices_meet_in_both_directions() {
     assert_eq!(after, writes, "a re-run changes nothing");
     assert_eq!(qb.find(&FindQuery { object: "Item".into(), equals: vec![("Sku".into(), json!("SPI-100"))], ..Default::default() }).await.unwrap().len(), 1);
 }
+
+/// A product whose item already exists in QuickBooks (made by another flow, at the old price) and whose list price
+/// was then raised in Salesforce: on the first sync, with no common base, "newest wins" must pick the price
+/// change, not the item, even though this same run has just written the item's name and description.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_does_not_count_its_own_writes_as_the_newest_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ledgerlink_store::open(&format!("sqlite://{}/p.sqlite", dir.path().display()), SecretCipher::new(MasterKey::load(dir.path(), None).unwrap()))
+        .await
+        .unwrap();
+    let qbo = quickbooks::start(quickbooks::QuickbooksOptions::default()).await.unwrap();
+    let sfdc = salesforce::start(salesforce::SalesforceOptions::default()).await.unwrap();
+    store.put_connection(&connections::from_sandbox_info("quickbooks", &qbo.info).unwrap()).await.unwrap();
+    store.put_connection(&connections::from_sandbox_info("salesforce", &sfdc.info).unwrap()).await.unwrap();
+    let engine = Engine::new(store.clone(), connections::build_all(store.clone()).await.unwrap(), vec![templates::load(FLOW, &BTreeMap::new()).unwrap()], EngineSettings::default()).unwrap();
+    let (sf, qb) = (engine.connector("salesforce").unwrap().clone(), engine.connector("quickbooks").unwrap().clone());
+    let flow = engine.flows[FLOW].clone();
+
+    let pb = sf.find(&FindQuery { object: "Pricebook2".into(), equals: vec![("IsStandard".into(), json!(true))], ..Default::default() }).await.unwrap();
+    let product = sf.create("Product2", &rec(json!({"Name": "Battery Service", "ProductCode": "BAT-SVC", "Description": "Yearly check", "IsActive": true})), "k").await.unwrap();
+    let product_id = product["Id"].as_str().unwrap().to_string();
+    let entry = sf
+        .create("PricebookEntry", &rec(json!({"Pricebook2Id": pb[0]["Id"], "Product2Id": product_id, "UnitPrice": 300.00, "IsActive": true})), "k")
+        .await
+        .unwrap();
+    let item = qb.create("Item", &rec(json!({"Name": "Battery Service", "Type": "Service", "UnitPrice": 300.00, "IncomeAccountRef": {"value": "1"}})), "first-sync-item").await.unwrap();
+    engine.prime().await.unwrap();
+    // QuickBooks' clock runs ten minutes ahead of Salesforce's: whatever this run writes to the item is stamped
+    // later than any Salesforce edit, so only the item's time from before the run can tell which change is newer.
+    let r = ledgerlink_connectors::http::client()
+        .post(format!("{}/sandbox/admin/clock/advance", qbo.base_url))
+        .json(&json!({"seconds": 600}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+
+    // Later, sales raises the list price and edits the product: the flow's first run for it.
+    sf.update("PricebookEntry", entry["Id"].as_str().unwrap(), &rec(json!({"UnitPrice": 330.00}))).await.unwrap();
+    sf.update("Product2", &product_id, &rec(json!({"Description": "Yearly check and report"}))).await.unwrap();
+    poller::poll_once(&engine, &flow).await.unwrap();
+    worker::drain(&engine).await.unwrap();
+
+    let item = qb.get("Item", item["Id"].as_str().unwrap(), &[]).await.unwrap().unwrap();
+    assert_eq!(item["Description"], "Yearly check and report", "the run wrote the item's details first");
+    assert_eq!(to_decimal(&item["UnitPrice"]).unwrap(), Decimal::new(330, 0), "the raised list price reached the item");
+    let entry = sf.get("PricebookEntry", entry["Id"].as_str().unwrap(), &["Id".into(), "UnitPrice".into()]).await.unwrap().unwrap();
+    assert_eq!(to_decimal(&entry["UnitPrice"]).unwrap(), Decimal::new(330, 0), "and was not put back to the item's old price");
+}

@@ -198,7 +198,11 @@ impl Run<'_> {
             let (Some(src_rec), Some(tgt_rec)) = (&s.rec, &t.rec) else {
                 return Err(invalid(step, format!("{src} or {target} could not be read")));
             };
-            let newer_source = match (s.conn.change_timestamp(src_rec), t.conn.change_timestamp(tgt_rec)) {
+            // A record an earlier step of this run updated counts with its time from before that write.
+            let changed = |at: &RecordRef, conn: &Arc<dyn Connector>, rec: &Record| {
+                self.changed_before_run.get(&at.to_string()).copied().or_else(|| conn.change_timestamp(rec))
+            };
+            let newer_source = match (changed(s.at, &s.conn, src_rec), changed(t.at, &t.conn, tgt_rec)) {
                 (Some(a), Some(b)) => a >= b,
                 _ => true,
             };
