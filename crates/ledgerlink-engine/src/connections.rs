@@ -206,13 +206,17 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
             };
             let connector = SalesforceConnector::new(config, tokens, http);
             // Creates and updates from concurrent jobs leave as sObject Collections calls of up to 200 records
-            // (one call of the org's daily budget instead of one per record). On unless the connection says
-            // `batch_writes = false`.
-            if batch_writes(cfg) {
+            // (one call of the org's daily budget instead of one per record), and concurrent reads by id or by
+            // one record-id field share calls too. Each on unless the connection says `batch_writes = false`
+            // or `batch_reads = false`.
+            let (writes, reads) = (batch_writes(cfg), cfg.get("batch_reads").and_then(Value::as_bool).unwrap_or(true));
+            if writes || reads {
                 let batching = ledgerlink_connectors::salesforce::batching::CollectionsConnector::new(
                     Arc::new(connector),
                     ledgerlink_connectors::salesforce::collections::DEFAULT_LINGER,
-                );
+                )
+                .with_batched_writes(writes)
+                .with_coalesced_reads(reads);
                 return Ok(Arc::new(batching));
             }
             Ok(Arc::new(connector))

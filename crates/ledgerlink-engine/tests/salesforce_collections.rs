@@ -1,7 +1,8 @@
 //! Writes to one Salesforce org from concurrent jobs leave as sObject Collections calls: hundreds of updates and
 //! creates become a handful of `/composite/sobjects` calls, each caller still gets its own record's result (one
 //! refused record fails alone), the daily budget guard still stops them, and `batch_writes = false` turns it off.
-//! Calls are counted from the Salesforce sandbox's own call log.
+//! Concurrent reads by id, and finds by one record-id field, share calls the same way (`batch_reads = false` turns
+//! that off). Calls are counted from the Salesforce sandbox's own call log.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,14 +40,19 @@ struct H {
 }
 
 async fn harness(batch_writes: Option<bool>) -> H {
+    harness_with(batch_writes.map(|b| json!({"batch_writes": b})).unwrap_or(json!({}))).await
+}
+
+/// A harness whose Salesforce connection has these settings on top of the sandbox's.
+async fn harness_with(settings: Value) -> H {
     let dir = tempfile::tempdir().unwrap();
     let store = ledgerlink_store::open(&format!("sqlite://{}/s.sqlite", dir.path().display()), SecretCipher::new(MasterKey::load(dir.path(), None).unwrap()))
         .await
         .unwrap();
     let sfdc = salesforce::start(salesforce::SalesforceOptions::default()).await.unwrap();
     let mut conn = connections::from_sandbox_info("salesforce", &sfdc.info).unwrap();
-    if let Some(b) = batch_writes {
-        conn.config["batch_writes"] = json!(b);
+    for (k, v) in settings.as_object().unwrap() {
+        conn.config[k] = v.clone();
     }
     store.put_connection(&conn).await.unwrap();
     let sf = connections::build_all(store.clone()).await.unwrap()["salesforce"].clone();
@@ -238,4 +244,117 @@ Description = '"seen: " + record.Name'
     }
     // The write-backs come back through the poll as our own: no new jobs.
     assert_eq!(poller::poll_once(&engine, &flow).await.unwrap().enqueued, 0);
+}
+
+fn is_query(p: &str) -> bool {
+    p.ends_with("/query")
+}
+
+/// Accounts with `contacts[i]` contacts each, created before the reads under test.
+async fn accounts_with_contacts(h: &H, contacts: &[usize]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (i, n) in contacts.iter().enumerate() {
+        let a = h.sf.create("Account", &rec(json!({"Name": format!("Reader {i:02} Ltd")})), &format!("a{i}")).await.unwrap();
+        let id = a["Id"].as_str().unwrap().to_string();
+        for c in 0..*n {
+            let contact = rec(json!({"LastName": format!("Contact {i:02}-{c}"), "AccountId": id}));
+            h.sf.create("Contact", &contact, &format!("c{i}-{c}")).await.unwrap();
+        }
+        ids.push(id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_share_calls_and_each_caller_gets_its_own_answer() {
+    let h = harness(None).await;
+    let n = 60;
+    let contacts: Vec<usize> = (0..n).map(|i| i % 3).collect();
+    let ids = accounts_with_contacts(&h, &contacts).await;
+    // An id of the right shape that names no account: its caller gets "not found", the others their records.
+    let missing = format!("{}AAA", &ids[0][..12]);
+    let mut asked: Vec<String> = ids.clone();
+    asked.push(missing.clone());
+    // A 15-character id names the same record as its 18-character form.
+    asked.push(ids[5][..15].to_string());
+
+    let before = h.calls().await.len();
+    let gets = join_all(asked.iter().cloned().map(|id| {
+        let sf = h.sf.clone();
+        async move { sf.get("Account", &id, &["Id".to_string(), "Name".to_string()]).await }
+    }))
+    .await;
+    let finds = join_all(asked.iter().cloned().map(|id| {
+        let sf = h.sf.clone();
+        async move {
+            let q = FindQuery {
+                object: "Contact".into(),
+                equals: vec![("AccountId".into(), json!(id))],
+                fields: vec!["Id".into(), "LastName".into()],
+                limit: None,
+            };
+            sf.find(&q).await
+        }
+    }))
+    .await;
+    let calls = h.calls_since(before).await;
+
+    for (i, id) in ids.iter().enumerate() {
+        let got = gets[i].as_ref().unwrap().as_ref().unwrap_or_else(|| panic!("account {i} not found"));
+        assert_eq!(got["Id"], id.as_str());
+        assert_eq!(got["Name"], format!("Reader {i:02} Ltd"), "caller {i} gets its own account");
+        let mut names: Vec<String> = finds[i].as_ref().unwrap().iter().map(|c| c["LastName"].as_str().unwrap().to_string()).collect();
+        names.sort();
+        let expected: Vec<String> = (0..contacts[i]).map(|c| format!("Contact {i:02}-{c}")).collect();
+        assert_eq!(names, expected, "caller {i} gets its account's contacts and no other's");
+        assert!(finds[i].as_ref().unwrap().iter().all(|c| !c.contains_key("AccountId")), "only the fields asked for");
+    }
+    assert_eq!(gets[n].as_ref().unwrap(), &None, "the id that names no account is not found");
+    assert!(finds[n].as_ref().unwrap().is_empty());
+    assert_eq!(gets[n + 1].as_ref().unwrap().as_ref().unwrap()["Name"], "Reader 05 Ltd", "a 15-character id");
+    assert_eq!(finds[n + 1].as_ref().unwrap().len(), contacts[5]);
+
+    let retrieves = count(&calls, "GET", |p| p.ends_with("/composite/sobjects/Account"));
+    let queries = count(&calls, "GET", is_query);
+    assert_eq!(count(&calls, "GET", |p| p.contains("/sobjects/Account/")), 0, "no single reads: {calls:?}");
+    // At most two calls of a shape are out at once; every other read waits for one and shares the next.
+    assert!(retrieves >= 1 && retrieves <= 8, "{retrieves} retrieves for {} gets", asked.len());
+    assert!(queries >= 1 && queries <= 8, "{queries} queries for {} finds", asked.len());
+    eprintln!("{} gets and {} finds: {retrieves} retrieves and {queries} queries", asked.len(), asked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_the_org_refuses_fails_alone_and_reads_can_be_sent_singly() {
+    let h = harness(None).await;
+    let ids = accounts_with_contacts(&h, &[1, 1, 1, 1]).await;
+    // Reads of one shape, one of them for a field the org does not have: refused with its own error, while a
+    // concurrent read with good fields is answered.
+    let results = join_all(ids.iter().cloned().enumerate().map(|(i, id)| {
+        let sf = h.sf.clone();
+        async move {
+            let fields = if i == 2 { vec!["Id".to_string(), "No_Such_Field__c".to_string()] } else { vec!["Id".to_string(), "Name".to_string()] };
+            sf.get("Account", &id, &fields).await
+        }
+    }))
+    .await;
+    for (i, r) in results.iter().enumerate() {
+        if i == 2 {
+            assert!(matches!(r, Err(ConnectorError::Validation { .. })), "the bad field is named in a refusal: {r:?}");
+        } else {
+            assert_eq!(r.as_ref().unwrap().as_ref().unwrap()["Name"], format!("Reader {i:02} Ltd"));
+        }
+    }
+
+    let single = harness_with(json!({"batch_reads": false})).await;
+    let ids = accounts_with_contacts(&single, &[1, 1, 1]).await;
+    let before = single.calls().await.len();
+    let gets = join_all(ids.iter().cloned().map(|id| {
+        let sf = single.sf.clone();
+        async move { sf.get("Account", &id, &["Id".to_string(), "Name".to_string()]).await.unwrap().unwrap() }
+    }))
+    .await;
+    assert_eq!(gets.len(), 3);
+    let calls = single.calls_since(before).await;
+    assert_eq!(count(&calls, "GET", |p| p.contains("/sobjects/Account/")), 3, "one read each: {calls:?}");
+    assert_eq!(count(&calls, "GET", |p| p.ends_with("/composite/sobjects/Account")), 0);
 }

@@ -1,7 +1,8 @@
 //! A Salesforce connector whose writes are coalesced: concurrent single creates and updates from many jobs leave
 //! as sObject Collections calls of up to 200 records (through one [`CollectionsWriter`] per object), which spend
-//! one call of the org's daily API budget instead of two hundred. Everything else is the plain connector; the
-//! analogue of the QuickBooks [`crate::quickbooks::batching::BatchingConnector`].
+//! one call of the org's daily API budget instead of two hundred. Reads by id, and finds by one record-id field,
+//! are coalesced too when [`CollectionsConnector::with_coalesced_reads`] says so ([`super::reads`]). Everything
+//! else is the plain connector; the analogue of the QuickBooks [`crate::quickbooks::batching::BatchingConnector`].
 //!
 //! Each caller still gets its own record's answer: the Collections call is sent with `allOrNone: false`, so a
 //! record Salesforce refuses fails alone, classified on its own, and the others are written. The record a write
@@ -22,6 +23,7 @@ use serde_json::Value;
 
 use super::SalesforceConnector;
 use super::collections::CollectionsWriter;
+use super::reads::ReadCoalescer;
 use crate::{Changes, Connector, ConnectorError, FindQuery, RateLimitPolicy, Record};
 
 pub struct CollectionsConnector {
@@ -30,6 +32,9 @@ pub struct CollectionsConnector {
     /// One writer per object type (a Collections call carries one type per upsert, and one type keeps each
     /// batch's read-back to a single retrieve).
     writers: Mutex<HashMap<String, CollectionsWriter>>,
+    /// Whether creates and updates are coalesced (else they go one by one, as the plain connector sends them).
+    batch_writes: bool,
+    reads: Option<ReadCoalescer>,
 }
 
 impl std::fmt::Debug for CollectionsConnector {
@@ -42,7 +47,24 @@ impl CollectionsConnector {
     /// `linger`: how long a partial batch waits for more writes ([`super::collections::DEFAULT_LINGER`] is a
     /// good value).
     pub fn new(inner: Arc<SalesforceConnector>, linger: Duration) -> Self {
-        CollectionsConnector { inner, linger, writers: Mutex::new(HashMap::new()) }
+        CollectionsConnector { inner, linger, writers: Mutex::new(HashMap::new()), batch_writes: true, reads: None }
+    }
+
+    /// Turns read coalescing on or off ([`super::reads`]; off by default).
+    pub fn with_coalesced_reads(mut self, on: bool) -> Self {
+        self.reads = on.then(|| ReadCoalescer::new(self.inner.clone()));
+        self
+    }
+
+    /// Turns write coalescing on or off (on by default): a connection may batch its reads only.
+    pub fn with_batched_writes(mut self, on: bool) -> Self {
+        self.batch_writes = on;
+        self
+    }
+
+    /// The read coalescer, when reads are coalesced: its counters say how many reads shared how many calls.
+    pub fn read_coalescer(&self) -> Option<&ReadCoalescer> {
+        self.reads.as_ref()
     }
 
     /// The plain connector underneath.
@@ -81,15 +103,24 @@ impl Connector for CollectionsConnector {
     }
 
     async fn get(&self, object: &str, id: &str, fields: &[String]) -> Result<Option<Record>, ConnectorError> {
-        self.inner.get(object, id, fields).await
+        match &self.reads {
+            Some(reads) => reads.get(object, id, fields).await,
+            None => self.inner.get(object, id, fields).await,
+        }
     }
 
     async fn find(&self, query: &FindQuery) -> Result<Vec<Record>, ConnectorError> {
-        self.inner.find(query).await
+        match &self.reads {
+            Some(reads) => reads.find(query).await,
+            None => self.inner.find(query).await,
+        }
     }
 
     /// A create joins the object's next Collections create (or, with an idempotency field, upsert) call.
     async fn create(&self, object: &str, record: &Record, idempotency_key: &str) -> Result<Record, ConnectorError> {
+        if !self.batch_writes {
+            return self.inner.create(object, record, idempotency_key).await;
+        }
         let writer = self.writer(object)?;
         let mut body = record.clone();
         body.remove("Id");
@@ -112,6 +143,9 @@ impl Connector for CollectionsConnector {
 
     /// An update joins the object's next `PATCH /composite/sobjects` call; nothing is sent as a single PATCH.
     async fn update(&self, object: &str, id: &str, fields: &Record) -> Result<Record, ConnectorError> {
+        if !self.batch_writes {
+            return self.inner.update(object, id, fields).await;
+        }
         let mut body = fields.clone();
         body.remove("Id");
         body.remove("attributes");

@@ -25,6 +25,7 @@ pub mod changes;
 pub mod classify;
 pub mod collections;
 pub mod jwt;
+pub mod reads;
 pub mod model;
 pub mod soql;
 
