@@ -110,7 +110,9 @@ pub trait Connector: Send + Sync {
 
     /// One page of the records of `object` changed at or after `since`, oldest first, with at least `fields`:
     /// the first page when `page` is `None`, else the page a previous answer's [`Changes::next_page`] named.
-    /// Paged so a poll holds one page in memory at a time, however many records changed.
+    /// Paged so a poll holds one page in memory at a time, however many records changed. A page may repeat
+    /// versions of the page before it (QuickBooks pages by time and starts again at the last second it read):
+    /// callers drop the versions they have seen.
     async fn changes_page(
         &self,
         object: &str,
@@ -120,12 +122,15 @@ pub trait Connector: Send + Sync {
     ) -> Result<Changes, ConnectorError>;
 
     /// Every record of `object` changed at or after `since` (all pages of [`Connector::changes_page`] in one list),
-    /// for callers that want the whole list at once and know it is small.
+    /// for callers that want the whole list at once and know it is small. Pages may overlap (a page can start again
+    /// at the last instant of the one before): a version already in the list is not added twice.
     async fn changes_since(&self, object: &str, since: DateTime<Utc>, fields: &[String]) -> Result<Changes, ConnectorError> {
         let mut all = self.changes_page(object, since, fields, None).await?;
+        let version = |r: &Record| (self.record_id(r), self.change_timestamp(r), self.record_version(r));
+        let mut listed: std::collections::HashSet<_> = all.records.iter().map(version).collect();
         while let Some(next) = all.next_page.take() {
             let page = self.changes_page(object, since, fields, Some(&next)).await?;
-            all.records.extend(page.records);
+            all.records.extend(page.records.into_iter().filter(|r| listed.insert(version(r))));
             all.next_page = page.next_page;
         }
         Ok(all)

@@ -322,3 +322,49 @@ async fn changes_since_pages_through_more_than_a_thousand_rows_oldest_first() {
     let later = f.qbo.changes_since("Customer", Utc::now() + TimeDelta::hours(1), &[]).await.unwrap();
     assert!(later.records.is_empty());
 }
+
+/// A record of an earlier page edited while a poll pages on moves to the end of the change order. Paging by row
+/// number alone would then skip the row that crosses the page boundary; paging by time must not.
+#[tokio::test]
+async fn an_edit_while_a_poll_pages_on_does_not_make_it_skip_a_row() {
+    let f = fixture().await;
+    let before = Utc::now() - TimeDelta::seconds(2);
+    // 1,020 customers, 30 to a sandbox-clock second: the first page (1,000 rows) ends inside a second.
+    let mut seeded: Vec<String> = Vec::new();
+    for second in 0..34 {
+        let objects: Vec<Value> =
+            (0..30).map(|i| json!({"Customer": {"DisplayName": format!("Keyset Customer {second:02}-{i:02}")}})).collect();
+        let resp = http::client()
+            .post(format!("{}/sandbox/admin/seed", f.sandbox.base_url))
+            .json(&json!({"objects": objects}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "seed: {}", resp.status());
+        let body: Value = resp.json().await.unwrap();
+        seeded.extend(body["created"].as_array().unwrap().iter().map(|c| c["Customer"]["Id"].as_str().unwrap().to_string()));
+        admin(&f, "clock/advance", json!({"seconds": 1})).await;
+    }
+
+    let first = f.qbo.changes_page("Customer", before, &[], None).await.unwrap();
+    assert_eq!(first.records.len(), 1000);
+    let mut token = first.next_page.clone();
+    assert!(token.is_some(), "more than a page changed");
+    let mut seen: Vec<Record> = first.records.clone();
+
+    // Someone edits the first customer of the page just read, a minute later on the sandbox clock.
+    admin(&f, "clock/advance", json!({"seconds": 60})).await;
+    let edited = id_of(&first.records[0]);
+    f.qbo.update("Customer", &edited, &record(json!({"Notes": "edited while the poll was paging"}))).await.unwrap();
+
+    while let Some(at) = token {
+        let page = f.qbo.changes_page("Customer", before, &[], Some(&at)).await.unwrap();
+        seen.extend(page.records);
+        token = page.next_page;
+    }
+    let ids: std::collections::BTreeSet<String> = seen.iter().map(id_of).collect();
+    let missed: Vec<&String> = seeded.iter().filter(|id| !ids.contains(*id)).collect();
+    assert!(missed.is_empty(), "rows skipped by the poll: {missed:?}");
+    let versions_of_edited = seen.iter().filter(|r| id_of(r) == edited).count();
+    assert_eq!(versions_of_edited, 2, "the edited customer is read before and after its edit");
+}

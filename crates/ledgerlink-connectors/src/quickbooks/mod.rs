@@ -148,6 +148,50 @@ pub fn format_timestamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%:z").to_string()
 }
 
+/// Where the next page of a QuickBooks change poll starts: at a time, not at a row number.
+///
+/// Paging by `STARTPOSITION` alone loses changes: a record of an earlier page that is edited while the poll reads
+/// on moves to the end of the `LastUpdatedTime` order, every later row shifts back by one, and the row that
+/// crosses the page boundary is never read. So each page after the first starts again from the last timestamp it
+/// saw (`>=`, the rows of that second are read again and the poller drops the versions it has seen) and only skips
+/// rows when one second holds more than a page: then it moves on through that second by position, stepping back
+/// [`Self::REREAD`] rows so that up to that many edits between two pages still cannot make it skip one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChangesPage {
+    from: DateTime<Utc>,
+    /// Rows of the `>= from` order to pass over.
+    skip: u32,
+}
+
+impl ChangesPage {
+    const REREAD: u32 = 100;
+
+    /// The page after one whose rows had these timestamps.
+    fn next(self, stamps: impl Iterator<Item = Option<DateTime<Utc>>>) -> Self {
+        let stamps: Vec<DateTime<Utc>> = stamps.flatten().collect();
+        let Some(last) = stamps.last().copied() else { return ChangesPage { from: self.from, skip: self.skip + query::MAX_PAGE } };
+        if last > self.from {
+            return ChangesPage { from: last, skip: 0 };
+        }
+        // The whole page was one second: go on by position within it.
+        let read = self.skip + u32::try_from(stamps.len()).unwrap_or(query::MAX_PAGE);
+        ChangesPage { from: self.from, skip: read.saturating_sub(Self::REREAD).max(self.skip + 1) }
+    }
+
+    fn token(self) -> String {
+        format!("{}|{}", self.from.to_rfc3339(), self.skip)
+    }
+
+    fn parse(token: &str) -> Result<Self, ConnectorError> {
+        let bad = || unexpected(&format!("page token `{token}` is not a QuickBooks change position"));
+        let (from, skip) = token.split_once('|').ok_or_else(bad)?;
+        Ok(ChangesPage {
+            from: DateTime::parse_from_rfc3339(from).map_err(|_| bad())?.with_timezone(&Utc),
+            skip: skip.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 impl QuickbooksConnector {
     pub fn new(config: QuickbooksConfig, tokens: Arc<dyn TokenStore>, http: reqwest::Client) -> Self {
         let refresh = RefreshConfig {
@@ -449,20 +493,21 @@ impl Connector for QuickbooksConnector {
         _fields: &[String],
         page: Option<&str>,
     ) -> Result<Changes, ConnectorError> {
-        let start: u32 = match page {
-            None => 1,
-            Some(p) => p.parse().map_err(|_| unexpected(&format!("page token `{p}` is not a start position")))?,
+        let page = match page {
+            None => ChangesPage { from: since, skip: 0 },
+            Some(token) => ChangesPage::parse(token)?,
         };
         let mut builder = QueryBuilder::new(object)?
-            .compare("MetaData.LastUpdatedTime", ">=", &Value::String(format_timestamp(since)))?;
+            .compare("MetaData.LastUpdatedTime", ">=", &Value::String(format_timestamp(page.from)))?;
         // A deactivation is a change too: without this filter QuickBooks leaves inactive rows out.
         if is_name_list(object) {
             builder = builder.in_list("Active", &[Value::Bool(true), Value::Bool(false)])?;
         }
-        let sql = builder.order_by("MetaData.LastUpdatedTime", true)?.start_position(start).max_results(query::MAX_PAGE).build();
+        let sql =
+            builder.order_by("MetaData.LastUpdatedTime", true)?.start_position(page.skip + 1).max_results(query::MAX_PAGE).build();
         let records = self.query_once(&sql).await?;
         let full = u32::try_from(records.len()).unwrap_or(u32::MAX) >= query::MAX_PAGE;
-        let next_page = full.then(|| (start + query::MAX_PAGE).to_string());
+        let next_page = if full { Some(page.next(records.iter().map(|r| self.change_timestamp(r))).token()) } else { None };
         Ok(Changes { records, next_page })
     }
 
@@ -537,6 +582,22 @@ impl Connector for QuickbooksConnector {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_change_poll_pages_by_time_and_only_by_position_inside_a_crowded_second() {
+        let t = |s: i64| DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let first = ChangesPage { from: t(0), skip: 0 };
+        // The page ended at a later second: the next one starts at that second, from its first row.
+        let stamps = (0..1000).map(|i| Some(t(i / 30)));
+        assert_eq!(first.next(stamps), ChangesPage { from: t(33), skip: 0 });
+        // A whole page inside one second: on by position, a hundred rows back.
+        let crowded = first.next((0..1000).map(|_| Some(t(0))));
+        assert_eq!(crowded, ChangesPage { from: t(0), skip: 900 });
+        assert_eq!(crowded.next((0..1000).map(|_| Some(t(0)))), ChangesPage { from: t(0), skip: 1800 });
+        // Tokens survive the round trip.
+        assert_eq!(ChangesPage::parse(&crowded.token()).unwrap(), crowded);
+        assert!(ChangesPage::parse("1001").is_err());
+    }
 
     #[test]
     fn request_ids_are_kept_or_hashed_deterministically() {
