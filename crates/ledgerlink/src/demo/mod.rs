@@ -182,6 +182,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
         scenario.accounts,
         scenario.known_customers
     ));
+    scenario.dress_first_deal(&sf).await?;
     scenario.close_all(&sf, &engine).await?;
     scenario.reopen_and_close_again(&sf, &engine).await?;
     scenario.wait_until_invoiced(&sf, &engine, Duration::from_secs(120)).await?;
@@ -318,20 +319,11 @@ impl Scenario {
         }
 
         let today = chrono::Utc::now().date_naive().to_string();
-        let owner = find(sf, "User", vec![("Name", json!(FIRST_DEAL_OWNER))], &["Id"]).await?.first().map(|u| s(u, "Id"));
         let mut opportunities = Vec::new();
         for i in 0..count {
             let (account_id, account_name) = &account_ids[i % account_ids.len()];
             let name = format!("{account_name} — {} renewal {}", ["Annual", "Q3", "Expansion", "Pilot"][i % 4], i + 1);
-            let mut fields = json!({"Name": name, "AccountId": account_id, "StageName": "Proposal/Price Quote", "CloseDate": today, "Pricebook2Id": pricebook_id});
-            // The first deal has payment terms, a discount on the whole deal and its own sales rep.
-            if i == 0 {
-                fields["Payment_Terms__c"] = json!(FIRST_DEAL_TERM);
-                fields["Deal_Discount__c"] = json!(FIRST_DEAL_DISCOUNT);
-                if let Some(owner) = &owner {
-                    fields["OwnerId"] = json!(owner);
-                }
-            }
+            let fields = json!({"Name": name, "AccountId": account_id, "StageName": "Proposal/Price Quote", "CloseDate": today, "Pricebook2Id": pricebook_id});
             let opp = sf.create("Opportunity", &rec(fields), &format!("demo-opp-{i}")).await?;
             let id = s(&opp, "Id");
             // Deal 0 is the multi-line deal with discounts; the rest have one to three lines.
@@ -352,6 +344,18 @@ impl Scenario {
         }
         let new_accounts = account_ids[known..].to_vec();
         Ok(Scenario { opportunities, accounts: account_ids.len(), known_customers: known, new_accounts })
+    }
+
+    /// The first deal gets payment terms, a discount on the whole deal and its own sales rep (the fields of
+    /// [`CUSTOM_FIELDS`], which the demo's org has).
+    pub async fn dress_first_deal(&self, sf: &Arc<dyn Connector>) -> anyhow::Result<()> {
+        let Some(first) = self.opportunities.first() else { return Ok(()) };
+        let mut fields = json!({"Payment_Terms__c": FIRST_DEAL_TERM, "Deal_Discount__c": FIRST_DEAL_DISCOUNT});
+        if let Some(owner) = find(sf, "User", vec![("Name", json!(FIRST_DEAL_OWNER))], &["Id"]).await?.first() {
+            fields["OwnerId"] = json!(s(owner, "Id"));
+        }
+        sf.update("Opportunity", &first.id, &rec(fields)).await?;
+        Ok(())
     }
 
     /// Marks every opportunity Closed Won, a few at a time, over a few seconds.
