@@ -205,6 +205,13 @@ async fn encoded_invoice_is_accepted_with_exact_totals() {
         ],
         memo: Some("Spring project".into()),
         source_reference: Some("salesforce/Opportunity/006000000000001AAA".into()),
+        discount: None,
+        term_id: None,
+        term_name: None,
+        class_id: None,
+        class_name: None,
+        custom_fields: vec![],
+        estimate_id: None,
     };
     let payload = f.qbo.encode_invoice(&invoice).unwrap();
     let created = f.qbo.create("Invoice", &payload, "inv-LL-1001").await.unwrap();

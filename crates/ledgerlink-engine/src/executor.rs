@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 use chrono::NaiveDate;
 use ledgerlink_connectors::{ConnectorError, FindQuery, Record};
 use ledgerlink_flow::{Expr, Flow, Mapping, MatchHow, SourceRef, Step, StepKind, Vars};
-use ledgerlink_model::{Currency, Invoice, InvoiceLine, Money, RecordRef, parse_decimal};
+use ledgerlink_model::{Currency, CustomFieldValue, Invoice, InvoiceDiscount, InvoiceLine, Money, RecordRef, parse_decimal};
 use ledgerlink_store::{IntentStatus, Link, NewAuditEntry, NewReviewItem, NewWriteIntent, ReviewId, StoreError};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -333,8 +333,9 @@ impl Run<'_> {
             StepKind::FindOrCreate { connection, object, source, match_rules, create } => {
                 self.find_or_create(step, connection, object, source, match_rules, create).await
             }
-            StepKind::CreateInvoice { connection, source, header, lines, line, expected_total } => {
-                self.create_invoice(step, connection, source, header, lines, line, expected_total.as_ref()).await
+            StepKind::CreateInvoice { connection, source, header, lines, line, expected_total, merge_lines, existing } => {
+                let options = InvoiceOptions { expected_total: expected_total.as_ref(), merge_lines: merge_lines.as_ref(), existing: existing.as_ref() };
+                self.create_invoice(step, connection, source, header, lines, line, options).await
             }
             StepKind::Update { connection, object, id, fields } => self.update(step, connection, object, id, fields).await,
             StepKind::Delete { connection, object, id } => self.delete(step, connection, object, id).await,
@@ -630,7 +631,7 @@ impl Run<'_> {
         header: &Mapping,
         lines: &Expr,
         line: &Mapping,
-        expected_total: Option<&Expr>,
+        options: InvoiceOptions<'_>,
     ) -> Result<Value, StepError> {
         let src = self.source_ref(step, source)?;
         let conn = self.connector(step, connection)?;
@@ -638,12 +639,29 @@ impl Run<'_> {
         let locks = self.engine.locks.clone();
         let _turn = locks.lock(&keys::action_key(&self.flow.name, &src, &step.id)).await;
 
-        // Already invoiced: the link says so. Never a second invoice for the same source.
+        let mut invoice = self.build_invoice(step, header, lines, line)?;
+        if let Some(expr) = options.merge_lines {
+            match self.eval(step, expr)? {
+                Value::Bool(true) => invoice.merge_lines(),
+                Value::Bool(false) | Value::Null => {}
+                other => return Err(invalid(step, format!("merge_lines must be true or false, but `{}` gave {other}", expr.source()))),
+            }
+        }
+        let expected = match options.expected_total {
+            None => None,
+            Some(expr) => match self.eval(step, expr)? {
+                Value::Null => None,
+                v => Some(to_decimal(&v).map_err(|m| invalid(step, format!("expected_total: {m}")))?),
+            },
+        };
+
+        // Already invoiced: the link says so. Never a second invoice for the same source; a source now worth
+        // something else than its invoice goes to a person.
         if let Some(link) = store.find_link(&src, connection, "Invoice").await? {
             let target = other_side(&link, &src);
             self.count(|s| &s.duplicates_prevented);
             return match conn.get("Invoice", &target.id, &[]).await.map_err(|e| conn_err(step, e))? {
-                Some(rec) => Ok(Value::Object(rec)),
+                Some(rec) => self.same_amount_or_review(step, connection, &src, &invoice, expected, rec),
                 None => Err(StepError::Invalid(Invalid {
                     step: step.id.clone(),
                     kind: "linked_record_missing",
@@ -655,7 +673,17 @@ impl Run<'_> {
             };
         }
 
-        let invoice = self.build_invoice(step, header, lines, line)?;
+        // An invoice that already bills this source by another way (an estimate converted in the target
+        // system): linked, not made again.
+        if let Some(expr) = options.existing
+            && let Some(id) = self.eval_string(step, expr, "existing")?
+            && let Some(rec) = conn.get("Invoice", &id, &[]).await.map_err(|e| conn_err(step, e))?
+        {
+            self.link(&src, RecordRef::new(connection, "Invoice", id), None).await?;
+            self.count(|s| &s.duplicates_prevented);
+            return self.same_amount_or_review(step, connection, &src, &invoice, expected, rec);
+        }
+
         if let Err(e) = invoice.validate() {
             return Err(StepError::Invalid(Invalid {
                 step: step.id.clone(),
@@ -664,19 +692,25 @@ impl Run<'_> {
                 details: serde_json::to_value(&invoice).unwrap_or(Value::Null),
             }));
         }
-        if let Some(expr) = expected_total {
-            let v = self.eval(step, expr)?;
-            if !v.is_null() {
-                let expected = to_decimal(&v).map_err(|m| invalid(step, format!("expected_total: {m}")))?;
-                if let Err(e) = invoice.check_total(Money::new(expected, invoice.currency)) {
-                    return Err(StepError::Invalid(Invalid {
-                        step: step.id.clone(),
-                        kind: "validation",
-                        reason: format!("the invoice for {src} does not add up: {e}"),
-                        details: serde_json::to_value(&invoice).unwrap_or(Value::Null),
-                    }));
-                }
-            }
+        if let (Some(term), None) = (&invoice.term_name, &invoice.term_id) {
+            return Err(StepError::Invalid(Invalid {
+                step: step.id.clone(),
+                kind: "unknown_term",
+                reason: format!(
+                    "the payment term `{term}` of {src} is not a term in {connection}; add it there (or correct the term at the source), then retry"
+                ),
+                details: json!({"term": term}),
+            }));
+        }
+        if let Some(expected) = expected
+            && let Err(e) = invoice.check_total(Money::new(expected, invoice.currency))
+        {
+            return Err(StepError::Invalid(Invalid {
+                step: step.id.clone(),
+                kind: "validation",
+                reason: format!("the invoice for {src} does not add up: {e}"),
+                details: serde_json::to_value(&invoice).unwrap_or(Value::Null),
+            }));
         }
         let payload = conn.encode_invoice(&invoice).map_err(|e| conn_err(step, e))?;
         let key = keys::action_key(&self.flow.name, &src, &step.id);
@@ -690,6 +724,55 @@ impl Run<'_> {
         self.link(&src, RecordRef::new(connection, "Invoice", id), Some(keys::value_hash(&Value::Object(payload)))).await?;
         self.count(|s| &s.invoices_created);
         Ok(Value::Object(created))
+    }
+
+    /// The invoice `rec` that already bills `src`, if `src` is still worth what it was invoiced for (compared
+    /// before tax, which the target adds); otherwise a review item naming both amounts, and nothing is written.
+    /// What `src` is worth now: `expected` (its stated amount) less the whole-invoice discount, else the lines.
+    fn same_amount_or_review(
+        &self,
+        step: &Step,
+        connection: &str,
+        src: &RecordRef,
+        now: &Invoice,
+        expected: Option<Decimal>,
+        rec: Record,
+    ) -> Result<Value, StepError> {
+        let now_total = match expected {
+            Some(e) => now.total_for(e),
+            None => now.total(),
+        };
+        let field = |k: &str| rec.get(k).map(to_decimal).and_then(Result::ok);
+        let tax = rec.get("TxnTaxDetail").and_then(|t| t.get("TotalTax")).map(to_decimal).and_then(Result::ok).unwrap_or_default();
+        let currency = rec
+            .get("CurrencyRef")
+            .and_then(|c| c.get("value"))
+            .and_then(Value::as_str)
+            .and_then(|c| Currency::parse(c).ok())
+            .unwrap_or(now.currency);
+        let Some(total) = field("TotalAmt") else {
+            return Ok(Value::Object(rec));
+        };
+        let invoiced = Money::new(total - tax, currency).rounded();
+        if invoiced == now_total.rounded() {
+            return Ok(Value::Object(rec));
+        }
+        let id = rec.get("Id").and_then(Value::as_str).unwrap_or_default().to_string();
+        let number = rec.get("DocNumber").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| id.clone());
+        let what = src.object.to_lowercase();
+        Err(StepError::Invalid(Invalid {
+            step: step.id.clone(),
+            kind: "amount_changed",
+            reason: format!(
+                "invoiced {} on invoice {number}; {what} now {}. {src} is not invoiced twice: correct the invoice in {connection} or the {what}, then retry (or dismiss to keep the invoice as it is)",
+                money_text(invoiced),
+                money_text(now_total.rounded()),
+            ),
+            details: json!({
+                "invoice": {"id": id, "doc_number": number, "amount": invoiced.amount.to_string(), "currency": invoiced.currency.as_str()},
+                "now": {"amount": now_total.amount.to_string(), "currency": now_total.currency.as_str()},
+            }),
+        }))
     }
 
     /// After a duplicate-number refusal: the invoice with this DocNumber, if it is provably the one we meant to
@@ -776,7 +859,34 @@ impl Run<'_> {
                 service_date: opt_date(m.get("service_date")).map_err(|msg| invalid(step, format!("line {n}: {msg}")))?,
             });
         }
+        let discount = match (h.get("discount_percent"), h.get("discount_amount")) {
+            (p, a) if nonzero(p).is_some() && nonzero(a).is_some() => {
+                return Err(invalid(step, "give discount_percent or discount_amount, not both".into()));
+            }
+            (p, a) => match (nonzero(p), nonzero(a)) {
+                (Some(p), _) => Some(InvoiceDiscount::Percent(to_decimal(p).map_err(|m| invalid(step, format!("discount_percent: {m}")))?)),
+                (_, Some(a)) => Some(InvoiceDiscount::Amount(to_decimal(a).map_err(|m| invalid(step, format!("discount_amount: {m}")))?)),
+                _ => None,
+            },
+        };
+        let custom_fields = match h.get("custom_fields") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(m)) => m
+                .iter()
+                .filter_map(|(id, v)| opt_string(Some(v)).map(|value| CustomFieldValue { definition_id: id.clone(), name: None, value }))
+                .collect(),
+            Some(other) => {
+                return Err(invalid(step, format!("custom_fields must be a map of definition id to text, got {other}")));
+            }
+        };
         Ok(Invoice {
+            discount,
+            term_id: opt_string(h.get("term_id")),
+            term_name: opt_string(h.get("term_name")),
+            class_id: opt_string(h.get("class_id")),
+            class_name: opt_string(h.get("class_name")),
+            custom_fields,
+            estimate_id: opt_string(h.get("estimate_id")),
             customer_id: opt_string(h.get("customer_id")).unwrap_or_default(),
             customer_name: opt_string(h.get("customer_name")),
             doc_number: opt_string(h.get("doc_number")),
@@ -985,6 +1095,44 @@ impl Run<'_> {
     }
 }
 
+/// The optional keys of a `create_invoice` step.
+struct InvoiceOptions<'e> {
+    expected_total: Option<&'e Expr>,
+    merge_lines: Option<&'e Expr>,
+    existing: Option<&'e Expr>,
+}
+
+/// A value that is there and not zero (a discount of 0 is no discount).
+fn nonzero(v: Option<&Value>) -> Option<&Value> {
+    let v = v?;
+    match v {
+        Value::Null => None,
+        Value::String(s) if s.trim().is_empty() => None,
+        other if to_decimal(other).is_ok_and(|d| d.is_zero()) => None,
+        other => Some(other),
+    }
+}
+
+/// An amount as people read it on an invoice: thousands grouped, the currency's decimals, then the code
+/// ("1,350.00 USD").
+fn money_text(m: Money) -> String {
+    let places = m.currency.minor_units();
+    let text = format!("{:.*}", places as usize, m.amount.abs());
+    let (int, frac) = text.split_once('.').map_or((text.as_str(), None), |(i, f)| (i, Some(f)));
+    let mut grouped = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if m.amount.is_sign_negative() && !m.amount.is_zero() { "-" } else { "" };
+    match frac {
+        Some(f) => format!("{sign}{grouped}.{f} {}", m.currency),
+        None => format!("{sign}{grouped} {}", m.currency),
+    }
+}
+
 fn invalid(step: &Step, reason: String) -> StepError {
     StepError::Invalid(Invalid { step: step.id.clone(), kind: "mapping_error", reason, details: Value::Null })
 }
@@ -1098,6 +1246,16 @@ mod tests {
         assert_eq!(to_decimal(&json!(0.1)).unwrap().to_string(), "0.1");
         assert_eq!(to_decimal(&json!("19.99")).unwrap().to_string(), "19.99");
         assert!(to_decimal(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn amounts_read_as_on_an_invoice() {
+        let m = |s: &str, c: &str| Money::new(s.parse().unwrap(), Currency::parse(c).unwrap());
+        assert_eq!(money_text(m("1350", "USD")), "1,350.00 USD");
+        assert_eq!(money_text(m("1200.5", "EUR")), "1,200.50 EUR");
+        assert_eq!(money_text(m("999.99", "USD")), "999.99 USD");
+        assert_eq!(money_text(m("1234567", "JPY")), "1,234,567 JPY");
+        assert_eq!(money_text(m("-12000", "USD")), "-12,000.00 USD");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct ParamDef {
     pub name: String,
     pub description: String,
     pub default: Option<String>,
+    /// The values the parameter may take (empty: any); another value is refused when the flow is loaded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,8 +154,18 @@ pub enum StepKind {
     /// txn_date, due_date, currency, memo, customer_name); `lines` is evaluated to a list and each element is
     /// mapped with `line` (item_id, item_name, description, quantity, unit_price, discount_percent,
     /// service_date), the element bound as `line` and its 0-based position as `index` (so `items[index]` reaches
-    /// the result of a `for_each` step over the same list). `expected_total`, when given, must equal the sum of
-    /// the lines. Result: the created record.
+    /// the result of a `for_each` step over the same list). Header fields beyond those: `discount_percent` or
+    /// `discount_amount` (a discount on the whole invoice, after the lines), `term_id` / `term_name` (a term
+    /// name without an id is a term the target does not know: review), `class_id` / `class_name` (put on every
+    /// line), `custom_fields` (a map of custom field definition id → text) and `estimate_id` (the estimate it
+    /// bills). `expected_total`, when given, must equal the sum of the lines before the whole-invoice discount.
+    /// `merge_lines`, when true, merges lines of the same item, price, discount and service date.
+    /// `existing`, when it gives an id, names an invoice that already bills this source (made from an estimate
+    /// in the target, say): it is linked instead of creating one.
+    ///
+    /// A source already linked to an invoice never gets a second one: when what it is worth now differs from
+    /// the linked invoice's total before tax, the run stops for review naming both amounts, and nothing is
+    /// written. Result: the created (or linked) record.
     CreateInvoice {
         connection: String,
         source: SourceRef,
@@ -160,6 +173,8 @@ pub enum StepKind {
         lines: Expr,
         line: Mapping,
         expected_total: Option<Expr>,
+        merge_lines: Option<Expr>,
+        existing: Option<Expr>,
     },
     /// Sparse update of one record. Result: the updated record.
     Update { connection: String, object: String, id: Expr, fields: Mapping },

@@ -26,6 +26,13 @@
 //! description = "Connection name of the QuickBooks company"
 //! default = "quickbooks"
 //!
+//! [params.sales_rep]
+//! description = "Where the deal owner goes"
+//! default = "none"
+//! choices = ["none", "class", "custom_field"]   # optional: any other value is refused at load
+//!
+//! # A field list entry that is only a parameter left empty (`"${terms_field}"`, `terms_field = ""`) is dropped.
+//!
 //! # What starts a run: here, polling Opportunity for changed records (each bound as `record`).
 //! [trigger]
 //! type = "poll"
@@ -92,7 +99,9 @@
 //! connection = "${quickbooks}"
 //! source = { connection = "${salesforce}", object = "Opportunity", id = 'record.Id' }
 //! lines = 'lines'                   # each element is bound as `line`, its position as `index`
-//! expected_total = 'record.Amount'  # optional: must equal the sum of the lines
+//! expected_total = 'record.Amount'  # optional: must equal the sum of the lines (before discount_*)
+//! merge_lines = 'true'              # optional: one line per item, price and discount, quantities summed
+//! existing = 'null'                 # optional: an invoice id that already bills this source: linked, not made
 //! [steps.header]                    # customer_id and currency are required
 //! customer_id = 'customer.Id'
 //! currency = '"USD"'
@@ -267,6 +276,14 @@ pub const INVOICE_HEADER_FIELDS: &[&str] = &[
     "due_date",
     "currency",
     "memo",
+    "discount_percent",
+    "discount_amount",
+    "term_id",
+    "term_name",
+    "class_id",
+    "class_name",
+    "custom_fields",
+    "estimate_id",
 ];
 const INVOICE_HEADER_REQUIRED: &[&str] = &["customer_id", "currency"];
 /// Canonical invoice line fields a `create_invoice` step may map, and those it must.
@@ -531,15 +548,32 @@ impl<'s> Parser<'s> {
                 start: value.span().start,
                 what: &what,
             };
-            self.check_keys(t, &["description", "default"], "");
+            self.check_keys(t, &["description", "default", "choices"], "");
             // Descriptions and defaults are taken literally: a parameter cannot refer to another.
             let description = self.raw_string(t, "description", false).unwrap_or_default();
             let default = self.raw_string(t, "default", false);
+            let choices = match t.get("choices") {
+                None => Vec::new(),
+                Some(v) => match v.get_ref() {
+                    DeValue::Array(items) if items.iter().all(|i| matches!(i.get_ref(), DeValue::String(_))) => items
+                        .iter()
+                        .filter_map(|i| match i.get_ref() {
+                            DeValue::String(s) => Some(s.to_string()),
+                            _ => None,
+                        })
+                        .collect(),
+                    _ => {
+                        self.wrong_type(t, "choices", v, "an array of strings");
+                        Vec::new()
+                    }
+                },
+            };
             defs.push((
                 ParamDef {
                     name,
                     description,
                     default,
+                    choices,
                 },
                 key.span().start,
             ));
@@ -587,6 +621,12 @@ impl<'s> Parser<'s> {
                     String::new()
                 }
             };
+            if !def.choices.is_empty() && !def.choices.contains(&value) {
+                self.error(
+                    offset,
+                    format!("parameter `{}` is \"{value}\"; it must be one of: {}", def.name, def.choices.join(", ")),
+                );
+            }
             self.values.insert(def.name.clone(), value.clone());
             values.insert(
                 def.name,
@@ -853,7 +893,7 @@ impl<'s> Parser<'s> {
             "get" => &["object", "record_id", "fields"],
             "find" => &["object", "equals", "compare", "fields"],
             "find_or_create" => &["object", "source", "match", "create"],
-            "create_invoice" => &["source", "header", "lines", "line", "expected_total"],
+            "create_invoice" => &["source", "header", "lines", "line", "expected_total", "merge_lines", "existing"],
             "sync" => &[
                 "object",
                 "record_id",
@@ -978,7 +1018,12 @@ impl<'s> Parser<'s> {
                     Some((INVOICE_LINE_FIELDS, INVOICE_LINE_REQUIRED, "invoice line")),
                 );
                 let expected_total = self.expr(t, "expected_total", false, scope);
-                let expected_ok = t.get("expected_total").is_none() || expected_total.is_some();
+                let merge_lines = self.expr(t, "merge_lines", false, scope);
+                let existing = self.expr(t, "existing", false, scope);
+                let optional_ok = t.get("expected_total").is_none() || expected_total.is_some();
+                let optional_ok = optional_ok
+                    && (t.get("merge_lines").is_none() || merge_lines.is_some())
+                    && (t.get("existing").is_none() || existing.is_some());
                 let kind = StepKind::CreateInvoice {
                     connection: connection?,
                     source: source?,
@@ -986,8 +1031,10 @@ impl<'s> Parser<'s> {
                     lines: lines?,
                     line: line?,
                     expected_total,
+                    merge_lines,
+                    existing,
                 };
-                expected_ok.then_some(kind)
+                optional_ok.then_some(kind)
             }
             "delete" => {
                 let object = self.string(t, "object", true);
@@ -1430,7 +1477,14 @@ impl<'s> Parser<'s> {
         let mut ok = true;
         for item in items.iter() {
             match item.get_ref() {
-                DeValue::String(s) => out.push(self.substitute(s, item.span().start)),
+                // An entry a parameter left empty (`"${terms_field}"` with `terms_field = ""`) is an optional
+                // field not in use: it is dropped rather than asked of the system.
+                DeValue::String(s) => {
+                    let field = self.substitute(s, item.span().start);
+                    if !(field.is_empty() && s.contains("${")) {
+                        out.push(field);
+                    }
+                }
                 other => {
                     self.error(
                         item.span().start,

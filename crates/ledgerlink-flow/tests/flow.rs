@@ -102,8 +102,13 @@ mod template {
                 "contact",
                 "lines",
                 "products",
+                "owner",
+                "estimate",
                 "customer",
+                "currency_customer",
                 "items",
+                "term",
+                "rep_class",
                 "invoice",
                 "writeback"
             ]
@@ -148,9 +153,21 @@ mod template {
                 "doc_number",
                 "txn_date",
                 "currency",
-                "memo"
+                "memo",
+                "discount_percent",
+                "discount_amount",
+                "term_id",
+                "term_name",
+                "due_date",
+                "class_id",
+                "class_name",
+                "custom_fields",
+                "estimate_id"
             ]
         );
+        // Optional fields left empty by their parameters are not read.
+        assert!(!fields.iter().any(String::is_empty), "{fields:?}");
+        assert!(fields.iter().any(|f| f == "QuickBooks_Invoice_Number__c"));
         assert!(
             line.iter()
                 .any(|(k, e)| k == "item_id" && e.source() == "items[index].Id")
@@ -162,6 +179,7 @@ mod template {
             panic!("writeback is not an update")
         };
         assert_eq!(fields[0].0, "QuickBooks_Invoice_Id__c");
+        assert_eq!(fields[1].0, "QuickBooks_Invoice_Number__c");
     }
 
     #[test]
@@ -232,7 +250,7 @@ mod template {
         let message = &e.0[0].message;
         assert!(message.contains("unknown parameter `curency`"), "{message}");
         assert!(
-            message.contains("currency, income_account, invoice_id_field"),
+            message.contains("income_account, invoice_id_field, invoice_number_field"),
             "{message}"
         );
     }
@@ -242,7 +260,10 @@ mod template {
     fn expressions_evaluate_on_sample_data() {
         let flow = parse_flow(TEMPLATE, FILE, &no_params()).unwrap();
         let mut vars = Vars::new();
-        vars.insert("params".into(), json!({"currency": "USD", "invoice_id_field": "QuickBooks_Invoice_Id__c", "income_account": "1"}));
+        vars.insert(
+            "params".into(),
+            serde_json::Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), json!(v.value))).collect()),
+        );
         vars.insert(
             "record".into(),
             json!({"Id": "006000000000001AAA", "Name": "Big deal", "IsWon": true, "Amount": 150.5,
@@ -265,9 +286,40 @@ mod template {
             json!([{"Id": "11", "Name": "Setup"}, {"Id": "12", "Name": "Support"}]),
         );
         vars.insert("products".into(), json!([{"Description": null, "Name": "Setup"}, {"Description": "Yearly", "Name": "Support"}]));
-        let StepKind::CreateInvoice { header, line, .. } = &flow.steps[6].kind else {
+        vars.insert("currency_customer".into(), json!([]));
+        vars.insert("term".into(), json!([{"Id": "3", "Name": "Net 30", "DueDays": 30}]));
+        vars.insert("rep_class".into(), json!([]));
+        vars.insert("owner".into(), json!(null));
+        vars.insert("estimate".into(), json!(null));
+        let invoice = flow.steps.iter().find(|s| s.id == "invoice").unwrap();
+        let StepKind::CreateInvoice { header, line, existing, .. } = &invoice.kind else {
             panic!()
         };
+        let h = |k: &str, vars: &Vars| header.iter().find(|(n, _)| n == k).unwrap().1.eval(vars).unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert_eq!(h("due_date", &vars), json!("2024-06-30"), "close date + the term's 30 days");
+        assert_eq!(h("currency", &vars), json!("USD"));
+        assert_eq!(h("customer_id", &vars), json!("7"));
+        assert_eq!(h("term_name", &vars), json!(null), "no terms field by default");
+        assert_eq!(h("discount_percent", &vars), json!(null));
+        assert_eq!(h("custom_fields", &vars), json!(null));
+        assert_eq!(existing.as_ref().unwrap().eval(&vars).unwrap(), json!(null));
+        // With the optional fields in use.
+        let mut opt = vars.clone();
+        for (k, v) in [("terms_field", "Payment_Terms__c"), ("deal_discount_field", "Deal_Discount__c"), ("currency_field", "CurrencyIsoCode"), ("sales_rep", "custom_field")] {
+            opt["params"][k] = json!(v);
+        }
+        opt["record"]["Payment_Terms__c"] = json!("Net 30");
+        opt["record"]["Deal_Discount__c"] = json!(10);
+        opt["record"]["CurrencyIsoCode"] = json!("EUR");
+        opt.insert("owner".into(), json!({"Id": "005", "Name": "Maria Chen"}));
+        opt.insert("estimate".into(), json!({"Id": "41", "LinkedTxn": [{"TxnId": "77", "TxnType": "Invoice"}]}));
+        assert_eq!(h("term_name", &opt), json!("Net 30"));
+        assert_eq!(h("discount_percent", &opt), json!(10));
+        assert_eq!(h("discount_amount", &opt), json!(null));
+        assert_eq!(h("currency", &opt), json!("EUR"));
+        assert_eq!(h("custom_fields", &opt), json!({"1": "Maria Chen"}));
+        assert_eq!(h("estimate_id", &opt), json!("41"));
+        assert_eq!(existing.as_ref().unwrap().eval(&opt).unwrap(), json!("77"), "the invoice the estimate was converted to");
         let doc_number = header
             .iter()
             .find(|(k, _)| k == "doc_number")

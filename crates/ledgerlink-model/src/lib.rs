@@ -10,6 +10,6 @@ pub mod document;
 pub mod ids;
 pub mod money;
 
-pub use document::{Invoice, InvoiceLine, ModelError};
+pub use document::{CustomFieldValue, Invoice, InvoiceDiscount, InvoiceLine, ModelError};
 pub use ids::{IdError, QboRealmId, RecordRef, SalesforceId};
 pub use money::{Currency, Money, MoneyError, parse_decimal};

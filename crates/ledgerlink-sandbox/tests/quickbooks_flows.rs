@@ -1,6 +1,6 @@
 //! The QuickBooks sandbox's newer surfaces over real HTTP on loopback: request limits, injected faults (including
-//! real dropped connections), batch, change data capture, webhooks (signed, aggregated, retried), multicurrency and
-//! the sandbox clock.
+//! real dropped connections), batch, change data capture, webhooks (signed, aggregated, retried), multicurrency,
+//! terms, classes, custom fields and estimate conversion, and the sandbox clock.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -429,6 +429,53 @@ async fn multicurrency_needs_the_preference_and_converts_home_amounts() {
 }
 
 /// A webhook receiver on loopback: records (signature, body) and answers the statuses in `script`, then 200.
+/// What an invoice made from a Salesforce deal carries: a term found by name (due date from its days), a class
+/// made for the rep, a text custom field, and the estimate it converts, which then shows as closed.
+#[tokio::test]
+async fn terms_classes_custom_fields_and_converted_estimates() {
+    let qb = Qb::boot(off()).await;
+    let (_, q) = qb.get("query?query=select%20*%20from%20Term%20where%20Name%20%3D%20%27Net%2015%27").await;
+    let terms = q["QueryResponse"]["Term"].as_array().unwrap();
+    assert_eq!((terms.len(), terms[0]["DueDays"].as_f64()), (1, Some(15.0)), "{q}");
+    let term = terms[0]["Id"].clone();
+    let (s, c) = qb.post("class", json!({"Name": "Maria Chen"})).await;
+    assert_eq!(s, 200, "{c}");
+    let class = c["Class"]["Id"].clone();
+    let (s, b) = qb.post("class", json!({"Name": "Maria Chen"})).await;
+    assert_eq!((s, code(&b)), (400, "6240"), "class names are unique");
+
+    let line = |qty: u32| json!({"DetailType": "SalesItemLineDetail", "Amount": 95 * qty, "SalesItemLineDetail": {"ItemRef": {"value": "2"}, "Qty": qty, "UnitPrice": 95, "ClassRef": {"value": class}}});
+    let (_, est) = qb.post("estimate", json!({"CustomerRef": {"value": "1"}, "Line": [line(2)]})).await;
+    let est_id = est["Estimate"]["Id"].as_str().unwrap().to_string();
+    let (s, b) = qb
+        .post("invoice", json!({"CustomerRef": {"value": "2"}, "LinkedTxn": [{"TxnId": est_id, "TxnType": "Estimate"}], "Line": [line(2)]}))
+        .await;
+    assert_eq!((s, code(&b)), (400, "6000"), "an estimate of another customer: {b}");
+    let (s, b) = qb
+        .post("invoice", json!({"CustomerRef": {"value": "1"}, "CustomField": [{"DefinitionId": "1", "Type": "StringType", "StringValue": "a rep name far longer than thirty-one characters"}], "Line": [line(2)]}))
+        .await;
+    assert_eq!((s, code(&b)), (400, "6000"), "custom field text is at most 31 characters: {b}");
+
+    let (s, inv) = qb
+        .post(
+            "invoice",
+            json!({"CustomerRef": {"value": "1"}, "TxnDate": "2026-03-01", "SalesTermRef": {"value": term},
+                   "CustomField": [{"DefinitionId": "1", "Name": "Sales Rep", "Type": "StringType", "StringValue": "Maria Chen"}],
+                   "LinkedTxn": [{"TxnId": est_id, "TxnType": "Estimate"}], "Line": [line(2)]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{inv}");
+    let inv = &inv["Invoice"];
+    assert_eq!((inv["SalesTermRef"]["name"].as_str(), inv["DueDate"].as_str()), (Some("Net 15"), Some("2026-03-16")));
+    assert_eq!(inv["Line"][0]["SalesItemLineDetail"]["ClassRef"], json!({"value": class, "name": "Maria Chen"}));
+    assert_eq!(inv["CustomField"][0]["StringValue"], "Maria Chen");
+    assert_eq!(inv["LinkedTxn"], json!([{"TxnId": est_id, "TxnType": "Estimate"}]));
+    let (_, est) = qb.get(&format!("estimate/{est_id}")).await;
+    assert_eq!(est["Estimate"]["TxnStatus"], "Closed", "{est}");
+    assert_eq!(est["Estimate"]["LinkedTxn"], json!([{"TxnId": inv["Id"], "TxnType": "Invoice"}]));
+    qb.sb.stop().await;
+}
+
 async fn receiver(script: Vec<u16>) -> (String, Arc<Mutex<Vec<(String, String)>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hooks", listener.local_addr().unwrap());

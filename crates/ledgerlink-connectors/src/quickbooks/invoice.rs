@@ -2,12 +2,16 @@
 //!
 //! QBO has no per-line discount on a sales line, so the discount is folded into the unit price (exactly, as
 //! `Decimal`) and stated in the line description; the line `Amount` is the canonical line amount rounded to the
-//! currency, which is what QBO totals. Amounts become JSON numbers from their decimal text, never from f64
-//! arithmetic.
+//! currency, which is what QBO totals. A discount on the whole invoice is a `DiscountLineDetail` line after the
+//! item lines (percent-based, or a fixed amount), which QBO takes off the subtotal. The payment term is
+//! `SalesTermRef`, a class goes on every item line as `ClassRef` (QBO's per-line class tracking; a header
+//! `ClassRef` is ignored by companies that track classes per line), custom fields are `StringType`, and the
+//! estimate being billed is a `LinkedTxn` of type `Estimate`. Amounts become JSON numbers from their decimal
+//! text, never from f64 arithmetic.
 
 use std::str::FromStr;
 
-use ledgerlink_model::{Invoice, InvoiceLine};
+use ledgerlink_model::{Invoice, InvoiceDiscount, InvoiceLine};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value, json};
 
@@ -74,6 +78,29 @@ pub fn encode_invoice(invoice: &Invoice) -> Result<Record, ConnectorError> {
     if let Some(note) = private_note(invoice) {
         out.insert("PrivateNote".into(), json!(note));
     }
+    if let Some(term) = &invoice.term_id {
+        out.insert("SalesTermRef".into(), reference(term, invoice.term_name.as_deref()));
+    }
+    if !invoice.custom_fields.is_empty() {
+        let fields: Vec<Value> = invoice
+            .custom_fields
+            .iter()
+            .map(|f| {
+                let mut m = Map::new();
+                m.insert("DefinitionId".into(), json!(f.definition_id));
+                if let Some(name) = &f.name {
+                    m.insert("Name".into(), json!(name));
+                }
+                m.insert("Type".into(), json!("StringType"));
+                m.insert("StringValue".into(), json!(f.value));
+                Value::Object(m)
+            })
+            .collect();
+        out.insert("CustomField".into(), Value::Array(fields));
+    }
+    if let Some(estimate) = &invoice.estimate_id {
+        out.insert("LinkedTxn".into(), json!([{"TxnId": estimate, "TxnType": "Estimate"}]));
+    }
     let mut lines = Vec::with_capacity(invoice.lines.len());
     for (i, line) in invoice.lines.iter().enumerate() {
         let mut item = Map::new();
@@ -88,6 +115,9 @@ pub fn encode_invoice(invoice: &Invoice) -> Result<Record, ConnectorError> {
         if let Some(d) = line.service_date {
             detail.insert("ServiceDate".into(), json!(d.format("%Y-%m-%d").to_string()));
         }
+        if let Some(class) = &invoice.class_id {
+            detail.insert("ClassRef".into(), reference(class, invoice.class_name.as_deref()));
+        }
         let mut l = Map::new();
         l.insert("LineNum".into(), json!(i + 1));
         if let Some(desc) = line_description(line) {
@@ -98,8 +128,30 @@ pub fn encode_invoice(invoice: &Invoice) -> Result<Record, ConnectorError> {
         l.insert("SalesItemLineDetail".into(), Value::Object(detail));
         lines.push(Value::Object(l));
     }
+    if let Some(discount) = invoice.discount {
+        let amount = invoice.discount_on(invoice.subtotal().amount).amount;
+        let detail = match discount {
+            InvoiceDiscount::Percent(p) => json!({"PercentBased": true, "DiscountPercent": decimal_number(p)?}),
+            InvoiceDiscount::Amount(_) => json!({"PercentBased": false}),
+        };
+        if !amount.is_zero() || matches!(discount, InvoiceDiscount::Percent(p) if !p.is_zero()) {
+            lines.push(json!({
+                "LineNum": lines.len() + 1,
+                "Amount": decimal_number(amount)?,
+                "DetailType": "DiscountLineDetail",
+                "DiscountLineDetail": detail,
+            }));
+        }
+    }
     out.insert("Line".into(), Value::Array(lines));
     Ok(out)
+}
+
+fn reference(id: &str, name: Option<&str>) -> Value {
+    match name {
+        Some(n) => json!({"value": id, "name": n}),
+        None => json!({"value": id}),
+    }
 }
 
 #[cfg(test)]
@@ -135,6 +187,13 @@ mod tests {
             lines,
             memo: Some("Thanks for your business".into()),
             source_reference: Some("salesforce/Opportunity/006000000000001AAA".into()),
+            discount: None,
+            term_id: None,
+            term_name: None,
+            class_id: None,
+            class_name: None,
+            custom_fields: vec![],
+            estimate_id: None,
         }
     }
 
@@ -220,5 +279,37 @@ mod tests {
         for k in ["DocNumber", "PrivateNote", "TxnDate", "DueDate"] {
             assert!(out.get(k).is_none(), "{k}");
         }
+    }
+
+    #[test]
+    fn deal_discount_term_class_custom_field_and_estimate_are_encoded() {
+        let mut inv = invoice(vec![line("1", "2", "100", "0"), line("2", "1", "50", "10")]);
+        inv.discount = Some(InvoiceDiscount::Percent(d("10")));
+        inv.term_id = Some("3".into());
+        inv.term_name = Some("Net 30".into());
+        inv.class_id = Some("7".into());
+        inv.class_name = Some("Maria Chen".into());
+        inv.custom_fields = vec![ledgerlink_model::CustomFieldValue { definition_id: "1".into(), name: Some("Sales Rep".into()), value: "Maria Chen".into() }];
+        inv.estimate_id = Some("41".into());
+        let out = encode_invoice(&inv).unwrap();
+        assert_eq!(out["SalesTermRef"], json!({"value": "3", "name": "Net 30"}));
+        assert_eq!(out["CustomField"], json!([{"DefinitionId": "1", "Name": "Sales Rep", "Type": "StringType", "StringValue": "Maria Chen"}]));
+        assert_eq!(out["LinkedTxn"], json!([{"TxnId": "41", "TxnType": "Estimate"}]));
+        let lines = out["Line"].as_array().unwrap();
+        assert_eq!(lines.len(), 3);
+        for l in &lines[..2] {
+            assert_eq!(l["SalesItemLineDetail"]["ClassRef"], json!({"value": "7", "name": "Maria Chen"}));
+        }
+        // 200 + 45 = 245; 10 % of it is 24.50.
+        assert_eq!(lines[2]["DetailType"], json!("DiscountLineDetail"));
+        assert_eq!(lines[2]["DiscountLineDetail"], json!({"PercentBased": true, "DiscountPercent": 10}));
+        assert_eq!(lines[2]["Amount"].to_string(), "24.5");
+
+        inv.discount = Some(InvoiceDiscount::Amount(d("20.25")));
+        let out = encode_invoice(&inv).unwrap();
+        assert_eq!(out["Line"][2]["DiscountLineDetail"], json!({"PercentBased": false}));
+        assert_eq!(out["Line"][2]["Amount"].to_string(), "20.25");
+        inv.discount = Some(InvoiceDiscount::Amount(d("0")));
+        assert_eq!(encode_invoice(&inv).unwrap()["Line"].as_array().unwrap().len(), 2, "no discount line for nothing");
     }
 }

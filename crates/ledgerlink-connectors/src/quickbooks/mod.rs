@@ -312,7 +312,12 @@ impl QuickbooksConnector {
     /// Reads one entity; `None` when QBO says it does not exist.
     pub async fn read(&self, entity: &str, id: &str) -> Result<Option<Record>, ConnectorError> {
         query::check_entity(entity)?;
-        let path = format!("{}/{}", entity.to_ascii_lowercase(), http::path_segment(id));
+        // The company's one Preferences document is read at `/preferences`, without an id (its Id is "1").
+        let path = if entity.eq_ignore_ascii_case("Preferences") {
+            "preferences".to_string()
+        } else {
+            format!("{}/{}", entity.to_ascii_lowercase(), http::path_segment(id))
+        };
         match self.call(Method::GET, &path, &[], None).await {
             Ok(body) => unwrap_entity(body, entity).map(Some),
             Err(ConnectorError::NotFound { .. }) => Ok(None),

@@ -743,9 +743,68 @@ fn prepare_sales(
         }
         _ => {}
     }
+    if kind == EntityKind::Invoice {
+        estimate_links(co, ctx, &mut c)?;
+    }
     c.entry("LinkedTxn").or_insert(json!([]));
-    c.entry("CustomField").or_insert(json!([]));
+    custom_fields(&mut c)?;
     Ok(c)
+}
+
+/// An invoice may name the estimate it bills (`LinkedTxn` `{TxnId, TxnType: "Estimate"}`), as QBO's "convert to
+/// invoice" does: the estimate must exist and be the same customer's. [`recompute`] then shows the estimate as
+/// converted (status Closed, the invoice in its `LinkedTxn`).
+fn estimate_links(co: &Company, ctx: &WriteCtx, c: &mut Map<String, Value>) -> Result<(), Fault> {
+    let customer = c.get("CustomerRef").and_then(|r| r.get("value")).and_then(Value::as_str).map(str::to_string);
+    let Some(Value::Array(links)) = c.get("LinkedTxn") else { return Ok(()) };
+    let mut out = Vec::new();
+    for (i, link) in links.iter().enumerate() {
+        let Value::Object(link) = link else {
+            return Err(wrong_type(&format!("LinkedTxn[{i}]"), "an object", link));
+        };
+        let ty = opt_str(link, "TxnType")?.ok_or_else(|| Fault::required("LinkedTxn.TxnType"))?;
+        // Payment links are derived from the payments (see `recompute`); what a client echoes back is dropped.
+        if !ty.eq_ignore_ascii_case("Estimate") {
+            continue;
+        }
+        let id = opt_ref(link, "TxnId")?.ok_or_else(|| Fault::required("LinkedTxn.TxnId"))?;
+        let estimate = referenced(co, ctx, "LinkedTxn.TxnId", EntityKind::Estimate, &id)?;
+        let owner = estimate.pointer("/CustomerRef/value").and_then(Value::as_str);
+        if owner != customer.as_deref() {
+            return Err(Fault::business(format!(
+                "Estimate {id} belongs to another customer ({}): an invoice can only bill an estimate of its own customer",
+                name_of(estimate.get("CustomerRef").unwrap_or(&Value::Null), "name")
+            ))
+            .at("LinkedTxn"));
+        }
+        out.push(json!({"TxnId": id, "TxnType": "Estimate"}));
+    }
+    c.insert("LinkedTxn".into(), Value::Array(out));
+    Ok(())
+}
+
+/// Sales-form custom fields: `DefinitionId` and a type are needed; a `StringType` value holds at most 31
+/// characters (QBO's limit for the three sales-form custom fields).
+fn custom_fields(c: &mut Map<String, Value>) -> Result<(), Fault> {
+    let fields = match c.get("CustomField") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(f)) => f.clone(),
+        Some(other) => return Err(wrong_type("CustomField", "an array", other)),
+    };
+    for (i, f) in fields.iter().enumerate() {
+        let Value::Object(f) = f else {
+            return Err(wrong_type(&format!("CustomField[{i}]"), "an object", f));
+        };
+        opt_str(f, "DefinitionId")?.ok_or_else(|| Fault::required("CustomField.DefinitionId"))?;
+        if let Some(v) = opt_str(f, "StringValue")?
+            && v.chars().count() > 31
+        {
+            return Err(Fault::business(format!("CustomField {i}: StringValue \"{v}\" is longer than 31 characters"))
+                .at(format!("CustomField[{i}].StringValue")));
+        }
+    }
+    c.insert("CustomField".into(), Value::Array(fields));
+    Ok(())
 }
 
 /// Fills `TxnTaxDetail` and returns the total tax (rule in the module docs).
@@ -1845,6 +1904,44 @@ pub(crate) fn recompute(co: &mut Company, ctx: &mut WriteCtx) {
             touch(row, now);
             ctx.event(kind, &id, "Update");
         }
+    }
+    // Estimates billed by an invoice show as converted: status Closed, the invoices in their LinkedTxn.
+    let mut billed: HashMap<String, Vec<Value>> = HashMap::new();
+    for inv in co.rows("Invoice") {
+        let Some(inv_id) = inv.get("Id").and_then(Value::as_str) else { continue };
+        for link in inv.get("LinkedTxn").and_then(Value::as_array).into_iter().flatten() {
+            if link.get("TxnType").and_then(Value::as_str) == Some("Estimate")
+                && let Some(est) = link.get("TxnId").and_then(Value::as_str)
+            {
+                billed.entry(est.to_string()).or_default().push(json!({"TxnId": inv_id, "TxnType": "Invoice"}));
+            }
+        }
+    }
+    let estimate_ids: Vec<String> = co
+        .rows("Estimate")
+        .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    for id in estimate_ids {
+        let now = ctx.now;
+        let Some(Value::Object(row)) = co.get_mut("Estimate", &id) else { continue };
+        let invoices = billed.remove(&id).unwrap_or_default();
+        let mut links: Vec<Value> = row
+            .get("LinkedTxn")
+            .and_then(Value::as_array)
+            .map(|l| l.iter().filter(|x| x.get("TxnType").and_then(Value::as_str) != Some("Invoice")).cloned().collect())
+            .unwrap_or_default();
+        let converted = !invoices.is_empty();
+        links.extend(invoices);
+        let status_changes = converted && row.get("TxnStatus").and_then(Value::as_str) != Some("Closed");
+        if row.get("LinkedTxn").cloned().unwrap_or(json!([])) == Value::Array(links.clone()) && !status_changes {
+            continue;
+        }
+        row.insert("LinkedTxn".into(), Value::Array(links));
+        if converted {
+            row.insert("TxnStatus".into(), Value::String("Closed".into()));
+        }
+        touch(row, now);
+        ctx.event(EntityKind::Estimate, &id, "Update");
     }
     // Customer and vendor balances: open charges less unused credits.
     let mut customer: HashMap<String, Decimal> = HashMap::new();

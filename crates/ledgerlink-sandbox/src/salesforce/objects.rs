@@ -130,7 +130,11 @@ impl FieldDef {
     }
 }
 
-/// A custom field defined at run time (persisted with the org).
+/// The field a multi-currency org has on its records: the record's ISO currency code.
+pub const MULTI_CURRENCY_FIELD: &str = "CurrencyIsoCode";
+
+/// A custom field defined at run time (persisted with the org). `CurrencyIsoCode` may be defined the same way:
+/// it stands for the org having multi-currency turned on (for that object).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CustomField {
     pub object: String,
@@ -151,6 +155,11 @@ impl CustomField {
                 "object `{}` does not exist in this org",
                 self.object
             ));
+        }
+        // Turning on multi-currency adds this standard picklist to the org's objects; the sandbox adds it per
+        // object through the same call as a custom field.
+        if self.name == MULTI_CURRENCY_FIELD {
+            return Ok(FieldDef::new(MULTI_CURRENCY_FIELD, FieldType::Picklist(vec![])));
         }
         let stem = self
             .name

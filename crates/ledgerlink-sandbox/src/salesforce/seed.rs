@@ -102,6 +102,7 @@ fn populate(org: &mut Org, now: DateTime<Utc>, sample_data: bool) {
     };
     for (object, name, external_id) in [
         ("Opportunity", "QuickBooks_Invoice_Id__c", false),
+        ("Opportunity", "QuickBooks_Invoice_Number__c", false),
         ("Account", "QuickBooks_Customer_Id__c", true),
     ] {
         let field = CustomField {

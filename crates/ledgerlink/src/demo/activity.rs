@@ -69,6 +69,51 @@ fn number(d: Decimal) -> Value {
     serde_json::from_str(&d.to_string()).unwrap_or(Value::Null)
 }
 
+/// `salesforce-closed-won-to-quickbooks-invoice` with its options: the first deal, won with payment terms, a
+/// discount on the whole deal and its own sales rep, shows all three on its QuickBooks invoice (term and due
+/// date, a discount line, the rep's class on every line).
+pub async fn closed_won_options(qb: &Arc<dyn Connector>, scenario: &Scenario) -> anyhow::Result<Vec<Check>> {
+    const TEMPLATE: &str = "salesforce-closed-won-to-quickbooks-invoice";
+    let Some(first) = scenario.opportunities.first() else { return Ok(Vec::new()) };
+    let invoices = scenario.invoices_by_opportunity(qb).await?;
+    let what = format!(
+        "“{}” won on {} terms with {} % off the deal, sold by {}",
+        first.name,
+        super::FIRST_DEAL_TERM,
+        super::FIRST_DEAL_DISCOUNT,
+        super::FIRST_DEAL_OWNER
+    );
+    let Some(inv) = invoices.get(&first.id).and_then(|v| v.first()) else {
+        return Ok(vec![check(TEMPLATE, what, None, "no invoice")]);
+    };
+    let lines = inv.get("Line").and_then(Value::as_array).cloned().unwrap_or_default();
+    let percent = lines
+        .iter()
+        .find(|l| l["DetailType"] == "DiscountLineDetail")
+        .and_then(|l| to_decimal(&l["DiscountLineDetail"]["DiscountPercent"]).ok());
+    let classes: Vec<String> = lines.iter().filter(|l| l["DetailType"] == "SalesItemLineDetail").map(|l| s(&rec(l["SalesItemLineDetail"]["ClassRef"].clone()), "name")).collect();
+    let term = inv.get("SalesTermRef").map(|t| s(&rec(t.clone()), "name")).unwrap_or_default();
+    let days = match (chrono::NaiveDate::parse_from_str(&s(inv, "TxnDate"), "%Y-%m-%d"), chrono::NaiveDate::parse_from_str(&s(inv, "DueDate"), "%Y-%m-%d")) {
+        (Ok(t), Ok(d)) => (d - t).num_days(),
+        _ => -1,
+    };
+    let ok = term == super::FIRST_DEAL_TERM
+        && days == 30
+        && percent == Some(Decimal::from(super::FIRST_DEAL_DISCOUNT))
+        && !classes.is_empty()
+        && classes.iter().all(|c| c == super::FIRST_DEAL_OWNER);
+    let seen = format!(
+        "invoice {}: term {term}, due {} ({days} days), discount line {} %, class {}, total {}",
+        s(inv, "DocNumber"),
+        s(inv, "DueDate"),
+        percent.map(|p| p.normalize().to_string()).unwrap_or_else(|| "none".into()),
+        classes.first().cloned().unwrap_or_else(|| "none".into()),
+        inv.get("TotalAmt").map(Value::to_string).unwrap_or_default()
+    );
+    let c = check(TEMPLATE, what, ok.then_some(seen.clone()), &seen);
+    Ok(vec![c])
+}
+
 /// `salesforce-account-to-quickbooks-customer` and `quickbooks-customer-to-salesforce-account`: a phone number
 /// changed in Salesforce reaches the QuickBooks customer; a website entered in QuickBooks reaches the account.
 pub async fn customer_edits(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario: &Scenario) -> anyhow::Result<Vec<Check>> {

@@ -27,7 +27,7 @@ pub struct DemoOptions {
 
 const FLOW: &str = "salesforce-closed-won-to-quickbooks-invoice";
 
-/// The templates the demo installs, all with their default parameters.
+/// The templates the demo installs (parameters: see `with_params` in [`run`]).
 const DEMO_TEMPLATES: &[&str] = &[
     FLOW,
     "salesforce-account-to-quickbooks-customer",
@@ -52,7 +52,24 @@ const CUSTOM_FIELDS: &[(&str, &str, &str)] = &[
     ("Opportunity", "QuickBooks_Estimate_Id__c", "Text"),
     ("OpportunityLineItem", "QuickBooks_Estimate_Line_Id__c", "Text"),
     ("Account", "QuickBooks_Overdue__c", "Checkbox"),
+    ("Opportunity", "Payment_Terms__c", "Text"),
+    ("Opportunity", "Deal_Discount__c", "Percent"),
 ];
+
+/// The closed-won template's options the demo turns on: payment terms, a deal discount, the rep as a class,
+/// lines merged by product, and the estimate link shared with the estimate template.
+const CLOSED_WON_PARAMS: &[(&str, &str)] = &[
+    ("terms_field", "Payment_Terms__c"),
+    ("deal_discount_field", "Deal_Discount__c"),
+    ("sales_rep", "class"),
+    ("group_lines", "product"),
+    ("estimate_id_field", "QuickBooks_Estimate_Id__c"),
+];
+
+/// What the first deal carries: its payment term, deal discount (percent) and owner.
+const FIRST_DEAL_TERM: &str = "Net 30";
+const FIRST_DEAL_DISCOUNT: u32 = 5;
+const FIRST_DEAL_OWNER: &str = "Maria Chen";
 
 const INVOICE_FIELD: &str = "QuickBooks_Invoice_Id__c";
 
@@ -106,7 +123,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     let notifiers = ledgerlink_engine::notifications::build_all(store.clone()).await?;
     // The demo has no mail server: the reconciliation's email copy goes to the Slack sandbox as well.
     let with_params = |name: &str| -> BTreeMap<String, String> {
-        if name == "salesforce-quickbooks-weekly-reconciliation" { BTreeMap::from([("email".to_string(), "slack".to_string())]) } else { BTreeMap::new() }
+        match name {
+            "salesforce-quickbooks-weekly-reconciliation" => BTreeMap::from([("email".to_string(), "slack".to_string())]),
+            FLOW => CLOSED_WON_PARAMS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            _ => BTreeMap::new(),
+        }
     };
     let flows = DEMO_TEMPLATES.iter().map(|name| templates::load(name, &with_params(name))).collect::<anyhow::Result<Vec<_>>>()?;
     let settings = EngineSettings {
@@ -161,12 +182,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
         scenario.accounts,
         scenario.known_customers
     ));
+    scenario.dress_first_deal(&sf).await?;
     scenario.close_all(&sf, &engine).await?;
     scenario.reopen_and_close_again(&sf, &engine).await?;
     scenario.wait_until_invoiced(&sf, &engine, Duration::from_secs(120)).await?;
 
     say("the rest of the week, in both systems:");
-    let mut checks = activity::customer_edits(&sf, &qb, &scenario).await?;
+    let mut checks = activity::closed_won_options(&qb, &scenario).await?;
+    checks.extend(activity::customer_edits(&sf, &qb, &scenario).await?);
     checks.extend(activity::payments(&sf, &qb, &scenario).await?);
     checks.extend(activity::price_changes(&sf, &qb).await?);
     checks.extend(activity::estimate(&sf, &qb, &scenario).await?);
@@ -300,13 +323,8 @@ impl Scenario {
         for i in 0..count {
             let (account_id, account_name) = &account_ids[i % account_ids.len()];
             let name = format!("{account_name} — {} renewal {}", ["Annual", "Q3", "Expansion", "Pilot"][i % 4], i + 1);
-            let opp = sf
-                .create(
-                    "Opportunity",
-                    &rec(json!({"Name": name, "AccountId": account_id, "StageName": "Proposal/Price Quote", "CloseDate": today, "Pricebook2Id": pricebook_id})),
-                    &format!("demo-opp-{i}"),
-                )
-                .await?;
+            let fields = json!({"Name": name, "AccountId": account_id, "StageName": "Proposal/Price Quote", "CloseDate": today, "Pricebook2Id": pricebook_id});
+            let opp = sf.create("Opportunity", &rec(fields), &format!("demo-opp-{i}")).await?;
             let id = s(&opp, "Id");
             // Deal 0 is the multi-line deal with discounts; the rest have one to three lines.
             let lines = if i == 0 { 3 } else { 1 + (i * 7) % 3 };
@@ -326,6 +344,18 @@ impl Scenario {
         }
         let new_accounts = account_ids[known..].to_vec();
         Ok(Scenario { opportunities, accounts: account_ids.len(), known_customers: known, new_accounts })
+    }
+
+    /// The first deal gets payment terms, a discount on the whole deal and its own sales rep (the fields of
+    /// [`CUSTOM_FIELDS`], which the demo's org has).
+    pub async fn dress_first_deal(&self, sf: &Arc<dyn Connector>) -> anyhow::Result<()> {
+        let Some(first) = self.opportunities.first() else { return Ok(()) };
+        let mut fields = json!({"Payment_Terms__c": FIRST_DEAL_TERM, "Deal_Discount__c": FIRST_DEAL_DISCOUNT});
+        if let Some(owner) = find(sf, "User", vec![("Name", json!(FIRST_DEAL_OWNER))], &["Id"]).await?.first() {
+            fields["OwnerId"] = json!(s(owner, "Id"));
+        }
+        sf.update("Opportunity", &first.id, &rec(fields)).await?;
+        Ok(())
     }
 
     /// Marks every opportunity Closed Won, a few at a time, over a few seconds.
@@ -405,8 +435,17 @@ impl Scenario {
         let mut example = None;
         for opp in &self.opportunities {
             let Some(invs) = per_opp.get(&opp.id) else { continue };
-            let Some(sf_opp) = sf.get("Opportunity", &opp.id, &["Id".into(), "Amount".into()]).await? else { continue };
+            let Some(sf_opp) = sf.get("Opportunity", &opp.id, &["Id".into(), "Amount".into(), "Deal_Discount__c".into()]).await? else { continue };
             let amount = sf_opp.get("Amount").map(to_decimal).transpose().map_err(|e| anyhow::anyhow!(e))?;
+            // The deal discount comes off the products' sum, rounded to the cent half away from zero.
+            let percent = sf_opp.get("Deal_Discount__c").filter(|v| !v.is_null()).map(to_decimal).transpose().map_err(|e| anyhow::anyhow!(e))?;
+            let amount = match (amount, percent) {
+                (Some(a), Some(p)) => {
+                    let off = (a * p / rust_decimal::Decimal::ONE_HUNDRED).round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+                    Some(a - off)
+                }
+                (a, _) => a,
+            };
             let total = invs[0].get("TotalAmt").map(to_decimal).transpose().map_err(|e| anyhow::anyhow!(e))?;
             if amount != total {
                 mismatched.push(format!("{}: opportunity {:?} vs invoice {:?}", opp.name, amount, total));
