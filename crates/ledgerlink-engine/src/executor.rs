@@ -595,7 +595,16 @@ impl Run<'_> {
             self.count(|s| &s.duplicates_prevented);
             return Ok(rec);
         }
-        match conn.create(object, record, key).await {
+        // After an outright refusal the next attempt carries a fresh request key (see `Store::refuse_intent`);
+        // otherwise the intent's own, so a retry after an unknown outcome is recognised by the target system.
+        let request_key = intent
+            .response
+            .as_ref()
+            .and_then(|r| r.get("request_key"))
+            .and_then(Value::as_str)
+            .unwrap_or(key)
+            .to_string();
+        match conn.create(object, record, &request_key).await {
             Ok(created) => {
                 let id = conn.record_id(&created).unwrap_or_default();
                 let now = crate::now();
@@ -609,6 +618,9 @@ impl Run<'_> {
                 self.audit(connection, object, None, "create", "error", None, Some(Value::Object(record.clone())), Some(e.to_string()))
                     .await?;
                 if let ConnectorError::Validation { code, message, field } = &e {
+                    // Nothing was created: the next attempt (after the cause is fixed) must not be answered with
+                    // this refusal again.
+                    store.refuse_intent(key, &keys::retry_request_key(key, intent.attempts), message).await?;
                     let refusal = Invalid {
                         step: step.id.clone(),
                         kind: "rejected",

@@ -16,6 +16,18 @@ pub fn action_key(flow: &str, source: &ledgerlink_model::RecordRef, action: &str
     format!("ll-{hex}")
 }
 
+/// The request key of the next attempt at a create the target system refused outright: a fresh key in the form
+/// of [`action_key`], derived from the intent's key and its attempt number (so it is the same in every process
+/// that looks at the same attempt).
+pub fn retry_request_key(intent_key: &str, attempt: i32) -> String {
+    let mut h = Sha256::new();
+    h.update(intent_key.as_bytes());
+    h.update([0u8]);
+    h.update(attempt.to_be_bytes());
+    let hex: String = h.finalize().iter().take(20).map(|b| format!("{b:02x}")).collect();
+    format!("ll-{hex}")
+}
+
 /// The idempotency key of the job handling one version of one source record in one flow.
 pub fn change_job_key(flow: &str, connection: &str, object: &str, id: &str, version: &str) -> String {
     format!("change:{flow}:{connection}:{object}:{id}:{version}")

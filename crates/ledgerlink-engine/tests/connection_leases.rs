@@ -149,6 +149,9 @@ impl Store for Recording {
     async fn complete_intent(&self, k: &str, id: &str, r: &serde_json::Value, now: DateTime<Utc>) -> Result<()> {
         self.inner.complete_intent(k, id, r, now).await
     }
+    async fn refuse_intent(&self, key: &str, next: &str, reason: &str) -> Result<()> {
+        self.inner.refuse_intent(key, next, reason).await
+    }
     async fn get_intent(&self, key: &str) -> Result<Option<WriteIntent>> {
         self.inner.get_intent(key).await
     }

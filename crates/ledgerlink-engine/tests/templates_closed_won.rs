@@ -303,3 +303,36 @@ async fn a_deal_from_an_estimate_is_billed_once_whether_or_not_finance_converted
 
     assert_eq!(h.rerun(FLOW, "salesforce", "Opportunity", &[opp_a, opp_b]).await, 0);
 }
+
+/// QuickBooks answers a repeated `requestid` with its first answer. A customer it refused (a colon in the name is
+/// reserved for sub-customers) must be created once the name is fixed and the review retried, not refused again
+/// from the replayed answer; and still only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_quickbooks_refused_succeeds_after_the_cause_is_fixed_and_still_only_once() {
+    let h = harness(&[FLOW], &[]).await;
+    h.settle().await; // the baseline
+    let (pb, seat, _) = products(&h).await;
+    let account = h.sf_create("Account", json!({"Name": "Colon: Holdings"})).await;
+    let opp = won_deal(&h, &pb, &account, json!({}), &[(&seat, 2, 0)]).await;
+    h.settle().await;
+    let reviews = open_reviews(&h).await;
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert!(reviews[0].item.reason.contains("must not contain ':'"), "{}", reviews[0].item.reason);
+    assert!(invoices_of(&h, &opp).await.is_empty());
+
+    // Finance renames the account and retries.
+    h.sf.update("Account", &account, &rec(json!({"Name": "Colon Holdings"}))).await.unwrap();
+    review::resolve(h.store.as_ref(), reviews[0].id, &Decision::Retry, chrono::Utc::now()).await.unwrap();
+    h.settle().await;
+    assert!(open_reviews(&h).await.is_empty(), "{:?}", open_reviews(&h).await);
+    let customers = h.find(&h.qb, "Customer", vec![("DisplayName", json!("Colon Holdings"))]).await;
+    assert_eq!(customers.len(), 1);
+    let invoices = invoices_of(&h, &opp).await;
+    assert_eq!(invoices.len(), 1);
+    assert_eq!(invoices[0]["CustomerRef"]["value"], customers[0]["Id"]);
+    assert_eq!(amount(&invoices[0]["TotalAmt"]), dec("240"));
+
+    // Redelivered and re-run: nothing more.
+    assert_eq!(h.rerun(FLOW, "salesforce", "Opportunity", std::slice::from_ref(&opp)).await, 0);
+    assert_eq!(h.find(&h.qb, "Customer", vec![("DisplayName", json!("Colon Holdings"))]).await.len(), 1);
+}

@@ -121,6 +121,11 @@ pub trait Store: PlatformStore + Send + Sync + 'static {
     /// Records the intent unless one with this key exists; returns the stored intent either way.
     async fn begin_intent(&self, intent: &NewWriteIntent) -> Result<WriteIntent>;
     async fn complete_intent(&self, key: &str, result_id: &str, response: &serde_json::Value, now: DateTime<Utc>) -> Result<()>;
+    /// Records that the target system refused a pending intent's write outright (nothing was created), and the
+    /// request key its next attempt must carry: QuickBooks answers a repeated `requestid` with its first answer,
+    /// so a write refused once would be refused forever, even after the cause was fixed. The intent stays pending;
+    /// its `response` holds `{"refused": reason, "request_key": next}`. A done intent is left alone.
+    async fn refuse_intent(&self, key: &str, next_request_key: &str, reason: &str) -> Result<()>;
     async fn get_intent(&self, key: &str) -> Result<Option<WriteIntent>>;
 
     // ----- change cursors, one per (connection, object, flow) -----

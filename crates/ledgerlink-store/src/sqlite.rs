@@ -526,6 +526,15 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn refuse_intent(&self, key: &str, next_request_key: &str, reason: &str) -> Result<()> {
+        sqlx::query("UPDATE write_intents SET response = ?1 WHERE key = ?2 AND status = 'pending'")
+            .bind(json(&serde_json::json!({"refused": reason, "request_key": next_request_key})))
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn get_intent(&self, key: &str) -> Result<Option<WriteIntent>> {
         let row =
             sqlx::query("SELECT * FROM write_intents WHERE key = ?1").bind(key).fetch_optional(&self.pool).await?;

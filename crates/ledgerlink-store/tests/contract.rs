@@ -463,6 +463,12 @@ async fn write_intents_are_idempotent(f: &Fixture) {
     assert_eq!(second.created_at, t0());
     assert_eq!(second.job_id, Some(7));
 
+    // Refused outright: still pending, with the request key the next attempt carries; the next begin sees it.
+    s.refuse_intent(&intent.key, "ll-next", "DisplayName must not contain ':'").await.unwrap();
+    let refused = s.begin_intent(&retry).await.unwrap();
+    assert_eq!((refused.status, refused.attempts), (IntentStatus::Pending, 3));
+    assert_eq!(refused.response, Some(json!({"refused": "DisplayName must not contain ':'", "request_key": "ll-next"})));
+
     let response = json!({"Invoice": {"Id": "145", "SyncToken": "0"}});
     let done_at = t0() + Duration::minutes(6);
     s.complete_intent(&intent.key, "145", &response, done_at).await.unwrap();
@@ -478,7 +484,10 @@ async fn write_intents_are_idempotent(f: &Fixture) {
     assert!(s.get_intent("nope").await.unwrap().is_none());
     // After completion, a re-begin still returns the completed intent, so the caller sees the result.
     let third = s.begin_intent(&intent).await.unwrap();
-    assert_eq!((third.status, third.attempts, third.result_id.as_deref()), (IntentStatus::Done, 3, Some("145")));
+    assert_eq!((third.status, third.attempts, third.result_id.as_deref()), (IntentStatus::Done, 4, Some("145")));
+    // A refusal noted late (a stale worker) does not touch a done intent.
+    s.refuse_intent(&intent.key, "ll-late", "late").await.unwrap();
+    assert_eq!(s.get_intent(&intent.key).await.unwrap().unwrap().response, Some(response));
 }
 
 async fn change_cursors_upsert(f: &Fixture) {
