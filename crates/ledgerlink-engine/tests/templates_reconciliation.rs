@@ -137,7 +137,7 @@ async fn the_weekly_report_names_every_mismatch_is_kept_and_delivered_once() {
     let day = (Utc::now().date_naive() - Duration::days(3)).to_string();
     let account = sf.create("Account", &rec(json!({"Name": "Reconciled Corp"})), "k").await.unwrap();
     let mut deal = BTreeMap::new();
-    for (name, amount) in [("Matched deal", 1000.00), ("Forgotten deal", 2500.50), ("Discounted deal", 800.00)] {
+    for (name, amount) in [("Matched deal", 1000.00), ("Forgotten deal", 2500.50), ("Discounted deal", 800.00), ("Deal-discount deal", 1500.00)] {
         let opp = sf
             .create("Opportunity", &rec(json!({"Name": name, "AccountId": account["Id"], "StageName": "Closed Won", "CloseDate": day, "Amount": amount})), "k")
             .await
@@ -158,6 +158,19 @@ async fn the_weekly_report_names_every_mismatch_is_kept_and_delivered_once() {
     invoice(format!("SF-{}", deal["Matched deal"]), 1000.00, "recon-1").await;
     invoice(format!("SF-{}", deal["Discounted deal"]), 720.00, "recon-2").await;
     let stray = invoice("MANUAL-77".into(), 95.10, "recon-3").await;
+    // Billed in full with 10 % off the whole deal (as the closed-won template's deal discount does): its lines
+    // add up to the deal, so it is not a mismatch though its total is 1,350.00.
+    let discounted = rec(json!({
+        "CustomerRef": {"value": customer["Id"]}, "DocNumber": format!("SF-{}", deal["Deal-discount deal"]), "TxnDate": day,
+        "Line": [
+            {"DetailType": "SalesItemLineDetail", "Amount": 1500.00,
+             "SalesItemLineDetail": {"ItemRef": {"value": item["Id"]}, "Qty": 1, "UnitPrice": 1500.00, "TaxCodeRef": {"value": "NON"}}},
+            {"DetailType": "DiscountLineDetail", "Amount": 150.00,
+             "DiscountLineDetail": {"PercentBased": true, "DiscountPercent": 10}}
+        ]
+    }));
+    let discounted = qb.create("Invoice", &discounted, "recon-4").await.unwrap();
+    assert_eq!(ledgerlink_engine::executor::to_decimal(&discounted["TotalAmt"]).unwrap(), "1350".parse().unwrap());
 
     run_week(&engine, &store).await;
 
@@ -173,6 +186,7 @@ async fn the_weekly_report_names_every_mismatch_is_kept_and_delivered_once() {
         assert!(text.contains(line.as_str()), "the report names `{line}`:\n{text}");
     }
     assert!(!text.contains("Matched deal"), "a deal invoiced in full is not a mismatch:\n{text}");
+    assert!(!text.contains("Deal-discount deal"), "a deal invoiced in full less a deal discount is not a mismatch:\n{text}");
     assert!(report.report.body["counts"]["only_left"].as_u64().unwrap() >= 1);
     let findings = report.report.body["findings"].as_array().unwrap();
     let diff = findings.iter().find(|f| f["kind"] == "amount_differs").unwrap();
