@@ -1027,7 +1027,7 @@ impl Run<'_> {
         let now = crate::now();
         self.engine
             .store
-            .enqueue(&ledgerlink_store::NewJob {
+            .enqueue_done(&ledgerlink_store::NewJob {
                 kind: crate::poller::JOB_OWN_WRITE.into(),
                 idempotency_key: keys::change_job_key(&self.flow.name, connection, object, id, &version),
                 flow: Some(self.flow.name.clone()),

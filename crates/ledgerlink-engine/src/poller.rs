@@ -23,7 +23,8 @@ use crate::{Engine, Stats, keys};
 pub const JOB_FLOW_RECORD: &str = "flow.record";
 
 /// The job kind that marks a version of a record as our own write: it occupies that version's change key, so the
-/// poll that reads the version back finds it handled. Running it does nothing.
+/// poll that reads the version back finds it handled. It is recorded as done (`Store::enqueue_done`); one still
+/// queued from an earlier release runs as a no-op.
 pub const JOB_OWN_WRITE: &str = "flow.own-write";
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -149,6 +149,9 @@ impl Store for Recording {
     async fn complete_intent(&self, k: &str, id: &str, r: &serde_json::Value, now: DateTime<Utc>) -> Result<()> {
         self.inner.complete_intent(k, id, r, now).await
     }
+    async fn enqueue_done(&self, job: &NewJob) -> Result<Enqueued> {
+        self.inner.enqueue_done(job).await
+    }
     async fn refuse_intent(&self, key: &str, next: &str, reason: &str) -> Result<()> {
         self.inner.refuse_intent(key, next, reason).await
     }

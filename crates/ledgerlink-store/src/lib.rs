@@ -77,6 +77,10 @@ pub trait Store: PlatformStore + Send + Sync + 'static {
     // ----- jobs: the durable queue -----
     /// Inserts a job unless one with the same idempotency key exists (then returns that one's id).
     async fn enqueue(&self, job: &NewJob) -> Result<Enqueued>;
+    /// Records a job whose work is already done, unless one with the same idempotency key exists: it occupies its
+    /// key (a later enqueue of the same key is a duplicate) and is never claimed. The engine marks its own
+    /// write-backs this way, so the poll that reads them back finds them handled without a job run for each.
+    async fn enqueue_done(&self, job: &NewJob) -> Result<Enqueued>;
     /// Claims up to `limit` due jobs (queued with run_at <= now, or running with an expired lease), setting a lease
     /// for `worker` until now + `lease` and incrementing `attempts`. PostgreSQL uses FOR UPDATE SKIP LOCKED.
     async fn claim_jobs(&self, worker: &str, now: DateTime<Utc>, lease: Duration, limit: u32) -> Result<Vec<Job>>;

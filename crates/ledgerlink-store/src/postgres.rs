@@ -92,6 +92,39 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Inserts a job with this status unless one with the same idempotency key exists.
+    async fn insert_job(&self, job: &NewJob, status: &str) -> Result<Enqueued> {
+        let now = Utc::now();
+        let inserted = sqlx::query(
+            "INSERT INTO jobs (kind, idempotency_key, flow, connection, payload, status, run_at, attempts,
+                               max_attempts, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $9, $6, 0, $7, $8, $8)
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&job.kind)
+        .bind(&job.idempotency_key)
+        .bind(&job.flow)
+        .bind(&job.connection)
+        .bind(&job.payload)
+        .bind(job.run_at)
+        .bind(job.max_attempts)
+        .bind(now)
+        .bind(status)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = inserted {
+            return Ok(Enqueued::Inserted(row.try_get("id")?));
+        }
+        let row = sqlx::query("SELECT id FROM jobs WHERE idempotency_key = $1")
+            .bind(&job.idempotency_key)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Enqueued::Duplicate(row.try_get("id")?))
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
@@ -175,32 +208,11 @@ impl Store for PgStore {
     // ----- jobs -----
 
     async fn enqueue(&self, job: &NewJob) -> Result<Enqueued> {
-        let now = Utc::now();
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (kind, idempotency_key, flow, connection, payload, status, run_at, attempts,
-                               max_attempts, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $8)
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&job.kind)
-        .bind(&job.idempotency_key)
-        .bind(&job.flow)
-        .bind(&job.connection)
-        .bind(&job.payload)
-        .bind(job.run_at)
-        .bind(job.max_attempts)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = inserted {
-            return Ok(Enqueued::Inserted(row.try_get("id")?));
-        }
-        let row = sqlx::query("SELECT id FROM jobs WHERE idempotency_key = $1")
-            .bind(&job.idempotency_key)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Enqueued::Duplicate(row.try_get("id")?))
+        self.insert_job(job, "queued").await
+    }
+
+    async fn enqueue_done(&self, job: &NewJob) -> Result<Enqueued> {
+        self.insert_job(job, "done").await
     }
 
     async fn claim_jobs(&self, worker: &str, now: DateTime<Utc>, lease: Duration, limit: u32) -> Result<Vec<Job>> {

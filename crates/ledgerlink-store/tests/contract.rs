@@ -161,6 +161,15 @@ async fn duplicate_enqueue_is_a_no_op(f: &Fixture) {
     assert_eq!(stored.attempts, 0);
     assert_eq!(s.count_jobs().await.unwrap().queued, 1);
     assert!(s.get_job(id + 1000).await.unwrap().is_none());
+
+    // A job recorded as done occupies its key and is never claimed; recording a taken key changes nothing.
+    let done = s.enqueue_done(&job("sf:006A:v2", t0())).await.unwrap();
+    let Enqueued::Inserted(done_id) = done else { panic!("{done:?}") };
+    assert_eq!(s.get_job(done_id).await.unwrap().unwrap().status, JobStatus::Done);
+    assert_eq!(s.enqueue(&job("sf:006A:v2", t0())).await.unwrap(), Enqueued::Duplicate(done_id));
+    assert_eq!(s.enqueue_done(&job("sf:006A:v1", t0())).await.unwrap(), Enqueued::Duplicate(id));
+    assert_eq!(s.get_job(id).await.unwrap().unwrap().status, JobStatus::Queued);
+    assert!(s.claim_jobs("w1", t0() + Duration::hours(2), Duration::seconds(30), 10).await.unwrap().iter().all(|j| j.id != done_id));
 }
 
 async fn claim_takes_due_jobs_in_order_and_leases_them(f: &Fixture) {

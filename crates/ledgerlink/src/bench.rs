@@ -406,6 +406,9 @@ impl Store for TimedStore {
     async fn complete_intent(&self, key: &str, result_id: &str, response: &Value, now: DateTime<Utc>) -> SResult<()> {
         timed!(self, "complete_intent", self.inner.complete_intent(key, result_id, response, now))
     }
+    async fn enqueue_done(&self, job: &NewJob) -> SResult<Enqueued> {
+        timed!(self, "enqueue_done", self.inner.enqueue_done(job))
+    }
     async fn refuse_intent(&self, key: &str, next_request_key: &str, reason: &str) -> SResult<()> {
         timed!(self, "refuse_intent", self.inner.refuse_intent(key, next_request_key, reason))
     }
