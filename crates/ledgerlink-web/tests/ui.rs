@@ -29,6 +29,10 @@ struct App {
 }
 
 async fn spawn_app() -> App {
+    spawn_app_with(|_| {}).await
+}
+
+async fn spawn_app_with(tweak: impl FnOnce(&mut WebConfig)) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ledgerlink_store::open(&format!("sqlite://{}", dir.path().join("ui.sqlite").display()), SecretCipher::for_tests()).await.unwrap();
     let platform = ledgerlink_platform::Platform::new(store.clone(), Default::default());
@@ -37,7 +41,8 @@ async fn spawn_app() -> App {
     let qbo = quickbooks::start(quickbooks::QuickbooksOptions::default()).await.unwrap();
     let engine = Engine::new(store.clone(), BTreeMap::new(), vec![], EngineSettings::default()).unwrap();
     let clock = UiClock::default();
-    let config = WebConfig { quickbooks: Some(QuickbooksApp::from_sandbox_info(&qbo.info).unwrap()), clock: clock.clone(), ..WebConfig::default() };
+    let mut config = WebConfig { quickbooks: Some(QuickbooksApp::from_sandbox_info(&qbo.info).unwrap()), clock: clock.clone(), ..WebConfig::default() };
+    tweak(&mut config);
     let app = ledgerlink_web::router(Web::new(engine, platform.clone(), config).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -273,15 +278,97 @@ async fn connecting_checks_state_once_and_stores_a_working_sealed_connection() {
     let tested = b.post(&format!("{}/settings/integrations/quickbooks/test", app.base), &[("csrf", &csrf)]).await;
     assert!(tested.body.contains("The connection works"), "{}", tested.body);
 
-    // Disconnect: syncing stops, the stored connection and everything else stay; the card offers Connect again.
+    // Disconnect: syncing stops, the grant is revoked at QuickBooks and the tokens deleted here; the company's
+    // name and everything else stay; the card offers Connect again.
+    let refresh = conn.credentials["refresh_token"].as_str().unwrap().to_string();
     let done = b.post(&format!("{}/settings/integrations/quickbooks/disconnect", app.base), &[("csrf", &csrf)]).await;
     assert_eq!(done.location.as_deref(), Some("/settings/integrations?disconnected=1"));
     let status = app.platform.status(&app.workspace).await.unwrap();
     assert_eq!(status.state, ledgerlink_platform::ConnectionState::Disconnected);
     assert_eq!(status.company_name.as_deref(), Some(company.as_str()));
-    assert!(app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().is_some());
-    let page = b.get(&format!("{}/settings/integrations", app.base)).await;
+    let kept = app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().unwrap();
+    assert!(kept.credentials.get("refresh_token").is_none(), "the tokens are deleted");
+    let revoked: Vec<serde_json::Value> = reqwest::get(format!("{}/sandbox/admin/revocations", app.qbo.base_url)).await.unwrap().json().await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert!(revoked[0]["refresh_tokens_sha256"].as_array().unwrap().contains(&serde_json::json!(quickbooks::oauth::fingerprint(&refresh))));
+    let page = b.get(&format!("{}/settings/integrations?disconnected=1", app.base)).await;
     assert!(page.body.contains("Not connected"));
+    assert!(page.body.contains("QuickBooks is disconnected and its access revoked."), "{}", page.body);
+}
+
+#[tokio::test]
+async fn a_failed_revocation_still_disconnects_and_the_page_says_so() {
+    // QuickBooks' revocation endpoint cannot be reached: a port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let app = spawn_app_with(|c| {
+        if let Some(q) = c.quickbooks.as_mut() {
+            q.revoke_url = format!("http://{closed}/v2/oauth2/tokens/revoke");
+        }
+    })
+    .await;
+    let mut b = Browser::new();
+    sign_in(&mut b, &app, PASSWORD).await;
+    let (callback, _) = consent(&mut b, &app, true).await;
+    b.get(&callback).await;
+    let manage = b.get(&format!("{}/settings/integrations/quickbooks", app.base)).await;
+    let csrf = field(&manage.body, "csrf");
+    let page = b.post(&format!("{}/settings/integrations/quickbooks/disconnect", app.base), &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("QuickBooks is disconnected here"), "{}", page.body);
+    assert!(page.body.contains("could not be told to revoke"), "{}", page.body);
+    assert!(page.body.contains("QuickBooks could not be reached"), "{}", page.body);
+    assert!(page.body.contains("Not connected"));
+    let status = app.platform.status(&app.workspace).await.unwrap();
+    assert_eq!(status.state, ledgerlink_platform::ConnectionState::Disconnected);
+    let kept = app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().unwrap();
+    assert!(kept.credentials.get("refresh_token").is_none(), "the tokens are deleted all the same");
+}
+
+#[tokio::test]
+async fn a_demo_link_signs_in_once_and_only_in_demo_mode() {
+    // Not in demo mode: there is no such page, whatever the token.
+    let plain = spawn_app().await;
+    let mut b = Browser::new();
+    let page = b.get(&format!("{}/demo-sign-in?token=anything", plain.base)).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!b.jar.keys().any(|(_, k)| k == "ledgerlink_session"));
+
+    let demo = ledgerlink_web::demo::DemoSignIn::new(EMAIL);
+    let app = spawn_app_with(|c| {
+        c.demo = Some(demo.clone());
+        c.banner = Some("Demo: you are the demo admin.".into());
+    })
+    .await;
+    let link = demo.issue(app.clock.now());
+    let mut b = Browser::new();
+    // A made-up token is refused and opens no session.
+    let page = b.get(&format!("{}/demo-sign-in?token=made-up", app.base)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("This sign-in link does not work any more"));
+    let page = b.get(&format!("{}/demo-sign-in", app.base)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(!b.jar.keys().any(|(_, k)| k == "ledgerlink_session"));
+
+    // The printed link: signed in as the demo admin, on Integrations, with the banner.
+    let page = b.get(&format!("{}/demo-sign-in?token={link}", app.base)).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/settings/integrations"));
+    let page = b.get(&format!("{}/settings/integrations", app.base)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Demo: you are the demo admin."));
+    assert!(page.body.contains("Dana"), "signed in as the demo admin");
+
+    // Used once: another browser cannot use it again.
+    let mut other = Browser::new();
+    let page = other.get(&format!("{}/demo-sign-in?token={link}", app.base)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(other.get(&format!("{}/settings/integrations", app.base)).await.status, StatusCode::SEE_OTHER);
+
+    // A link left unused for longer than its lifetime no longer works.
+    let late = demo.issue(app.clock.now());
+    app.clock.advance(Duration::minutes(16));
+    let page = other.get(&format!("{}/demo-sign-in?token={late}", app.base)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
