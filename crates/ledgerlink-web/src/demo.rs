@@ -43,6 +43,11 @@ impl DemoSignIn {
         DemoSignIn { email: email.trim().to_lowercase(), links: Arc::default() }
     }
 
+    /// A random password nobody is shown, for the demo admin: the links are the only way in.
+    pub fn unshown_password() -> String {
+        random_token()
+    }
+
     /// A fresh one-time link token, valid from `now` for the link lifetime. Shown once; only its hash is kept.
     pub fn issue(&self, now: DateTime<Utc>) -> String {
         let token = random_token();

@@ -27,6 +27,7 @@ use serde_json::json;
 use crate::pages::{Layout, UiError, UiResult, render};
 use crate::session::{Admin, NoFields, Posted, new_nonce, same_secret, set_pending};
 use crate::manage::{TestOutcome, manage_page};
+use crate::salesforce::SalesforceCard;
 use crate::{QuickbooksApp, Web};
 
 /// The scope QuickBooks is asked for: the accounting API (customers, invoices, expenses, accounts).
@@ -47,11 +48,6 @@ pub struct QuickbooksCard {
     pub can_connect: bool,
 }
 
-/// What the Salesforce card shows: Salesforce orgs are connected by the operator in the config file.
-#[derive(Debug, Clone)]
-pub struct SalesforceCard {
-    pub connections: Vec<String>,
-}
 
 /// A platform error as a page: invalid input names the setting; the rest is said plainly.
 pub fn platform_error(e: PlatformError) -> UiError {
@@ -68,11 +64,6 @@ pub fn platform_error(e: PlatformError) -> UiError {
     }
 }
 
-async fn salesforce_card(web: &Web) -> Result<SalesforceCard, UiError> {
-    Ok(SalesforceCard {
-        connections: web.engine.store.list_connections().await?.into_iter().filter(|c| c.system == "salesforce").map(|c| c.name).collect(),
-    })
-}
 
 pub(crate) async fn quickbooks_card(web: &Web, workspace: &str) -> Result<QuickbooksCard, UiError> {
     let st = web.platform.status(workspace).await.map_err(platform_error)?;
@@ -99,14 +90,17 @@ struct IntegrationsPage {
 pub struct IndexQuery {
     connected: Option<String>,
     disconnected: Option<String>,
+    salesforce: Option<String>,
 }
 
 /// `GET /settings/integrations`.
 pub async fn index(State(web): State<Web>, admin: Admin, Query(q): Query<IndexQuery>) -> UiResult {
     let qb = quickbooks_card(&web, admin.workspace()).await?;
-    let sf = salesforce_card(&web).await?;
+    let sf = crate::salesforce::card(&web, admin.workspace()).await?;
     let flash = if q.connected.is_some() {
         qb.company.as_ref().map(|c| format!("QuickBooks is connected to {c}."))
+    } else if q.salesforce.as_deref() == Some("connected") {
+        sf.org.as_ref().map(|o| format!("Salesforce is connected to {o}."))
     } else if q.disconnected.is_some() {
         Some(
             "QuickBooks is disconnected and its access revoked. Nothing syncs until you connect again; all data \
@@ -121,15 +115,15 @@ pub async fn index(State(web): State<Web>, admin: Admin, Query(q): Query<IndexQu
 }
 
 /// The Integrations page with a message of the moment.
-async fn integrations_page(web: &Web, admin: &Admin, flash: Option<String>) -> UiResult {
+pub(crate) async fn integrations_page(web: &Web, admin: &Admin, flash: Option<String>) -> UiResult {
     let qb = quickbooks_card(web, admin.workspace()).await?;
-    let sf = salesforce_card(web).await?;
+    let sf = crate::salesforce::card(web, admin.workspace()).await?;
     let l = Layout::new(admin, web.config.banner.as_ref(), "Integrations", "integrations");
     Ok(render(StatusCode::OK, &IntegrationsPage { l, qb, sf, flash }))
 }
 
 /// This server's base URL as the browser sees it.
-fn public_base(web: &Web, headers: &HeaderMap) -> Result<String, UiError> {
+pub(crate) fn public_base(web: &Web, headers: &HeaderMap) -> Result<String, UiError> {
     if let Some(u) = &web.config.public_url {
         return Ok(u.trim_end_matches('/').to_string());
     }

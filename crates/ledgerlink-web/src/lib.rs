@@ -7,6 +7,7 @@
 //! - [`integrations`]: Settings > Integrations, the QuickBooks OAuth connect flow, Test Connection, Disconnect;
 //!   [`manage`]: the Manage page (what syncs, from the company's own lists) and the reconciliation pass;
 //!   [`records`]: the platform's invoices with their sync and payment status.
+//! - [`salesforce`]: the Salesforce card's Connect (OAuth web-server flow), Test Connection and Disconnect.
 //! - [`ops`]: flows, runs, jobs, the review queue, the audit log, and the activity chart ([`chart`]).
 //! - [`pages`]: the shared layout and the error page, worded for a finance admin.
 //! - [`demo`]: one-time sign-in links for `ledgerlink demo` (the route exists only in demo mode).
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod integrations;
 pub mod manage;
 pub mod records;
+pub mod salesforce;
 pub mod ops;
 pub mod pages;
 pub mod session;
@@ -99,6 +101,8 @@ impl QuickbooksApp {
 pub struct WebConfig {
     /// The QuickBooks app behind the Connect button; without one the card explains that none is configured.
     pub quickbooks: Option<QuickbooksApp>,
+    /// The Salesforce connected app behind the Salesforce card's Connect button.
+    pub salesforce: Option<salesforce::SalesforceApp>,
     /// This server as browsers reach it (`https://ledgerlink.example.com`), for the OAuth redirect URI. When
     /// unset, the request's `Host` is used (fine on loopback and behind a proxy that keeps the host).
     pub public_url: Option<String>,
@@ -121,6 +125,7 @@ impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             quickbooks: None,
+            salesforce: None,
             public_url: None,
             idle_timeout: Duration::minutes(30),
             absolute_timeout: Duration::hours(12),
@@ -192,6 +197,10 @@ pub fn router(web: Web) -> Router {
         .route("/invoices", get(records::invoices))
         .route("/settings/integrations/quickbooks/test", post(integrations::test_connection))
         .route("/settings/integrations/quickbooks/disconnect", get(integrations::disconnect_confirm).post(integrations::disconnect))
+        .route("/settings/integrations/salesforce/connect", post(salesforce::connect))
+        .route("/oauth/salesforce/callback", get(salesforce::callback))
+        .route("/settings/integrations/salesforce/test", post(salesforce::test_connection))
+        .route("/settings/integrations/salesforce/disconnect", get(salesforce::disconnect_confirm).post(salesforce::disconnect))
         .route("/flows", get(ops::flows))
         .route("/flows/{name}/switch", post(ops::flow_switch))
         .route("/flows/{name}/run", post(ops::flow_run))

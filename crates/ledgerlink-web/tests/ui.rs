@@ -455,3 +455,89 @@ async fn every_operating_page_renders_for_a_signed_in_admin_and_none_without() {
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.body.contains("Job 999 does not exist"));
 }
+
+#[tokio::test]
+async fn salesforce_connects_through_its_sign_in_tests_and_disconnects_with_revocation() {
+    use ledgerlink_sandbox::salesforce;
+    let sfdc = salesforce::start(salesforce::SalesforceOptions::default()).await.unwrap();
+    let sf_app = ledgerlink_web::salesforce::SalesforceApp::from_sandbox_info(&sfdc.info).unwrap();
+    let app = spawn_app_with(|c| c.salesforce = Some(sf_app)).await;
+    let mut b = Browser::new();
+    sign_in(&mut b, &app, PASSWORD).await;
+    let page = b.get(&format!("{}/settings/integrations", app.base)).await;
+    let csrf = field(&page.body, "csrf");
+    let connect_url = format!("{}/settings/integrations/salesforce/connect", app.base);
+
+    // To Salesforce's authorize page with an unguessable state; signing in and allowing comes back with a code.
+    let to_sf = b.post(&connect_url, &[("csrf", &csrf)]).await.location.unwrap();
+    let q: BTreeMap<String, String> = url::Url::parse(&to_sf).unwrap().query_pairs().into_owned().collect();
+    assert!(to_sf.starts_with(sfdc.info_str("authorize_url")));
+    assert_eq!(q["redirect_uri"], format!("{}/oauth/salesforce/callback", app.base));
+    assert!(q["state"].len() >= 32);
+    let signin = b.get(&to_sf).await;
+    assert_eq!(signin.status, StatusCode::OK);
+    let decide = |decision: &'static str| {
+        let mut form: Vec<(String, String)> = q.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        form.extend([("username".into(), sfdc.info_str("username").into()), ("password".into(), sfdc.info_str("password").into()), ("decision".into(), decision.into())]);
+        form
+    };
+    let authorize = format!("{}/services/oauth2/authorize", sfdc.base_url);
+    let form = decide("allow");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let back = b.post(&authorize, &pairs).await;
+    let callback = back.location.expect("redirected back with a code");
+
+    // A forged state is refused and uses the sign-in up: nothing is stored.
+    let forged = callback.replace(&format!("state={}", q["state"]), "state=forged");
+    let page = b.get(&forged).await;
+    assert!(page.body.contains("does not belong to the sign-in you started"), "{}", page.body);
+    assert!(b.get(&callback).await.body.contains("was not started from this browser session"));
+    assert!(app.store.get_connection(&format!("salesforce.{}", app.workspace)).await.unwrap().is_none());
+
+    // Denied on the Salesforce page: said in words.
+    let to_sf = b.post(&connect_url, &[("csrf", &csrf)]).await.location.unwrap();
+    let q2: BTreeMap<String, String> = url::Url::parse(&to_sf).unwrap().query_pairs().into_owned().collect();
+    let mut form: Vec<(String, String)> = q2.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    form.push(("decision".into(), "deny".into()));
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let denied = b.post(&authorize, &pairs).await.location.unwrap();
+    assert!(b.get(&denied).await.body.contains("You denied access on the Salesforce page"));
+
+    // A clean round: Connected to the org, its tokens sealed in the store.
+    let to_sf = b.post(&connect_url, &[("csrf", &csrf)]).await.location.unwrap();
+    let q3: BTreeMap<String, String> = url::Url::parse(&to_sf).unwrap().query_pairs().into_owned().collect();
+    let mut form: Vec<(String, String)> = q3.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    form.extend([("username".into(), sfdc.info_str("username").into()), ("password".into(), sfdc.info_str("password").into()), ("decision".into(), "allow".into())]);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let callback = b.post(&authorize, &pairs).await.location.unwrap();
+    let page = b.get(&callback).await;
+    assert_eq!(page.location.as_deref(), Some("/settings/integrations?salesforce=connected"), "{}", page.body);
+    let page = b.get(&format!("{}/settings/integrations?salesforce=connected", app.base)).await;
+    let conn = app.store.get_connection(&format!("salesforce.{}", app.workspace)).await.unwrap().unwrap();
+    let org = conn.config["org_name"].as_str().unwrap().to_string();
+    assert!(page.body.contains(&format!("Salesforce is connected to {}.", org.replace('&', "&amp;"))), "{}", page.body);
+    assert!(conn.config.get("refresh_token").is_none());
+    let refresh = conn.credentials["refresh_token"].as_str().unwrap().to_string();
+
+    // Test Connection: one read-only call with the stored sign-in.
+    let tested = b.post(&format!("{}/settings/integrations/salesforce/test", app.base), &[("csrf", &csrf)]).await;
+    assert!(tested.body.contains("The Salesforce connection works"), "{}", tested.body);
+
+    // Disconnect (after a confirmation page): revoked at Salesforce, tokens deleted here.
+    let confirm = b.get(&format!("{}/settings/integrations/salesforce/disconnect", app.base)).await;
+    assert!(confirm.body.contains("Disconnect Salesforce?"));
+    let done = b.post(&format!("{}/settings/integrations/salesforce/disconnect", app.base), &[("csrf", &csrf)]).await;
+    assert!(done.body.contains("Salesforce is disconnected and its access revoked."), "{}", done.body);
+    assert!(done.body.contains("Not connected"));
+    let kept = app.store.get_connection(&format!("salesforce.{}", app.workspace)).await.unwrap().unwrap();
+    assert!(kept.credentials.get("refresh_token").is_none());
+    let refreshed = reqwest::Client::new()
+        .post(sfdc.info_str("token_url"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", sfdc.info_str("client_id")), ("client_secret", sfdc.info_str("client_secret"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST, "the revoked refresh token no longer works");
+    let tested = b.post(&format!("{}/settings/integrations/salesforce/test", app.base), &[("csrf", &csrf)]).await;
+    assert!(tested.body.contains("Salesforce is not connected"), "{}", tested.body);
+}
