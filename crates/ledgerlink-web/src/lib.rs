@@ -210,7 +210,9 @@ pub fn router(web: Web) -> Router {
         .route("/jobs/{id}/replay", post(ops::job_replay))
         .route("/reviews", get(ops::reviews))
         .route("/reviews/{id}/resolve", post(ops::review_resolve))
-        .route("/audit", get(ops::audit));
+        .route("/audit", get(ops::audit))
+        .route("/webhooks", get(ops::webhooks))
+        .route("/reports", get(ops::reports));
     let router = if demo_mode { router.route("/demo-sign-in", get(demo::sign_in)) } else { router };
     router.with_state(web)
 }

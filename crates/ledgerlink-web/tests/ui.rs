@@ -436,6 +436,8 @@ async fn every_operating_page_renders_for_a_signed_in_admin_and_none_without() {
         ("/jobs?status=dead", "No jobs."),
         ("/reviews", "Nothing is waiting for a decision."),
         ("/audit", "Nothing has been written yet."),
+        ("/webhooks", "No webhook has been sent yet."),
+        ("/reports", "No report has been kept yet."),
     ];
     for (path, _) in pages {
         assert_eq!(b.get(&format!("{}{path}", app.base)).await.status, StatusCode::SEE_OTHER, "{path} needs a session");
