@@ -62,6 +62,7 @@ async fn demo_link_opens_the_ui_signed_in_as_the_demo_admin() {
     });
     let link = rx.recv_timeout(std::time::Duration::from_secs(120)).expect("the demo prints a sign-in link");
     let base = link[..link.find("/demo-sign-in").unwrap()].to_string();
+    ledgerlink_connectors::http::install_crypto_provider();
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
 
     let signed = http.get(&link).send().await.unwrap();
