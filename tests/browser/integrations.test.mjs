@@ -205,7 +205,8 @@ test('connect QuickBooks, set what syncs, test, push an invoice, see it paid, di
       } }] }),
     });
     assert.equal(paid.status, 200, await paid.text());
-    // The platform UI shows it paid once payment status has flowed back.
+    // The platform UI shows it paid once payment status has flowed back (QuickBooks' notification; the fixture's
+    // payment poll runs only every five minutes).
     await eventually(30, 'the invoice to show as paid', async () => {
       await page.reload();
       return (await row.getByText('Paid 285').count()) > 0;
@@ -223,8 +224,13 @@ test('connect QuickBooks, set what syncs, test, push an invoice, see it paid, di
     await page.getByRole('button', { name: 'Yes, disconnect' }).click();
     await page.getByRole('heading', { name: 'Integrations' }).waitFor();
     await card.getByText('Not connected', { exact: true }).waitFor();
-    await page.getByRole('status').filter({ hasText: 'QuickBooks is disconnected' }).waitFor();
+    await page.getByRole('status').filter({ hasText: 'QuickBooks is disconnected and its access revoked.' }).waitFor();
     await card.getByRole('button', { name: 'Connect' }).waitFor();
+    await page.screenshot({ path: join(artifacts, '08-disconnected.png'), fullPage: true });
+    // QuickBooks itself recorded the revocation of that company's grant.
+    const revocations = await (await fetch(`${info.quickbooks_url}/sandbox/admin/revocations`)).json();
+    assert.equal(revocations.length, 1);
+    assert.equal(revocations[0].realm_id, realm);
   });
 });
 

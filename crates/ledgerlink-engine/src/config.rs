@@ -94,6 +94,7 @@ pub struct EngineSection {
 /// api_base = "https://quickbooks.api.intuit.com/v3"
 /// client_id = "…"
 /// client_secret = "…"
+/// verifier_token = "…"                              # optional: webhooks at /webhooks/platform/quickbooks
 /// ```
 #[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +125,12 @@ pub struct QuickbooksAppSection {
     pub client_id: String,
     /// A secret: never echoed.
     pub client_secret: String,
+    /// Where Disconnect revokes a grant (default: Intuit's `https://developer.api.intuit.com/v2/oauth2/tokens/revoke`).
+    #[serde(default)]
+    pub revoke_url: Option<String>,
+    /// The app's webhook verifier token (a secret), when its webhooks point at `/webhooks/platform/quickbooks`.
+    #[serde(default)]
+    pub verifier_token: Option<String>,
 }
 
 /// One connection: `name`, `system`, and the system's settings; secrets among them are sealed on import.

@@ -59,8 +59,30 @@ pub fn router(platform: Platform) -> Router {
         .layer(middleware::from_fn_with_state(platform.clone(), authenticate_and_replay));
     Router::new()
         .route("/api/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route(QUICKBOOKS_NOTIFICATIONS_PATH, axum::routing::post(quickbooks_notification))
         .merge(authed)
         .with_state(platform)
+}
+
+/// Where the QuickBooks app's webhook endpoint points (Intuit developer portal > Webhooks). Authenticated by
+/// Intuit's signature, not by a platform token.
+pub const QUICKBOOKS_NOTIFICATIONS_PATH: &str = "/webhooks/platform/quickbooks";
+
+/// Intuit's change notifications: 200 once the payment reads are queued, 401 for a bad signature (nothing
+/// queued), 400 for a body that is not a notification; Intuit retries anything but a 2xx.
+async fn quickbooks_notification(State(platform): State<Platform>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
+    use crate::notifications::NotificationRejection;
+    let sig = headers.get(ledgerlink_connectors::quickbooks::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let (status, code, message) = match platform.accept_quickbooks_notification(&body, sig).await {
+        Ok(a) => return Json(json!({"events": a.events, "queued": a.queued})).into_response(),
+        Err(e @ NotificationRejection::BadSignature) => (StatusCode::UNAUTHORIZED, "bad_signature", e.to_string()),
+        Err(e @ NotificationRejection::BadPayload(_)) => (StatusCode::BAD_REQUEST, "bad_payload", e.to_string()),
+        Err(NotificationRejection::Store(e)) => {
+            tracing::error!(error = %e, "QuickBooks notification not queued");
+            (StatusCode::SERVICE_UNAVAILABLE, "internal", "the notification could not be queued; send it again".to_string())
+        }
+    };
+    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
 }
 
 fn bearer(req: &Request) -> Option<&str> {

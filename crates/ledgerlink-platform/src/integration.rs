@@ -2,8 +2,10 @@
 //!
 //! The OAuth dance is the web UI's: it stores the tokens with `Store::put_connection` under
 //! [`connection_name`] and then calls [`Platform::connect`]. Disconnecting keeps every record on both sides and
-//! the links between them; it only stops syncing: tasks that come due while disconnected are paused (their
-//! attempts given back) and payment polling skips the workspace. Reconnecting resumes the paused tasks.
+//! the links between them; it stops syncing (tasks that come due while disconnected are paused, their attempts
+//! given back, and payment polling skips the workspace), asks QuickBooks to revoke the grant, and wipes the tokens
+//! from the store, so nothing here can reach the company any more. Reconnecting (a new sign-in) resumes the
+//! paused tasks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,10 @@ use crate::{Platform, PlatformError, Result, now};
 
 pub(crate) const KIND: &str = "integration";
 const ID: &str = "quickbooks";
+
+/// Intuit's revocation endpoint, used when a connection names Intuit's own token endpoint but no revoke URL.
+pub const INTUIT_REVOKE_URL: &str = "https://developer.api.intuit.com/v2/oauth2/tokens/revoke";
+const INTUIT_TOKEN_URL: &str = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer";
 
 /// The store connection name the UI saves a workspace's QuickBooks tokens under.
 pub fn connection_name(workspace_id: &str) -> String {
@@ -58,6 +64,63 @@ impl IntegrationStatus {
             payments_read_to: None,
         }
     }
+}
+
+/// The QuickBooks (Intuit) app a workspace connects through: what its stored connection needs besides tokens.
+#[derive(Clone)]
+pub struct QuickbooksAppKeys {
+    pub api_base: String,
+    pub token_url: String,
+    /// Where Disconnect revokes the grant (Intuit: [`INTUIT_REVOKE_URL`]).
+    pub revoke_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The app's webhook verifier token, when its webhooks point at this server.
+    pub verifier_token: Option<String>,
+}
+
+/// The connection a workspace's sign-in is stored as ([`connection_name`]): settings in `config`, secrets in
+/// `credentials` (sealed by the store), in the shape `ledgerlink_engine::connections::build_connector` reads.
+pub fn new_connection(
+    workspace_id: &str,
+    realm_id: &str,
+    company_name: &str,
+    app: &QuickbooksAppKeys,
+    tokens: &ledgerlink_connectors::auth::OAuthTokens,
+) -> ledgerlink_store::NewConnection {
+    ledgerlink_store::NewConnection {
+        name: connection_name(workspace_id),
+        system: "quickbooks".into(),
+        config: serde_json::json!({
+            "api_base": app.api_base,
+            "token_url": app.token_url,
+            "revoke_url": app.revoke_url,
+            "realm_id": realm_id,
+            "client_id": app.client_id,
+            "minor_version": 75,
+            "workspace": workspace_id,
+            "company_name": company_name,
+        }),
+        credentials: serde_json::json!({
+            "client_secret": app.client_secret,
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "access_expires_at": tokens.access_expires_at.to_rfc3339(),
+            "refresh_expires_at": tokens.refresh_expires_at.map(|t| t.to_rfc3339()),
+            "verifier_token": app.verifier_token,
+        }),
+    }
+}
+
+/// What Disconnect did: syncing is stopped and the tokens are gone from the store in every case; `revoke_error`
+/// says, in words, why QuickBooks could not be told to revoke the grant (the admin may then remove the app from
+/// their Intuit account by hand).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Disconnected {
+    pub status: IntegrationStatus,
+    /// QuickBooks confirmed the revocation.
+    pub revoked: bool,
+    pub revoke_error: Option<String>,
 }
 
 /// One check of a connection test, in words a finance admin understands.
@@ -151,15 +214,81 @@ impl Platform {
         Ok(status)
     }
 
-    /// Stops syncing in both directions; keeps all data on both sides. Idempotent.
-    pub async fn disconnect(&self, workspace_id: &str) -> Result<IntegrationStatus> {
+    /// Stops syncing in both directions and keeps all data on both sides; revokes the grant at QuickBooks and
+    /// deletes the tokens here. Syncing stops first, so a revocation that fails (QuickBooks down, the grant
+    /// already gone) still leaves the workspace disconnected; the answer says so. Idempotent.
+    pub async fn disconnect(&self, workspace_id: &str) -> Result<Disconnected> {
+        // Not while a payment read is between reading and writing the status (it would write `Connected` back).
+        let guard = self.payments_lock.lock().await;
         let mut status = self.status(workspace_id).await?;
-        if status.state == ConnectionState::Connected {
-            status.state = ConnectionState::Disconnected;
-            status.disconnected_at = Some(now());
-            self.put_status(workspace_id, &status).await?;
+        if status.state != ConnectionState::Connected {
+            return Ok(Disconnected { status, revoked: false, revoke_error: None });
         }
-        Ok(status)
+        status.state = ConnectionState::Disconnected;
+        status.disconnected_at = Some(now());
+        self.put_status(workspace_id, &status).await?;
+        drop(guard);
+        let Some(name) = status.connection_name.clone() else {
+            return Ok(Disconnected { status, revoked: false, revoke_error: None });
+        };
+        self.connectors.forget(&name);
+        let Some(conn) = self.store.get_connection(&name).await? else {
+            return Ok(Disconnected { status, revoked: false, revoke_error: Some("no stored sign-in was left to revoke".into()) });
+        };
+        let revoked = self.revoke_at_quickbooks(&conn).await;
+        // The tokens go whatever QuickBooks answered: the settings (company, app) stay for the card and a reconnect.
+        self.store
+            .put_connection(&ledgerlink_store::NewConnection {
+                name: conn.name.clone(),
+                system: conn.system.clone(),
+                config: conn.config.clone(),
+                credentials: serde_json::json!({}),
+            })
+            .await?;
+        self.connectors.forget(&name);
+        match revoked {
+            Ok(()) => {
+                tracing::info!(workspace = workspace_id, "QuickBooks grant revoked and tokens deleted");
+                Ok(Disconnected { status, revoked: true, revoke_error: None })
+            }
+            Err(why) => {
+                tracing::warn!(workspace = workspace_id, reason = %why, "QuickBooks grant not revoked; tokens deleted locally");
+                Ok(Disconnected { status, revoked: false, revoke_error: Some(why) })
+            }
+        }
+    }
+
+    /// `POST {"token": refresh token}` to the revocation endpoint with the app's Basic auth (Intuit ends the
+    /// whole grant, access token included). The error is a sentence for the admin.
+    async fn revoke_at_quickbooks(&self, conn: &ledgerlink_store::Connection) -> std::result::Result<(), String> {
+        let config_str = |k: &str| conn.config.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let cred_str = |k: &str| conn.credentials.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let url = match (config_str("revoke_url"), config_str("token_url")) {
+            (Some(u), _) => u.to_string(),
+            (None, Some(INTUIT_TOKEN_URL)) => INTUIT_REVOKE_URL.to_string(),
+            _ => return Err("this connection does not say where QuickBooks revokes access".into()),
+        };
+        let Some(token) = cred_str("refresh_token").or_else(|| cred_str("access_token")) else {
+            return Err("no sign-in was stored to revoke".into());
+        };
+        let (Some(client_id), Some(secret)) = (config_str("client_id"), cred_str("client_secret")) else {
+            return Err("the app's client credentials are missing, so QuickBooks cannot be asked".into());
+        };
+        let reply = self
+            .http
+            .post(&url)
+            .basic_auth(client_id, Some(secret))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&serde_json::json!({"token": token}))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("QuickBooks could not be reached ({})", if e.is_timeout() { "no answer in time".to_string() } else { "connection failed".to_string() }))?;
+        match reply.status().as_u16() {
+            200..=299 => Ok(()),
+            401 => Err("QuickBooks did not accept the app's credentials for the revocation".into()),
+            code => Err(format!("QuickBooks answered the revocation with HTTP {code}")),
+        }
     }
 
     pub async fn status(&self, workspace_id: &str) -> Result<IntegrationStatus> {

@@ -10,6 +10,7 @@
 //! - [`idempotency`]: `Idempotency-Key` answers replayed byte for byte.
 //! - [`reconcile`]: the reconciliation pass (clients vs customers, services vs items) and the admin's choices.
 //! - [`sync`]: the durable task worker that writes to QuickBooks exactly once and reads payments back.
+//! - [`notifications`]: QuickBooks' signed change notifications, which make the worker read payments at once.
 //! - [`webhooks`]: outgoing webhooks, HMAC-SHA256 signed, retried with backoff, every attempt recorded.
 //! - [`api`]: the HTTP API (axum) and its OpenAPI document.
 //!
@@ -21,6 +22,7 @@ pub mod error;
 pub mod openapi;
 pub mod idempotency;
 pub mod integration;
+pub mod notifications;
 pub mod records;
 pub mod reconcile;
 pub mod settings;
@@ -34,7 +36,7 @@ use std::sync::Arc;
 use ledgerlink_store::Store;
 
 pub use error::PlatformError;
-pub use integration::{CompanyLists, ConnectionState, IntegrationStatus, QbChoice, TestResult};
+pub use integration::{CompanyLists, ConnectionState, Disconnected, IntegrationStatus, QbChoice, TestResult};
 pub use records::{PaymentState, PaymentStatus, RecordKind, StoredRecord, SyncState, SyncStatus};
 pub use reconcile::{MatchDecision, Reconciliation};
 pub use settings::{CustomerMatching, CustomerSync, ExpensePostAs, ExpenseSync, IntegrationSettings, InvoiceSync, QbRef, SyncFrequency};
@@ -86,6 +88,9 @@ pub struct Platform {
     pub(crate) http: reqwest::Client,
     pub(crate) wake: Arc<tokio::sync::Notify>,
     pub(crate) connectors: Arc<integration::ConnectorCache>,
+    /// One payment read at a time: the poll and a notification's read both move the workspace's cursor, and the
+    /// cursor is written back into the connection status, which a concurrent disconnect also writes.
+    pub(crate) payments_lock: Arc<tokio::sync::Mutex<()>>,
     pub options: PlatformOptions,
 }
 
@@ -102,6 +107,7 @@ impl Platform {
             http: ledgerlink_connectors::http::client(),
             wake: bell(),
             connectors: Arc::default(),
+            payments_lock: Arc::default(),
             options,
         }
     }

@@ -240,6 +240,10 @@ impl Platform {
         let started = std::time::Instant::now();
         let (result, status_code) = match task.kind.as_str() {
             TASK_SYNC => (self.sync_task(&task).await, None),
+            crate::notifications::TASK_PAYMENTS => match self.poll_payments(&task.workspace_id).await {
+                Ok(_) | Err(PlatformError::NotConnected) => (Ok(()), None),
+                Err(e) => (Err(SyncError::Retry(e.to_string())), None),
+            },
             TASK_WEBHOOK => match self.deliver_webhook(&task).await {
                 Ok(code) => (Ok(()), Some(code)),
                 Err((code, e)) => (Err(e), code),
@@ -473,8 +477,41 @@ impl Platform {
 
     async fn sync_client(&self, ctx: &Ctx, rec: &StoredRecord) -> SyncResult<Synced> {
         let client: Client = serde_json::from_value(rec.data.clone()).map_err(|e| SyncError::Failed(e.to_string()))?;
-        let id = self.ensure_customer(ctx, &client).await?;
+        let source = ctx.source("client", &client.id);
+        let id = match self.linked(ctx, &source, "Customer").await? {
+            // Pushed again after the first sync: the edits reach the customer.
+            Some(id) => {
+                self.update_edited(ctx, &source, "Customer", &id, customer_fields(&client)).await?;
+                id
+            }
+            None => self.ensure_customer(ctx, &client).await?,
+        };
         Ok(Synced { object: "Customer", id, total: None, balance: None })
+    }
+
+    /// Sends QuickBooks the fields the platform changed since they were last written or matched: a sparse update
+    /// at the record's current `SyncToken` (the connector reads it), leaving every other field, and any edit made
+    /// in QuickBooks to a field the platform did not change, as it is. Nothing changed: nothing is written.
+    async fn update_edited(&self, ctx: &Ctx, source: &RecordRef, object: &'static str, id: &str, wanted: Record) -> SyncResult<()> {
+        let key = written_key(source);
+        let before = self.store.get_doc(&ctx.workspace, WRITTEN, &key).await?.map(|d| d.body);
+        let changed: Record = wanted
+            .iter()
+            .filter(|(field, value)| before.as_ref().and_then(|b| b.get(field.as_str())) != Some(*value))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.update_audited(ctx, object, id, changed).await?;
+        self.remember_written(ctx, source, &wanted).await?;
+        Ok(())
+    }
+
+    /// Keeps the fields as QuickBooks now has them from the platform, to tell later edits apart.
+    async fn remember_written(&self, ctx: &Ctx, source: &RecordRef, fields: &Record) -> SyncResult<()> {
+        self.store.put_doc(&ctx.workspace, WRITTEN, &written_key(source), &Value::Object(fields.clone()), now()).await?;
+        Ok(())
     }
 
     /// The client's QuickBooks customer: linked already, matched per the settings, or created.
@@ -483,6 +520,14 @@ impl Platform {
         if let Some(id) = self.linked(ctx, &source, "Customer").await? {
             return Ok(id);
         }
+        let id = self.match_or_create_customer(ctx, client, &source).await?;
+        // From here on the customer counts as the client as it is now; later edits are sent as updates.
+        self.remember_written(ctx, &source, &customer_fields(client)).await?;
+        Ok(id)
+    }
+
+    async fn match_or_create_customer(&self, ctx: &Ctx, client: &Client, source: &RecordRef) -> SyncResult<String> {
+        let source = source.clone();
         let matching = ctx.settings.customers.matching;
         let mut candidates: Vec<Record> = Vec::new();
         if matches!(matching, CustomerMatching::ByEmail | CustomerMatching::ByEmailThenName)
@@ -536,7 +581,16 @@ impl Platform {
 
     async fn sync_service(&self, ctx: &Ctx, rec: &StoredRecord) -> SyncResult<Synced> {
         let service: Service = serde_json::from_value(rec.data.clone()).map_err(|e| SyncError::Failed(e.to_string()))?;
-        let id = self.ensure_item(ctx, &service).await?;
+        let source = ctx.source("service", &service.id);
+        // A service the admin mapped to a product of their own choosing is not renamed after the platform's.
+        let mapped = ctx.settings.invoices.service_items.contains_key(&service.id);
+        let id = match self.linked(ctx, &source, "Item").await? {
+            Some(id) if !mapped => {
+                self.update_edited(ctx, &source, "Item", &id, item_fields(&service)).await?;
+                id
+            }
+            _ => self.ensure_item(ctx, &service).await?,
+        };
         Ok(Synced { object: "Item", id, total: None, balance: None })
     }
 
@@ -561,6 +615,7 @@ impl Platform {
         if same.len() == 1 {
             let id = ctx.qb.record_id(&same[0]).unwrap_or_default();
             self.link(ctx, &source, "Item", &id).await?;
+            self.remember_written(ctx, &source, &item_fields(service)).await?;
             return Ok(id);
         }
         let Some(income) = &ctx.settings.invoices.income_account else {
@@ -577,6 +632,7 @@ impl Platform {
             payload["UnitPrice"] = num(p);
         }
         let created = self.create_once(ctx, &source, "Item", record(payload)).await?;
+        self.remember_written(ctx, &source, &item_fields(service)).await?;
         Ok(ctx.qb.record_id(&created).unwrap_or_default())
     }
 
@@ -769,6 +825,7 @@ impl Platform {
     /// every linked platform invoice; each change is announced as a signed `invoice.payment_updated` webhook.
     /// Returns how many invoices changed.
     pub async fn poll_payments(&self, workspace_id: &str) -> Result<usize> {
+        let _one_at_a_time = self.payments_lock.lock().await;
         let status = self.status(workspace_id).await?;
         if status.state != ConnectionState::Connected {
             return Ok(0);
@@ -848,11 +905,38 @@ impl Platform {
         }
         if latest != status.payments_read_to {
             let mut s = self.status(workspace_id).await?;
-            s.payments_read_to = latest;
-            self.put_status(workspace_id, &s).await?;
+            if s.state == ConnectionState::Connected {
+                s.payments_read_to = latest;
+                self.put_status(workspace_id, &s).await?;
+            }
         }
         Ok(changed)
     }
+}
+
+/// The document kind keeping, per platform record, the QuickBooks fields as last written (or matched).
+const WRITTEN: &str = "qb_written";
+
+fn written_key(source: &RecordRef) -> String {
+    format!("{}:{}", source.object, source.id)
+}
+
+/// The customer fields the platform owns. An emptied email or phone is sent as an empty value, which clears it.
+fn customer_fields(client: &Client) -> Record {
+    record(json!({
+        "DisplayName": client.name,
+        "PrimaryEmailAddr": {"Address": client.email.clone().unwrap_or_default()},
+        "PrimaryPhone": {"FreeFormNumber": client.phone.clone().unwrap_or_default()},
+    }))
+}
+
+/// The product/service fields the platform owns (the income account stays the admin's choice in QuickBooks).
+fn item_fields(service: &Service) -> Record {
+    let mut f = record(json!({"Name": service.name, "Description": service.description.clone().unwrap_or_default()}));
+    if let Some(p) = service.unit_price {
+        f.insert("UnitPrice".into(), num(p));
+    }
+    f
 }
 
 struct TaxPlan {

@@ -198,7 +198,34 @@ async fn disconnect_stops_both_directions_and_reconnect_resumes() {
     let qb_id = rec["sync"]["quickbooks_id"].as_str().unwrap().to_string();
     let qb = w.quickbooks(&ws).await;
 
-    w.platform.disconnect(&ws).await.unwrap();
+    let name = ledgerlink_platform::integration::connection_name(&ws);
+    let before = w.store.get_connection(&name).await.unwrap().unwrap();
+    let old_refresh = before.credentials["refresh_token"].as_str().unwrap().to_string();
+    let old_access = before.credentials["access_token"].as_str().unwrap().to_string();
+    let done = w.platform.disconnect(&ws).await.unwrap();
+    assert!(done.revoked && done.revoke_error.is_none(), "{done:?}");
+    // The tokens are gone from the store; the company stays named for the card.
+    let after = w.store.get_connection(&name).await.unwrap().unwrap();
+    assert!(after.credentials.get("refresh_token").is_none() && after.credentials.get("access_token").is_none(), "tokens deleted");
+    assert_eq!(after.config["realm_id"], before.config["realm_id"]);
+    // QuickBooks recorded the revocation, and the old tokens no longer work there.
+    let revocations: Vec<Value> = w.http.get(format!("{}/sandbox/admin/revocations", w.qbo.base_url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
+    assert!(revocations[0]["refresh_tokens_sha256"].as_array().unwrap().contains(&json!(ledgerlink_sandbox::quickbooks::oauth::fingerprint(&old_refresh))));
+    let refreshed = w
+        .http
+        .post(w.qbo.info_str("token_url"))
+        .basic_auth(w.qbo.info_str("client_id"), Some(w.qbo.info_str("client_secret")))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", old_refresh.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 400, "the old refresh token is refused");
+    assert_eq!(refreshed.json::<Value>().await.unwrap()["error"], "invalid_grant");
+    let realm = w.qbo.info_str("realm_id");
+    let read = w.http.get(format!("{}/v3/company/{realm}/companyinfo/{realm}", w.qbo.base_url)).bearer_auth(&old_access).send().await.unwrap();
+    assert_eq!(read.status(), 401, "the old access token is refused");
+
     let test = w.platform.test_connection(&ws).await.unwrap();
     assert!(!test.ok);
     assert!(test.message.contains("Connect QuickBooks"), "{test:?}");
@@ -232,10 +259,8 @@ async fn disconnect_stops_both_directions_and_reconnect_resumes() {
     assert!(qb.get("Invoice", &qb_id, &[]).await.unwrap().is_some());
     assert_eq!(r1["sync"]["status"], "synced");
 
-    // Reconnect: the paused push goes out and the payment comes in.
-    let realm = w.qbo.info_str("realm_id").to_string();
-    let name = ledgerlink_platform::integration::connection_name(&ws);
-    w.platform.connect(&ws, &name, "Juniper & Finch Landscape Design", &realm).await.unwrap();
+    // Reconnect (a new sign-in): the paused push goes out and the payment comes in.
+    w.connect(&ws).await;
     let r2 = synced(&w, &token, "/api/v1/platform/invoices/inv-2").await;
     assert!(r2["sync"]["quickbooks_id"].is_string());
     eventually(20, "the payment made while disconnected is read", || async {
@@ -326,4 +351,170 @@ async fn held_and_unmapped_invoices_wait_for_the_settings_then_sync() {
     assert_eq!(rate["sync"]["status"], "synced");
     let rec = synced(&w, &token, "/api/v1/platform/invoices/inv-h").await;
     assert_eq!(dec(&rec["sync"]["quickbooks_total"]), Decimal::new(28500 + 8642 + 735, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_quickbooks_refuses_still_disconnects_and_says_why() {
+    let w = world().await;
+    let (ws, _token) = w.workspace("Unreachable revoke").await;
+    w.connect(&ws).await;
+    // The revocation endpoint is down: a port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let name = ledgerlink_platform::integration::connection_name(&ws);
+    let conn = w.store.get_connection(&name).await.unwrap().unwrap();
+    let mut config = conn.config.clone();
+    config["revoke_url"] = json!(format!("http://{closed}/v2/oauth2/tokens/revoke"));
+    w.store
+        .put_connection(&ledgerlink_store::NewConnection { name: name.clone(), system: conn.system, config, credentials: conn.credentials })
+        .await
+        .unwrap();
+
+    let done = w.platform.disconnect(&ws).await.unwrap();
+    assert!(!done.revoked);
+    let why = done.revoke_error.expect("the failure is said");
+    assert!(why.contains("could not be reached"), "{why}");
+    assert_eq!(done.status.state, ledgerlink_platform::ConnectionState::Disconnected);
+    let after = w.store.get_connection(&name).await.unwrap().unwrap();
+    assert!(after.credentials.get("refresh_token").is_none(), "the tokens are deleted here all the same");
+    let revocations: Vec<Value> = w.http.get(format!("{}/sandbox/admin/revocations", w.qbo.base_url)).send().await.unwrap().json().await.unwrap();
+    assert!(revocations.is_empty());
+    // Disconnecting again is a no-op.
+    let again = w.platform.disconnect(&ws).await.unwrap();
+    assert!(again.revoke_error.is_none() && !again.revoked);
+}
+
+/// The audit log's QuickBooks writes of one object, as (action, record id), oldest first.
+async fn writes(w: &common::World, object: &str) -> Vec<(String, String)> {
+    let audit = w.store.list_audit(&ledgerlink_store::AuditFilter { flow: Some("platform".into()), ..Default::default() }).await.unwrap();
+    audit
+        .iter()
+        .filter(|a| a.entry.object == object && a.entry.outcome == "ok")
+        .rev()
+        .map(|a| (a.entry.action.clone(), a.entry.record_id.clone().unwrap_or_default()))
+        .collect()
+}
+
+async fn synced_version(w: &common::World, token: &str, path: &str, version: i64) -> Value {
+    eventually(20, &format!("{path} version {version} synced"), || async {
+        let (_, rec) = w.get(token, path).await;
+        (rec["sync"]["status"] == "synced" && rec["version"] == version).then_some(rec)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_clients_and_services_update_quickbooks_and_unchanged_pushes_write_nothing() {
+    let w = world().await;
+    let (ws, token) = w.workspace("Edits").await;
+    w.connect(&ws).await;
+    configure(&w, &ws).await;
+    let client = json!({"id": "cl-7", "name": "Bramble & Thorn Nursery", "email": "ap@bramble.example", "phone": "(555) 201-0000"});
+    let service = json!({"id": "svc-prune", "name": "Hedge pruning", "description": "Per hour", "unit_price": "48.00"});
+    assert_eq!(w.post(&token, "/api/v1/platform/clients", &client, None).await.0, 201);
+    assert_eq!(w.post(&token, "/api/v1/platform/services", &service, None).await.0, 201);
+    let c = synced(&w, &token, "/api/v1/platform/clients/cl-7").await;
+    let s = synced(&w, &token, "/api/v1/platform/services/svc-prune").await;
+    let customer_id = c["sync"]["quickbooks_id"].as_str().unwrap().to_string();
+    let item_id = s["sync"]["quickbooks_id"].as_str().unwrap().to_string();
+    let qb = w.quickbooks(&ws).await;
+    let customer = qb.get("Customer", &customer_id, &[]).await.unwrap().unwrap();
+    let item = qb.get("Item", &item_id, &[]).await.unwrap().unwrap();
+    assert_eq!(writes(&w, "Customer").await, vec![("create".to_string(), customer_id.clone())]);
+
+    // The same client and service pushed again: nothing is written to QuickBooks.
+    assert_eq!(w.post(&token, "/api/v1/platform/clients", &client, None).await.0, 200);
+    assert_eq!(w.post(&token, "/api/v1/platform/services", &service, None).await.0, 200);
+    w.platform.drain().await.unwrap();
+    assert_eq!(qb.get("Customer", &customer_id, &[]).await.unwrap().unwrap()["SyncToken"], customer["SyncToken"]);
+    assert_eq!(qb.get("Item", &item_id, &[]).await.unwrap().unwrap()["SyncToken"], item["SyncToken"]);
+    assert_eq!(writes(&w, "Customer").await.len(), 1);
+    assert_eq!(writes(&w, "Item").await.len(), 1);
+
+    // Meanwhile the finance team adds a note to the customer in QuickBooks; the platform does not own that field.
+    let serde_json::Value::Object(note) = json!({"Notes": "Prefers paper invoices"}) else { unreachable!() };
+    qb.update("Customer", &customer_id, &note).await.unwrap();
+
+    // Renamed with a new email; the service gets a new name and price.
+    let edited = json!({"id": "cl-7", "name": "Bramble and Thorn Nursery Ltd", "email": "accounts@bramble.example", "phone": "(555) 201-0000"});
+    assert_eq!(w.post(&token, "/api/v1/platform/clients", &edited, None).await.0, 200);
+    let repriced = json!({"id": "svc-prune", "name": "Hedge pruning and shaping", "description": "Per hour", "unit_price": "52.50"});
+    assert_eq!(w.post(&token, "/api/v1/platform/services", &repriced, None).await.0, 200);
+    let c = synced_version(&w, &token, "/api/v1/platform/clients/cl-7", 2).await;
+    let s = synced_version(&w, &token, "/api/v1/platform/services/svc-prune", 2).await;
+    assert_eq!(c["sync"]["quickbooks_id"], customer_id.as_str(), "the same customer, updated");
+    assert_eq!(s["sync"]["quickbooks_id"], item_id.as_str(), "the same product, updated");
+
+    let updated = qb.get("Customer", &customer_id, &[]).await.unwrap().unwrap();
+    assert_eq!(updated["DisplayName"], "Bramble and Thorn Nursery Ltd");
+    assert_eq!(updated["PrimaryEmailAddr"]["Address"], "accounts@bramble.example");
+    assert_eq!(updated["PrimaryPhone"]["FreeFormNumber"], "(555) 201-0000");
+    assert_eq!(updated["Notes"], "Prefers paper invoices", "a field the platform does not own is left alone");
+    let token_of = |v: &Value| v.as_str().unwrap().parse::<u64>().unwrap();
+    assert_eq!(token_of(&updated["SyncToken"]), token_of(&customer["SyncToken"]) + 2, "one note, one sparse update");
+    let item = qb.get("Item", &item_id, &[]).await.unwrap().unwrap();
+    assert_eq!(item["Name"], "Hedge pruning and shaping");
+    assert_eq!(dec(&item["UnitPrice"]), Decimal::new(5250, 2));
+    assert_eq!(writes(&w, "Customer").await, vec![("create".to_string(), customer_id.clone()), ("update".to_string(), customer_id.clone())]);
+    // Only the changed fields were sent.
+    let audit = w.store.list_audit(&ledgerlink_store::AuditFilter { flow: Some("platform".into()), ..Default::default() }).await.unwrap();
+    let sent = audit.iter().find(|a| a.entry.object == "Customer" && a.entry.action == "update").unwrap().entry.after.clone().unwrap();
+    let mut fields: Vec<&String> = sent.as_object().unwrap().keys().collect();
+    fields.sort();
+    assert_eq!(fields, ["DisplayName", "PrimaryEmailAddr"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quickbooks_notification_brings_a_payment_back_at_once() {
+    // Payments are polled only once an hour here: what arrives promptly came through the notification.
+    let w = common::world_with(ledgerlink_platform::PlatformOptions { payment_poll: std::time::Duration::from_secs(3600), ..common::options() }).await;
+    let (ws, token) = w.workspace("Notified").await;
+    w.connect(&ws).await;
+    configure(&w, &ws).await;
+    let (hook_url, received) = receiver(vec![]).await;
+    let (status, sub) = w.post(&token, "/api/v1/platform/webhooks", &json!({"url": hook_url, "events": ["invoice.payment_updated"]}), None).await;
+    assert_eq!(status, 201, "{sub}");
+    // The QuickBooks app's webhook endpoint points at the platform's notification route.
+    let endpoint = format!("{}{}", w.base, ledgerlink_platform::api::QUICKBOOKS_NOTIFICATIONS_PATH);
+    let reg = w.http.post(format!("{}/sandbox/admin/webhooks", w.qbo.base_url)).json(&json!({"url": endpoint, "entities": ["Payment", "Invoice"]})).send().await.unwrap();
+    assert_eq!(reg.status(), 200);
+
+    push_catalogue(&w, &token).await;
+    w.post(&token, "/api/v1/platform/invoices", &invoice("inv-n1", "N-1"), None).await;
+    let rec = synced(&w, &token, "/api/v1/platform/invoices/inv-n1").await;
+    let qb_id = rec["sync"]["quickbooks_id"].as_str().unwrap().to_string();
+    let qb = w.quickbooks(&ws).await;
+    let inv = qb.get("Invoice", &qb_id, &[]).await.unwrap().unwrap();
+    let serde_json::Value::Object(p) = json!({"CustomerRef": inv["CustomerRef"], "TotalAmt": inv["TotalAmt"], "TxnDate": "2026-11-21",
+        "Line": [{"Amount": inv["TotalAmt"], "LinkedTxn": [{"TxnId": qb_id, "TxnType": "Invoice"}]}]}) else { unreachable!() };
+    qb.create("Payment", &p, "notified-payment").await.unwrap();
+
+    let rec = eventually(20, "paid through the notification", || async {
+        let (_, r) = w.get(&token, "/api/v1/platform/invoices/inv-n1").await;
+        (r["payment"]["status"] == "paid").then_some(r)
+    })
+    .await;
+    assert_eq!(rec["payment"]["last_payment_date"], "2026-11-21");
+    let events = eventually(20, "the platform's webhook", || async {
+        let got = received.0.lock().unwrap().clone();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let event: Value = serde_json::from_slice(&events[0].1).unwrap();
+    assert_eq!(event["data"]["payment"]["status"], "paid");
+    // QuickBooks' deliveries to the endpoint were accepted, and a read was queued through the task queue.
+    let deliveries: Vec<Value> = w.http.get(format!("{}/sandbox/admin/webhooks/deliveries", w.qbo.base_url)).send().await.unwrap().json().await.unwrap();
+    assert!(!deliveries.is_empty() && deliveries.iter().all(|d| d["attempts"][0]["status"] == 200), "{deliveries:?}");
+    let reads = w.store.list_tasks(&ws, Some(ledgerlink_platform::notifications::TASK_PAYMENTS), 50).await.unwrap();
+    assert!(!reads.is_empty());
+
+    // A delivery with a wrong signature is refused and queues nothing; a re-delivery queues nothing new.
+    let body = deliveries[0]["body"].as_str().unwrap().to_string();
+    let forged = w.http.post(&endpoint).header("intuit-signature", "bm90IGEgc2lnbmF0dXJl").body(body.clone()).send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+    let unsigned = w.http.post(&endpoint).body(body.clone()).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let again = w.http.post(&endpoint).header("intuit-signature", deliveries[0]["signature"].as_str().unwrap()).body(body).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<Value>().await.unwrap()["queued"], 0, "Intuit's retry of the same delivery");
+    assert_eq!(w.store.list_tasks(&ws, Some(ledgerlink_platform::notifications::TASK_PAYMENTS), 50).await.unwrap().len(), reads.len());
 }

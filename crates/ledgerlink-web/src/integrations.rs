@@ -17,19 +17,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
 use chrono::{DateTime, Utc};
 use ledgerlink_connectors::ConnectorError;
-use ledgerlink_connectors::auth::{ClientAuth, MemoryTokenStore, OAuthTokens, RefreshConfig};
+use ledgerlink_connectors::auth::{ClientAuth, MemoryTokenStore, RefreshConfig};
 use ledgerlink_connectors::quickbooks::{QuickbooksConfig, QuickbooksConnector};
 use ledgerlink_model::QboRealmId;
-use ledgerlink_platform::integration::connection_name;
 use ledgerlink_platform::{ConnectionState, PlatformError};
-use ledgerlink_store::NewConnection;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::pages::{Layout, UiError, UiResult, render};
 use crate::session::{Admin, NoFields, Posted, new_nonce, same_secret, set_pending};
 use crate::manage::{TestOutcome, manage_page};
+use crate::salesforce::SalesforceCard;
 use crate::{QuickbooksApp, Web};
 
 /// The scope QuickBooks is asked for: the accounting API (customers, invoices, expenses, accounts).
@@ -50,11 +48,6 @@ pub struct QuickbooksCard {
     pub can_connect: bool,
 }
 
-/// What the Salesforce card shows: Salesforce orgs are connected by the operator in the config file.
-#[derive(Debug, Clone)]
-pub struct SalesforceCard {
-    pub connections: Vec<String>,
-}
 
 /// A platform error as a page: invalid input names the setting; the rest is said plainly.
 pub fn platform_error(e: PlatformError) -> UiError {
@@ -70,6 +63,7 @@ pub fn platform_error(e: PlatformError) -> UiError {
         }
     }
 }
+
 
 pub(crate) async fn quickbooks_card(web: &Web, workspace: &str) -> Result<QuickbooksCard, UiError> {
     let st = web.platform.status(workspace).await.map_err(platform_error)?;
@@ -96,18 +90,23 @@ struct IntegrationsPage {
 pub struct IndexQuery {
     connected: Option<String>,
     disconnected: Option<String>,
+    salesforce: Option<String>,
 }
 
 /// `GET /settings/integrations`.
 pub async fn index(State(web): State<Web>, admin: Admin, Query(q): Query<IndexQuery>) -> UiResult {
     let qb = quickbooks_card(&web, admin.workspace()).await?;
-    let sf = SalesforceCard {
-        connections: web.engine.store.list_connections().await?.into_iter().filter(|c| c.system == "salesforce").map(|c| c.name).collect(),
-    };
+    let sf = crate::salesforce::card(&web, admin.workspace()).await?;
     let flash = if q.connected.is_some() {
         qb.company.as_ref().map(|c| format!("QuickBooks is connected to {c}."))
+    } else if q.salesforce.as_deref() == Some("connected") {
+        sf.org.as_ref().map(|o| format!("Salesforce is connected to {o}."))
     } else if q.disconnected.is_some() {
-        Some("QuickBooks is disconnected. Nothing syncs until you connect again; all data stays where it is.".into())
+        Some(
+            "QuickBooks is disconnected and its access revoked. Nothing syncs until you connect again; all data \
+             stays where it is."
+                .into(),
+        )
     } else {
         None
     };
@@ -115,8 +114,16 @@ pub async fn index(State(web): State<Web>, admin: Admin, Query(q): Query<IndexQu
     Ok(render(StatusCode::OK, &IntegrationsPage { l, qb, sf, flash }))
 }
 
+/// The Integrations page with a message of the moment.
+pub(crate) async fn integrations_page(web: &Web, admin: &Admin, flash: Option<String>) -> UiResult {
+    let qb = quickbooks_card(web, admin.workspace()).await?;
+    let sf = crate::salesforce::card(web, admin.workspace()).await?;
+    let l = Layout::new(admin, web.config.banner.as_ref(), "Integrations", "integrations");
+    Ok(render(StatusCode::OK, &IntegrationsPage { l, qb, sf, flash }))
+}
+
 /// This server's base URL as the browser sees it.
-fn public_base(web: &Web, headers: &HeaderMap) -> Result<String, UiError> {
+pub(crate) fn public_base(web: &Web, headers: &HeaderMap) -> Result<String, UiError> {
     if let Some(u) = &web.config.public_url {
         return Ok(u.trim_end_matches('/').to_string());
     }
@@ -250,36 +257,11 @@ pub async fn callback(State(web): State<Web>, admin: Admin, Query(q): Query<Call
         tracing::warn!(error = %e, "QuickBooks company could not be read after connecting");
         sign_in_failed(format!("We signed in, but could not read the company from QuickBooks ({}). Nothing was connected.", plain_reason(&e)))
     })?;
-    let conn = new_connection(app, admin.workspace(), realm.as_str(), &company, &tokens);
+    let conn = ledgerlink_platform::integration::new_connection(admin.workspace(), realm.as_str(), &company, &app.keys(), &tokens);
     web.engine.store.put_connection(&conn).await?;
     web.platform.connect(admin.workspace(), &conn.name, &company, realm.as_str()).await.map_err(platform_error)?;
     tracing::info!(workspace = %admin.workspace(), realm = %realm.as_str(), "QuickBooks connected");
     Ok(Redirect::to("/settings/integrations?connected=1").into_response())
-}
-
-/// The stored connection: settings in `config`, secrets in `credentials` (sealed by the store), in the shape
-/// `ledgerlink_engine::connections::build_connector` reads.
-fn new_connection(app: &QuickbooksApp, workspace: &str, realm: &str, company: &str, tokens: &OAuthTokens) -> NewConnection {
-    NewConnection {
-        name: connection_name(workspace),
-        system: "quickbooks".into(),
-        config: json!({
-            "api_base": app.api_base,
-            "token_url": app.token_url,
-            "realm_id": realm,
-            "client_id": app.client_id,
-            "minor_version": 75,
-            "workspace": workspace,
-            "company_name": company,
-        }),
-        credentials: json!({
-            "client_secret": app.client_secret.expose_secret(),
-            "access_token": tokens.access_token,
-            "refresh_token": tokens.refresh_token,
-            "access_expires_at": tokens.access_expires_at.to_rfc3339(),
-            "refresh_expires_at": tokens.refresh_expires_at.map(|t| t.to_rfc3339()),
-        }),
-    }
 }
 
 /// A connector error in a finance admin's words (no tokens, no stack).
@@ -329,11 +311,22 @@ pub async fn disconnect_confirm(State(web): State<Web>, admin: Admin) -> UiResul
     Ok(render(StatusCode::OK, &DisconnectPage { l, qb }))
 }
 
-/// `POST /settings/integrations/quickbooks/disconnect`: stops syncing both ways; every record on both sides, the
-/// links between them and the stored connection stay, so connecting again resumes.
+/// `POST /settings/integrations/quickbooks/disconnect`: stops syncing both ways, revokes the grant at QuickBooks
+/// and deletes the tokens here; every record on both sides and the links between them stay, so connecting again
+/// (a new sign-in) resumes. When QuickBooks could not be told, the page says so and what to do instead.
 pub async fn disconnect(State(web): State<Web>, posted: Posted<NoFields>) -> UiResult {
     let admin = posted.admin;
-    web.platform.disconnect(admin.workspace()).await.map_err(platform_error)?;
-    tracing::info!(workspace = %admin.workspace(), "QuickBooks disconnected");
-    Ok(Redirect::to("/settings/integrations?disconnected=1").into_response())
+    let done = web.platform.disconnect(admin.workspace()).await.map_err(platform_error)?;
+    tracing::info!(workspace = %admin.workspace(), revoked = done.revoked, "QuickBooks disconnected");
+    match done.revoke_error {
+        None => Ok(Redirect::to("/settings/integrations?disconnected=1").into_response()),
+        Some(why) => {
+            let flash = format!(
+                "QuickBooks is disconnected here: nothing syncs and the sign-in is deleted, all data stays where it is. \
+                 But QuickBooks could not be told to revoke ledgerlink's access ({why}). To be sure, remove ledgerlink \
+                 from the connected apps in your Intuit account."
+            );
+            integrations_page(&web, &admin, Some(flash)).await
+        }
+    }
 }

@@ -7,16 +7,20 @@
 //! - [`integrations`]: Settings > Integrations, the QuickBooks OAuth connect flow, Test Connection, Disconnect;
 //!   [`manage`]: the Manage page (what syncs, from the company's own lists) and the reconciliation pass;
 //!   [`records`]: the platform's invoices with their sync and payment status.
+//! - [`salesforce`]: the Salesforce card's Connect (OAuth web-server flow), Test Connection and Disconnect.
 //! - [`ops`]: flows, runs, jobs, the review queue, the audit log, and the activity chart ([`chart`]).
 //! - [`pages`]: the shared layout and the error page, worded for a finance admin.
+//! - [`demo`]: one-time sign-in links for `ledgerlink demo` (the route exists only in demo mode).
 //!
 //! [`router`] returns an axum `Router` the HTTP server merges next to its API. Pages live at the root
 //! (`/settings/integrations`, `/jobs`, …); the stylesheet at `/static/app.css`.
 
 pub mod chart;
+pub mod demo;
 pub mod integrations;
 pub mod manage;
 pub mod records;
+pub mod salesforce;
 pub mod ops;
 pub mod pages;
 pub mod session;
@@ -41,6 +45,11 @@ pub struct QuickbooksApp {
     pub api_base: String,
     pub client_id: String,
     pub client_secret: SecretString,
+    /// Where Disconnect revokes the grant (Intuit: `https://developer.api.intuit.com/v2/oauth2/tokens/revoke`).
+    pub revoke_url: String,
+    /// The app's webhook verifier token, when the app's webhooks point at this server
+    /// (`/webhooks/platform/quickbooks`): payments then come back within seconds instead of at the next poll.
+    pub verifier_token: Option<SecretString>,
 }
 
 impl std::fmt::Debug for QuickbooksApp {
@@ -68,7 +77,22 @@ impl QuickbooksApp {
             api_base: s("api_base")?,
             client_id: s("client_id")?,
             client_secret: SecretString::from(s("client_secret")?),
+            revoke_url: format!("{}/v2/oauth2/tokens/revoke", s("base_url")?),
+            verifier_token: s("verifier_token").ok().map(SecretString::from),
         })
+    }
+
+    /// What the stored connection keeps of the app.
+    pub fn keys(&self) -> ledgerlink_platform::integration::QuickbooksAppKeys {
+        use secrecy::ExposeSecret;
+        ledgerlink_platform::integration::QuickbooksAppKeys {
+            api_base: self.api_base.clone(),
+            token_url: self.token_url.clone(),
+            revoke_url: self.revoke_url.clone(),
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.expose_secret().to_string(),
+            verifier_token: self.verifier_token.as_ref().map(|v| v.expose_secret().to_string()),
+        }
     }
 }
 
@@ -77,6 +101,8 @@ impl QuickbooksApp {
 pub struct WebConfig {
     /// The QuickBooks app behind the Connect button; without one the card explains that none is configured.
     pub quickbooks: Option<QuickbooksApp>,
+    /// The Salesforce connected app behind the Salesforce card's Connect button.
+    pub salesforce: Option<salesforce::SalesforceApp>,
     /// This server as browsers reach it (`https://ledgerlink.example.com`), for the OAuth redirect URI. When
     /// unset, the request's `Host` is used (fine on loopback and behind a proxy that keeps the host).
     pub public_url: Option<String>,
@@ -90,18 +116,23 @@ pub struct WebConfig {
     pub banner: Option<String>,
     /// Shifts the UI's clock (session expiry) forward; tests use it to pass an expiry without waiting.
     pub clock: UiClock,
+    /// Demo mode: `/demo-sign-in?token=…` signs in as the demo admin with a one-time link. `None` (every real
+    /// deployment) leaves the route out entirely.
+    pub demo: Option<demo::DemoSignIn>,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
         WebConfig {
             quickbooks: None,
+            salesforce: None,
             public_url: None,
             idle_timeout: Duration::minutes(30),
             absolute_timeout: Duration::hours(12),
             secure_cookie: false,
             banner: None,
             clock: UiClock::default(),
+            demo: None,
         }
     }
 }
@@ -152,7 +183,8 @@ const APP_CSS: &str = include_str!("../static/app.css");
 
 /// The UI's routes, ready to merge into the server's router.
 pub fn router(web: Web) -> Router {
-    Router::new()
+    let demo_mode = web.config.demo.is_some();
+    let router = Router::new()
         .route("/", get(ops::dashboard))
         .route("/static/app.css", get(|| async { ([(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS) }))
         .route("/login", get(session::login_page).post(session::login))
@@ -165,6 +197,10 @@ pub fn router(web: Web) -> Router {
         .route("/invoices", get(records::invoices))
         .route("/settings/integrations/quickbooks/test", post(integrations::test_connection))
         .route("/settings/integrations/quickbooks/disconnect", get(integrations::disconnect_confirm).post(integrations::disconnect))
+        .route("/settings/integrations/salesforce/connect", post(salesforce::connect))
+        .route("/oauth/salesforce/callback", get(salesforce::callback))
+        .route("/settings/integrations/salesforce/test", post(salesforce::test_connection))
+        .route("/settings/integrations/salesforce/disconnect", get(salesforce::disconnect_confirm).post(salesforce::disconnect))
         .route("/flows", get(ops::flows))
         .route("/flows/{name}/switch", post(ops::flow_switch))
         .route("/flows/{name}/run", post(ops::flow_run))
@@ -175,7 +211,10 @@ pub fn router(web: Web) -> Router {
         .route("/reviews", get(ops::reviews))
         .route("/reviews/{id}/resolve", post(ops::review_resolve))
         .route("/audit", get(ops::audit))
-        .with_state(web)
+        .route("/webhooks", get(ops::webhooks))
+        .route("/reports", get(ops::reports));
+    let router = if demo_mode { router.route("/demo-sign-in", get(demo::sign_in)) } else { router };
+    router.with_state(web)
 }
 
 /// Adds an administrator of `workspace` (the CLI and the demo use this). The password is stored as an argon2

@@ -298,3 +298,31 @@ pub async fn audit(State(web): State<Web>, admin: Admin) -> UiResult {
     let l = Layout::new(&admin, web.config.banner.as_ref(), "Audit log", "audit");
     Ok(render(StatusCode::OK, &AuditPage { l, entries }))
 }
+
+#[derive(Template)]
+#[template(path = "webhooks.html")]
+struct WebhooksPage {
+    l: Layout,
+    deliveries: Vec<ledgerlink_platform::webhooks::Delivery>,
+}
+
+/// `GET /webhooks`: the platform's outgoing webhook deliveries with every attempt.
+pub async fn webhooks(State(web): State<Web>, admin: Admin) -> UiResult {
+    let deliveries = web.platform.list_deliveries(admin.workspace(), 200).await.map_err(crate::integrations::platform_error)?;
+    let l = Layout::new(&admin, web.config.banner.as_ref(), "Outgoing webhooks", "webhooks");
+    Ok(render(StatusCode::OK, &WebhooksPage { l, deliveries }))
+}
+
+#[derive(Template)]
+#[template(path = "reports.html")]
+struct ReportsPage {
+    l: Layout,
+    reports: Vec<ledgerlink_store::Report>,
+}
+
+/// `GET /reports`: the reconciliation reports flows kept.
+pub async fn reports(State(web): State<Web>, admin: Admin) -> UiResult {
+    let reports = web.engine.store.list_reports(None, 50).await?;
+    let l = Layout::new(&admin, web.config.banner.as_ref(), "Reconciliation reports", "reports");
+    Ok(render(StatusCode::OK, &ReportsPage { l, reports }))
+}

@@ -57,15 +57,15 @@ pub fn normalize_email(email: &str) -> anyhow::Result<String> {
     }
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
 }
 
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
+pub(crate) fn constant_time_eq(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
@@ -252,6 +252,15 @@ pub async fn login(State(web): State<Web>, headers: HeaderMap, axum::Form(f): ax
         tracing::info!("sign-in refused");
         return login_form(&web, &next, &f.email, Some("The email or password is not right."), None);
     };
+    tracing::info!(user = %user.email, workspace = %user.workspace, "signed in");
+    let mut resp = open_session(&web, &user, &next).await;
+    resp.headers_mut().append(header::SET_COOKIE, set_cookie(&web, LOGIN_COOKIE, "", 0));
+    resp
+}
+
+/// Opens a session for `user` (a new token, its own CSRF token, idle and absolute expiry) and sends the browser
+/// to `next` with the session cookie.
+pub(crate) async fn open_session(web: &Web, user: &ledgerlink_store::WebUser, next: &str) -> Response {
     let token = random_token();
     let now = web.now();
     let new = NewWebSession {
@@ -269,10 +278,8 @@ pub async fn login(State(web): State<Web>, headers: HeaderMap, axum::Form(f): ax
     if let Err(e) = web.web_store().purge_web_sessions(now).await {
         tracing::warn!(error = %e, "expired sessions were not swept");
     }
-    tracing::info!(user = %user.email, workspace = %user.workspace, "signed in");
-    let mut resp = Redirect::to(&next).into_response();
-    resp.headers_mut().append(header::SET_COOKIE, set_cookie(&web, SESSION_COOKIE, &token, web.config.absolute_timeout.num_seconds()));
-    resp.headers_mut().append(header::SET_COOKIE, set_cookie(&web, LOGIN_COOKIE, "", 0));
+    let mut resp = Redirect::to(next).into_response();
+    resp.headers_mut().append(header::SET_COOKIE, set_cookie(web, SESSION_COOKIE, &token, web.config.absolute_timeout.num_seconds()));
     resp
 }
 

@@ -29,6 +29,10 @@ struct App {
 }
 
 async fn spawn_app() -> App {
+    spawn_app_with(|_| {}).await
+}
+
+async fn spawn_app_with(tweak: impl FnOnce(&mut WebConfig)) -> App {
     let dir = tempfile::tempdir().unwrap();
     let store = ledgerlink_store::open(&format!("sqlite://{}", dir.path().join("ui.sqlite").display()), SecretCipher::for_tests()).await.unwrap();
     let platform = ledgerlink_platform::Platform::new(store.clone(), Default::default());
@@ -37,7 +41,8 @@ async fn spawn_app() -> App {
     let qbo = quickbooks::start(quickbooks::QuickbooksOptions::default()).await.unwrap();
     let engine = Engine::new(store.clone(), BTreeMap::new(), vec![], EngineSettings::default()).unwrap();
     let clock = UiClock::default();
-    let config = WebConfig { quickbooks: Some(QuickbooksApp::from_sandbox_info(&qbo.info).unwrap()), clock: clock.clone(), ..WebConfig::default() };
+    let mut config = WebConfig { quickbooks: Some(QuickbooksApp::from_sandbox_info(&qbo.info).unwrap()), clock: clock.clone(), ..WebConfig::default() };
+    tweak(&mut config);
     let app = ledgerlink_web::router(Web::new(engine, platform.clone(), config).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -273,15 +278,97 @@ async fn connecting_checks_state_once_and_stores_a_working_sealed_connection() {
     let tested = b.post(&format!("{}/settings/integrations/quickbooks/test", app.base), &[("csrf", &csrf)]).await;
     assert!(tested.body.contains("The connection works"), "{}", tested.body);
 
-    // Disconnect: syncing stops, the stored connection and everything else stay; the card offers Connect again.
+    // Disconnect: syncing stops, the grant is revoked at QuickBooks and the tokens deleted here; the company's
+    // name and everything else stay; the card offers Connect again.
+    let refresh = conn.credentials["refresh_token"].as_str().unwrap().to_string();
     let done = b.post(&format!("{}/settings/integrations/quickbooks/disconnect", app.base), &[("csrf", &csrf)]).await;
     assert_eq!(done.location.as_deref(), Some("/settings/integrations?disconnected=1"));
     let status = app.platform.status(&app.workspace).await.unwrap();
     assert_eq!(status.state, ledgerlink_platform::ConnectionState::Disconnected);
     assert_eq!(status.company_name.as_deref(), Some(company.as_str()));
-    assert!(app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().is_some());
-    let page = b.get(&format!("{}/settings/integrations", app.base)).await;
+    let kept = app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().unwrap();
+    assert!(kept.credentials.get("refresh_token").is_none(), "the tokens are deleted");
+    let revoked: Vec<serde_json::Value> = reqwest::get(format!("{}/sandbox/admin/revocations", app.qbo.base_url)).await.unwrap().json().await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    assert!(revoked[0]["refresh_tokens_sha256"].as_array().unwrap().contains(&serde_json::json!(quickbooks::oauth::fingerprint(&refresh))));
+    let page = b.get(&format!("{}/settings/integrations?disconnected=1", app.base)).await;
     assert!(page.body.contains("Not connected"));
+    assert!(page.body.contains("QuickBooks is disconnected and its access revoked."), "{}", page.body);
+}
+
+#[tokio::test]
+async fn a_failed_revocation_still_disconnects_and_the_page_says_so() {
+    // QuickBooks' revocation endpoint cannot be reached: a port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let app = spawn_app_with(|c| {
+        if let Some(q) = c.quickbooks.as_mut() {
+            q.revoke_url = format!("http://{closed}/v2/oauth2/tokens/revoke");
+        }
+    })
+    .await;
+    let mut b = Browser::new();
+    sign_in(&mut b, &app, PASSWORD).await;
+    let (callback, _) = consent(&mut b, &app, true).await;
+    b.get(&callback).await;
+    let manage = b.get(&format!("{}/settings/integrations/quickbooks", app.base)).await;
+    let csrf = field(&manage.body, "csrf");
+    let page = b.post(&format!("{}/settings/integrations/quickbooks/disconnect", app.base), &[("csrf", &csrf)]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("QuickBooks is disconnected here"), "{}", page.body);
+    assert!(page.body.contains("could not be told to revoke"), "{}", page.body);
+    assert!(page.body.contains("QuickBooks could not be reached"), "{}", page.body);
+    assert!(page.body.contains("Not connected"));
+    let status = app.platform.status(&app.workspace).await.unwrap();
+    assert_eq!(status.state, ledgerlink_platform::ConnectionState::Disconnected);
+    let kept = app.store.get_connection(&format!("quickbooks.{}", app.workspace)).await.unwrap().unwrap();
+    assert!(kept.credentials.get("refresh_token").is_none(), "the tokens are deleted all the same");
+}
+
+#[tokio::test]
+async fn a_demo_link_signs_in_once_and_only_in_demo_mode() {
+    // Not in demo mode: there is no such page, whatever the token.
+    let plain = spawn_app().await;
+    let mut b = Browser::new();
+    let page = b.get(&format!("{}/demo-sign-in?token=anything", plain.base)).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!b.jar.keys().any(|(_, k)| k == "ledgerlink_session"));
+
+    let demo = ledgerlink_web::demo::DemoSignIn::new(EMAIL);
+    let app = spawn_app_with(|c| {
+        c.demo = Some(demo.clone());
+        c.banner = Some("Demo: you are the demo admin.".into());
+    })
+    .await;
+    let link = demo.issue(app.clock.now());
+    let mut b = Browser::new();
+    // A made-up token is refused and opens no session.
+    let page = b.get(&format!("{}/demo-sign-in?token=made-up", app.base)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("This sign-in link does not work any more"));
+    let page = b.get(&format!("{}/demo-sign-in", app.base)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(!b.jar.keys().any(|(_, k)| k == "ledgerlink_session"));
+
+    // The printed link: signed in as the demo admin, on Integrations, with the banner.
+    let page = b.get(&format!("{}/demo-sign-in?token={link}", app.base)).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/settings/integrations"));
+    let page = b.get(&format!("{}/settings/integrations", app.base)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Demo: you are the demo admin."));
+    assert!(page.body.contains("Dana"), "signed in as the demo admin");
+
+    // Used once: another browser cannot use it again.
+    let mut other = Browser::new();
+    let page = other.get(&format!("{}/demo-sign-in?token={link}", app.base)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(other.get(&format!("{}/settings/integrations", app.base)).await.status, StatusCode::SEE_OTHER);
+
+    // A link left unused for longer than its lifetime no longer works.
+    let late = demo.issue(app.clock.now());
+    app.clock.advance(Duration::minutes(16));
+    let page = other.get(&format!("{}/demo-sign-in?token={late}", app.base)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -349,6 +436,8 @@ async fn every_operating_page_renders_for_a_signed_in_admin_and_none_without() {
         ("/jobs?status=dead", "No jobs."),
         ("/reviews", "Nothing is waiting for a decision."),
         ("/audit", "Nothing has been written yet."),
+        ("/webhooks", "No webhook has been sent yet."),
+        ("/reports", "No report has been kept yet."),
     ];
     for (path, _) in pages {
         assert_eq!(b.get(&format!("{}{path}", app.base)).await.status, StatusCode::SEE_OTHER, "{path} needs a session");
@@ -367,4 +456,90 @@ async fn every_operating_page_renders_for_a_signed_in_admin_and_none_without() {
     let missing = b.post(&format!("{}/jobs/999/retry", app.base), &[("csrf", &csrf)]).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert!(missing.body.contains("Job 999 does not exist"));
+}
+
+#[tokio::test]
+async fn salesforce_connects_through_its_sign_in_tests_and_disconnects_with_revocation() {
+    use ledgerlink_sandbox::salesforce;
+    let sfdc = salesforce::start(salesforce::SalesforceOptions::default()).await.unwrap();
+    let sf_app = ledgerlink_web::salesforce::SalesforceApp::from_sandbox_info(&sfdc.info).unwrap();
+    let app = spawn_app_with(|c| c.salesforce = Some(sf_app)).await;
+    let mut b = Browser::new();
+    sign_in(&mut b, &app, PASSWORD).await;
+    let page = b.get(&format!("{}/settings/integrations", app.base)).await;
+    let csrf = field(&page.body, "csrf");
+    let connect_url = format!("{}/settings/integrations/salesforce/connect", app.base);
+
+    // To Salesforce's authorize page with an unguessable state; signing in and allowing comes back with a code.
+    let to_sf = b.post(&connect_url, &[("csrf", &csrf)]).await.location.unwrap();
+    let q: BTreeMap<String, String> = url::Url::parse(&to_sf).unwrap().query_pairs().into_owned().collect();
+    assert!(to_sf.starts_with(sfdc.info_str("authorize_url")));
+    assert_eq!(q["redirect_uri"], format!("{}/oauth/salesforce/callback", app.base));
+    assert!(q["state"].len() >= 32);
+    let signin = b.get(&to_sf).await;
+    assert_eq!(signin.status, StatusCode::OK);
+    let decide = |decision: &'static str| {
+        let mut form: Vec<(String, String)> = q.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        form.extend([("username".into(), sfdc.info_str("username").into()), ("password".into(), sfdc.info_str("password").into()), ("decision".into(), decision.into())]);
+        form
+    };
+    let authorize = format!("{}/services/oauth2/authorize", sfdc.base_url);
+    let form = decide("allow");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let back = b.post(&authorize, &pairs).await;
+    let callback = back.location.expect("redirected back with a code");
+
+    // A forged state is refused and uses the sign-in up: nothing is stored.
+    let forged = callback.replace(&format!("state={}", q["state"]), "state=forged");
+    let page = b.get(&forged).await;
+    assert!(page.body.contains("does not belong to the sign-in you started"), "{}", page.body);
+    assert!(b.get(&callback).await.body.contains("was not started from this browser session"));
+    assert!(app.store.get_connection(&format!("salesforce.{}", app.workspace)).await.unwrap().is_none());
+
+    // Denied on the Salesforce page: said in words.
+    let to_sf = b.post(&connect_url, &[("csrf", &csrf)]).await.location.unwrap();
+    let q2: BTreeMap<String, String> = url::Url::parse(&to_sf).unwrap().query_pairs().into_owned().collect();
+    let mut form: Vec<(String, String)> = q2.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    form.push(("decision".into(), "deny".into()));
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let denied = b.post(&authorize, &pairs).await.location.unwrap();
+    assert!(b.get(&denied).await.body.contains("You denied access on the Salesforce page"));
+
+    // A clean round: Connected to the org, its tokens sealed in the store.
+    let to_sf = b.post(&connect_url, &[("csrf", &csrf)]).await.location.unwrap();
+    let q3: BTreeMap<String, String> = url::Url::parse(&to_sf).unwrap().query_pairs().into_owned().collect();
+    let mut form: Vec<(String, String)> = q3.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    form.extend([("username".into(), sfdc.info_str("username").into()), ("password".into(), sfdc.info_str("password").into()), ("decision".into(), "allow".into())]);
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let callback = b.post(&authorize, &pairs).await.location.unwrap();
+    let page = b.get(&callback).await;
+    assert_eq!(page.location.as_deref(), Some("/settings/integrations?salesforce=connected"), "{}", page.body);
+    let page = b.get(&format!("{}/settings/integrations?salesforce=connected", app.base)).await;
+    let conn = app.store.get_connection(&format!("salesforce.{}", app.workspace)).await.unwrap().unwrap();
+    let org = conn.config["org_name"].as_str().unwrap().to_string();
+    assert!(page.body.contains(&format!("Salesforce is connected to {}.", org.replace('&', "&amp;"))), "{}", page.body);
+    assert!(conn.config.get("refresh_token").is_none());
+    let refresh = conn.credentials["refresh_token"].as_str().unwrap().to_string();
+
+    // Test Connection: one read-only call with the stored sign-in.
+    let tested = b.post(&format!("{}/settings/integrations/salesforce/test", app.base), &[("csrf", &csrf)]).await;
+    assert!(tested.body.contains("The Salesforce connection works"), "{}", tested.body);
+
+    // Disconnect (after a confirmation page): revoked at Salesforce, tokens deleted here.
+    let confirm = b.get(&format!("{}/settings/integrations/salesforce/disconnect", app.base)).await;
+    assert!(confirm.body.contains("Disconnect Salesforce?"));
+    let done = b.post(&format!("{}/settings/integrations/salesforce/disconnect", app.base), &[("csrf", &csrf)]).await;
+    assert!(done.body.contains("Salesforce is disconnected and its access revoked."), "{}", done.body);
+    assert!(done.body.contains("Not connected"));
+    let kept = app.store.get_connection(&format!("salesforce.{}", app.workspace)).await.unwrap().unwrap();
+    assert!(kept.credentials.get("refresh_token").is_none());
+    let refreshed = reqwest::Client::new()
+        .post(sfdc.info_str("token_url"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", refresh.as_str()), ("client_id", sfdc.info_str("client_id")), ("client_secret", sfdc.info_str("client_secret"))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), StatusCode::BAD_REQUEST, "the revoked refresh token no longer works");
+    let tested = b.post(&format!("{}/settings/integrations/salesforce/test", app.base), &[("csrf", &csrf)]).await;
+    assert!(tested.body.contains("Salesforce is not connected"), "{}", tested.body);
 }

@@ -60,6 +60,8 @@ fn web_config(web: &ledgerlink_engine::config::WebSection) -> ledgerlink_web::We
             api_base: q.api_base.clone(),
             client_id: q.client_id.clone(),
             client_secret: secrecy::SecretString::from(q.client_secret.clone()),
+            revoke_url: q.revoke_url.clone().unwrap_or_else(|| ledgerlink_platform::integration::INTUIT_REVOKE_URL.to_string()),
+            verifier_token: q.verifier_token.clone().map(secrecy::SecretString::from),
         }),
         public_url: web.public_url.clone(),
         idle_timeout: web.idle_minutes.map(|m| chrono::Duration::minutes(m.max(1))).unwrap_or(defaults.idle_timeout),

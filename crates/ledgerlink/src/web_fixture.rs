@@ -4,7 +4,8 @@
 //! It starts the QuickBooks sandbox (its consent page is what **Connect** leads to), opens a SQLite store in a
 //! new directory, adds one administrator, and serves the API and the UI. The first stdout line is JSON with
 //! everything a test needs: the UI's URL, the sandbox's, the administrator's email and password, and the
-//! sandbox user for its sign-in page, the workspace and an API token for the platform push API. It runs until interrupted (SIGINT or SIGTERM).
+//! sandbox user for its sign-in page, the workspace and an API token for the platform push API. The sandbox's
+//! webhooks point at the platform's notification endpoint, as an Intuit app's would. It runs until interrupted (SIGINT or SIGTERM).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -37,8 +38,9 @@ pub async fn run(opts: FixtureOptions) -> anyhow::Result<ExitCode> {
     let store = ledgerlink_store::open(&format!("sqlite://{}", dir.path().join("ledgerlink.sqlite").display()), SecretCipher::new(key)).await?;
     let platform = ledgerlink_platform::Platform::new(
         store.clone(),
-        // Payments are read back every second, so a test sees them promptly.
-        ledgerlink_platform::PlatformOptions { payment_poll: std::time::Duration::from_secs(1), ..Default::default() },
+        // Payments come back through QuickBooks' notifications (registered below); the poll, every five minutes
+        // here, is only the backstop, so a payment the browser sees promptly came through a notification.
+        ledgerlink_platform::PlatformOptions { payment_poll: std::time::Duration::from_secs(300), ..Default::default() },
     );
     let workspace = platform.create_workspace(&opts.workspace).await?;
     let api_token = platform.issue_token(&workspace.id, "web-fixture").await?;
@@ -57,6 +59,12 @@ pub async fn run(opts: FixtureOptions) -> anyhow::Result<ExitCode> {
         let _ = server_stop.changed().await;
     })
     .await?;
+    let hook = ledgerlink_connectors::http::client()
+        .post(format!("{}/sandbox/admin/webhooks", qbo.base_url))
+        .json(&json!({"url": format!("http://{bound}{}", ledgerlink_platform::api::QUICKBOOKS_NOTIFICATIONS_PATH), "entities": ["Payment", "Invoice"]}))
+        .send()
+        .await?;
+    anyhow::ensure!(hook.status().is_success(), "the QuickBooks sandbox did not take the webhook endpoint");
     println!(
         "{}",
         json!({

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use ledgerlink_platform::integration::connection_name;
+use ledgerlink_connectors::auth::{ClientAuth, OAuthTokens, RefreshConfig};
+use ledgerlink_platform::integration::{QuickbooksAppKeys, new_connection};
 use ledgerlink_platform::{Platform, PlatformOptions};
 use ledgerlink_sandbox::quickbooks;
 use ledgerlink_store::{MasterKey, SecretCipher, Store};
@@ -44,10 +45,14 @@ pub fn options() -> PlatformOptions {
 }
 
 pub async fn world() -> World {
+    world_with(options()).await
+}
+
+pub async fn world_with(options: PlatformOptions) -> World {
     let dir = tempfile::tempdir().unwrap();
     let cipher = SecretCipher::new(MasterKey::load(dir.path(), None).unwrap());
     let store = ledgerlink_store::open(&format!("sqlite://{}/platform.sqlite", dir.path().display()), cipher).await.unwrap();
-    let platform = Platform::new(store.clone(), options());
+    let platform = Platform::new(store.clone(), options);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = ledgerlink_platform::api::router(platform.clone());
@@ -69,19 +74,58 @@ impl World {
         (ws.id, token.token)
     }
 
-    /// Stores the sandbox company's tokens the way the UI's OAuth callback does, then connects.
-    pub async fn connect(&self, ws: &str) {
-        let name = connection_name(ws);
-        let conn = ledgerlink_engine::connections::from_sandbox_info(&name, &self.qbo.info).unwrap();
-        let conn = ledgerlink_store::NewConnection { config: with_batching_off(conn.config), ..conn };
-        self.store.put_connection(&conn).await.unwrap();
-        let realm = self.qbo.info_str("realm_id").to_string();
-        self.platform.connect(ws, &name, "Juniper & Finch Landscape Design", &realm).await.unwrap();
+    /// The sandbox's app as the UI is configured with it.
+    pub fn app(&self) -> QuickbooksAppKeys {
+        let s = |k: &str| self.qbo.info_str(k).to_string();
+        QuickbooksAppKeys {
+            api_base: s("api_base"),
+            token_url: s("token_url"),
+            revoke_url: format!("{}/v2/oauth2/tokens/revoke", s("base_url")),
+            client_id: s("client_id"),
+            client_secret: s("client_secret"),
+            verifier_token: Some(s("verifier_token")),
+        }
     }
 
-    /// A direct QuickBooks client, as the finance team using QuickBooks itself.
-    pub async fn quickbooks(&self, ws: &str) -> Arc<dyn ledgerlink_connectors::Connector> {
-        let conn = self.store.get_connection(&connection_name(ws)).await.unwrap().unwrap();
+    /// A fresh grant of the sandbox company, as the consent page's redirect would hand the UI a code: the code is
+    /// exchanged at the token endpoint. Each call is a grant of its own (revoking one leaves the others working).
+    pub async fn sign_in(&self) -> OAuthTokens {
+        let minted: Value = self
+            .http
+            .post(format!("{}/sandbox/admin/authorization-codes", self.qbo.base_url))
+            .json(&json!({"redirect_uri": "http://127.0.0.1/callback"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let app = self.app();
+        let refresh = RefreshConfig {
+            token_url: app.token_url.clone(),
+            client_id: app.client_id.clone(),
+            client_secret: app.client_secret.clone().into(),
+            client_auth: ClientAuth::Basic,
+        };
+        refresh.exchange_code(&self.http, minted["code"].as_str().unwrap(), "http://127.0.0.1/callback").await.unwrap()
+    }
+
+    /// Signs in anew and stores the tokens the way the UI's OAuth callback does, then connects.
+    pub async fn connect(&self, ws: &str) {
+        let realm = self.qbo.info_str("realm_id").to_string();
+        let tokens = self.sign_in().await;
+        let conn = new_connection(ws, &realm, "Juniper & Finch Landscape Design", &self.app(), &tokens);
+        let conn = ledgerlink_store::NewConnection { config: with_batching_off(conn.config), ..conn };
+        self.store.put_connection(&conn).await.unwrap();
+        self.platform.connect(ws, &conn.name, "Juniper & Finch Landscape Design", &realm).await.unwrap();
+    }
+
+    /// A direct QuickBooks client, as the finance team using QuickBooks itself: a sign-in of its own, so it keeps
+    /// working whatever happens to the workspace's.
+    pub async fn quickbooks(&self, _ws: &str) -> Arc<dyn ledgerlink_connectors::Connector> {
+        let conn = ledgerlink_engine::connections::from_sandbox_info("finance-team", &self.qbo.info).unwrap();
+        let conn = ledgerlink_store::NewConnection { config: with_batching_off(conn.config), ..conn };
+        let conn = self.store.put_connection(&conn).await.unwrap();
         ledgerlink_engine::connections::build_connector(self.store.clone(), &conn, reqwest::Client::new()).unwrap()
     }
 

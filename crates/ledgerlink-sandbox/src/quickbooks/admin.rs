@@ -35,6 +35,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/sandbox/admin/state", get(dump_state))
         .route("/sandbox/admin/calls", get(calls))
         .route("/sandbox/admin/expire-tokens", post(expire_tokens))
+        .route("/sandbox/admin/revocations", get(revocations))
         .route(
             "/sandbox/admin/authorization-codes",
             post(authorization_code),
@@ -366,6 +367,12 @@ async fn dump_state(
 async fn calls(State(app): State<Arc<Shared>>) -> Response {
     let st = app.state.lock().await;
     axum::Json(json!(st.calls)).into_response()
+}
+
+/// `GET /sandbox/admin/revocations`: every grant revoked so far, oldest first (tokens as SHA-256 fingerprints).
+async fn revocations(State(app): State<Arc<Shared>>) -> Response {
+    let st = app.state.lock().await;
+    axum::Json(json!(st.tokens.revocations)).into_response()
 }
 
 /// `POST /sandbox/admin/expire-tokens`: every access token expires now (refresh tokens are untouched).

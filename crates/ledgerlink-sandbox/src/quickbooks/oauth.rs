@@ -1,7 +1,8 @@
 //! Intuit's OAuth 2.0 endpoints and bearer-token checks.
 //!
 //! Layout: [`discovery`] serves the OpenID discovery document pointing at this sandbox; [`token`] implements the
-//! bearer endpoint (authorization-code exchange and rotating refresh); [`revoke`] ends a grant; [`authenticate`]
+//! bearer endpoint (authorization-code exchange and rotating refresh); [`revoke`] ends a grant and records it
+//! (`GET /sandbox/admin/revocations` lists them, tokens as SHA-256 fingerprints only); [`authenticate`]
 //! checks the `Authorization: Bearer` header of API calls. Tokens are opaque random strings recorded in the
 //! [`TokenBook`]; every token pair belongs to a grant so revoking one token ends the whole connection, as with
 //! Intuit.
@@ -19,7 +20,7 @@ use serde_json::{Value, json};
 use super::Shared;
 use super::fault::authentication_failed;
 use super::state::{
-    AccessToken, AuthorizationCode, RefreshToken, SandboxState, TokenBook, random_alnum,
+    AccessToken, AuthorizationCode, RefreshToken, Revocation, SandboxState, TokenBook, random_alnum,
 };
 
 /// Lifetime of a refresh token (what Intuit announces in `x_refresh_token_expires_in`).
@@ -326,14 +327,34 @@ pub async fn revoke(State(app): State<Arc<Shared>>, headers: HeaderMap, body: By
         .tokens
         .access
         .get(&token)
-        .map(|t| t.grant.clone())
-        .or_else(|| st.tokens.refresh.get(&token).map(|t| t.grant.clone()));
-    if let Some(grant) = grant {
+        .map(|t| (t.grant.clone(), t.realm_id.clone()))
+        .or_else(|| st.tokens.refresh.get(&token).map(|t| (t.grant.clone(), t.realm_id.clone())));
+    if let Some((grant, realm_id)) = grant {
+        let refresh_tokens_sha256 = st
+            .tokens
+            .refresh
+            .iter()
+            .filter(|(_, t)| t.grant == grant)
+            .map(|(k, _)| fingerprint(k))
+            .collect();
         st.tokens.access.retain(|_, t| t.grant != grant);
         st.tokens.refresh.retain(|_, t| t.grant != grant);
+        st.tokens.revocations.push(Revocation {
+            at: app.clock.now(),
+            realm_id,
+            grant,
+            token_sha256: fingerprint(&token),
+            refresh_tokens_sha256,
+        });
         app.persist(&mut st).await;
     }
     StatusCode::OK.into_response()
+}
+
+/// SHA-256 of a token, hex: how revocations name tokens without keeping them.
+pub fn fingerprint(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Mints an authorization code for `realm` (the first company when `None`).

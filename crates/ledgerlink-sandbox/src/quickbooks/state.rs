@@ -94,6 +94,21 @@ pub struct TokenBook {
     /// The pair announced in the startup line, reused across restarts while both still work.
     pub initial_access: String,
     pub initial_refresh: String,
+    /// Every revocation, so a test can see that a disconnect reached the provider.
+    #[serde(default)]
+    pub revocations: Vec<Revocation>,
+}
+
+/// One grant ended through the revoke endpoint. Tokens are kept only as SHA-256 fingerprints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Revocation {
+    pub at: DateTime<Utc>,
+    pub realm_id: String,
+    pub grant: String,
+    /// SHA-256 (hex) of the token presented.
+    pub token_sha256: String,
+    /// SHA-256 (hex) of every refresh token of the grant that stopped working.
+    pub refresh_tokens_sha256: Vec<String>,
 }
 
 /// The rows of one entity; ids are handed out from `next_id` and never reused.

@@ -39,9 +39,9 @@ const DEMO_TEMPLATES: &[&str] = &[
     "salesforce-quickbooks-weekly-reconciliation",
 ];
 
-/// The demo's administrator of the web UI. A demo credential, printed on purpose; never use it elsewhere.
+/// The demo's administrator of the web UI. Nobody types a password: the demo prints one-time sign-in links, and
+/// the password is random and never shown.
 const DEMO_ADMIN: &str = "admin@demo.example";
-const DEMO_PASSWORD: &str = "ledgerlink-demo";
 
 /// Custom fields the templates write, which a Salesforce admin adds once: (object, field, type).
 const CUSTOM_FIELDS: &[(&str, &str, &str)] = &[
@@ -141,15 +141,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     say(&format!("engine on embedded SQLite at {}, templates: {}", db.display(), DEMO_TEMPLATES.join(", ")));
 
     // The platform integration and its admin UI: a demo workspace whose QuickBooks card is connected to the
-    // sandbox company, and a demo administrator (the banner on every page says so).
+    // sandbox company with a sign-in of its own (so Disconnect, which revokes it, leaves the engine's connection
+    // alone), and a demo administrator the printed link signs in as (the banner on every page says so).
     let platform = ledgerlink_platform::Platform::new(store.clone(), ledgerlink_platform::PlatformOptions::default());
     let workspace = platform.create_workspace("Demo workspace").await?;
-    ledgerlink_web::create_admin(store.as_ref(), &workspace.id, DEMO_ADMIN, "Demo admin", DEMO_PASSWORD).await?;
+    ledgerlink_web::create_admin(store.as_ref(), &workspace.id, DEMO_ADMIN, "Demo admin", &ledgerlink_web::demo::DemoSignIn::unshown_password()).await?;
     let company = find(engine.connector("quickbooks")?, "CompanyInfo", vec![], &[]).await?.first().map(|c| s(c, "CompanyName")).unwrap_or_default();
-    platform.connect(&workspace.id, "quickbooks", &company, qbo.info_str("realm_id")).await?;
+    let qb_app = ledgerlink_web::QuickbooksApp::from_sandbox_info(&qbo.info)?;
+    connect_workspace(&platform, &store, &qbo, &qb_app, &workspace.id, &company).await?;
+    let demo_links = ledgerlink_web::demo::DemoSignIn::new(DEMO_ADMIN);
     let ui = ledgerlink_web::WebConfig {
-        quickbooks: Some(ledgerlink_web::QuickbooksApp::from_sandbox_info(&qbo.info)?),
+        quickbooks: Some(qb_app),
+        salesforce: Some(ledgerlink_web::salesforce::SalesforceApp::from_sandbox_info(&sfdc.info)?),
         banner: Some(format!("Demo: you are the demo admin ({DEMO_ADMIN}) of a workspace connected to the QuickBooks sandbox company “{company}”.")),
+        demo: Some(demo_links.clone()),
         ..ledgerlink_web::WebConfig::default()
     };
     let app = ledgerlink_server::router_with_ui(engine.clone(), platform.clone(), ui)?;
@@ -161,7 +166,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     })
     .await?;
     say(&format!("status API on http://{bound}/api/v1/status"));
-    say(&format!("admin UI on http://{bound}/settings/integrations — sign in as {DEMO_ADMIN} / {DEMO_PASSWORD}"));
+    // QuickBooks' change notifications reach the platform at once (the payment poll is the backstop).
+    sandbox_admin(&qbo.base_url, "webhooks", json!({"url": format!("http://{bound}{}", ledgerlink_platform::api::QUICKBOOKS_NOTIFICATIONS_PATH), "entities": ["Payment", "Invoice"]})).await?;
+    say(&format!("admin UI on http://{bound}/settings/integrations — signed in as the demo admin through {}", sign_in_link(bound, &demo_links)));
     let platform_worker = {
         let stop = stop_rx.clone();
         let platform = platform.clone();
@@ -203,7 +210,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string(&summary.json)?);
 
     if !opts.once {
-        say(&format!("still serving: http://{bound}/settings/integrations (sign in as {DEMO_ADMIN} / {DEMO_PASSWORD}) — Ctrl-C to stop"));
+        say(&format!("still serving the admin UI: open {} to sign in as the demo admin — Ctrl-C to stop", sign_in_link(bound, &demo_links)));
         tokio::signal::ctrl_c().await?;
     }
     let _ = stop_tx.send(true);
@@ -215,6 +222,44 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<ExitCode> {
     hook.stop().await;
     let ok = summary.json["duplicate_invoices"] == 0 && summary.json["errors"] == 0;
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// A fresh one-time link that signs the browser in as the demo admin (works once, for 15 minutes).
+fn sign_in_link(bound: SocketAddr, links: &ledgerlink_web::demo::DemoSignIn) -> String {
+    format!("http://{bound}/demo-sign-in?token={}", links.issue(ledgerlink_engine::now()))
+}
+
+/// Connects the demo workspace as the UI's Connect would: an authorization code for the sandbox company (what
+/// its consent page hands back), exchanged for a grant of the workspace's own.
+async fn connect_workspace(
+    platform: &ledgerlink_platform::Platform,
+    store: &Arc<dyn ledgerlink_store::Store>,
+    qbo: &ledgerlink_sandbox::RunningSandbox,
+    app: &ledgerlink_web::QuickbooksApp,
+    workspace: &str,
+    company: &str,
+) -> anyhow::Result<()> {
+    let redirect_uri = "http://127.0.0.1/oauth/quickbooks/callback";
+    let r = ledgerlink_connectors::http::client()
+        .post(format!("{}/sandbox/admin/authorization-codes", qbo.base_url))
+        .json(&json!({"redirect_uri": redirect_uri}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status().is_success(), "the QuickBooks sandbox did not mint an authorization code");
+    let minted: Value = r.json().await?;
+    let code = minted["code"].as_str().ok_or_else(|| anyhow::anyhow!("the QuickBooks sandbox answered without a code"))?;
+    let refresh = ledgerlink_connectors::auth::RefreshConfig {
+        token_url: app.token_url.clone(),
+        client_id: app.client_id.clone(),
+        client_secret: app.client_secret.clone(),
+        client_auth: ledgerlink_connectors::auth::ClientAuth::Basic,
+    };
+    let tokens = refresh.exchange_code(&ledgerlink_connectors::http::client(), code, redirect_uri).await?;
+    let realm = qbo.info_str("realm_id");
+    let conn = ledgerlink_platform::integration::new_connection(workspace, realm, company, &app.keys(), &tokens);
+    store.put_connection(&conn).await?;
+    platform.connect(workspace, &conn.name, company, realm).await?;
+    Ok(())
 }
 
 fn say(line: &str) {
