@@ -595,16 +595,7 @@ impl Run<'_> {
             self.count(|s| &s.duplicates_prevented);
             return Ok(rec);
         }
-        // After an outright refusal the next attempt carries a fresh request key (see `Store::refuse_intent`);
-        // otherwise the intent's own, so a retry after an unknown outcome is recognised by the target system.
-        let request_key = intent
-            .response
-            .as_ref()
-            .and_then(|r| r.get("request_key"))
-            .and_then(Value::as_str)
-            .unwrap_or(key)
-            .to_string();
-        match conn.create(object, record, &request_key).await {
+        match conn.create(object, record, keys::request_key(&intent)).await {
             Ok(created) => {
                 let id = conn.record_id(&created).unwrap_or_default();
                 let now = crate::now();

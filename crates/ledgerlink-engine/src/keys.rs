@@ -16,6 +16,13 @@ pub fn action_key(flow: &str, source: &ledgerlink_model::RecordRef, action: &str
     format!("ll-{hex}")
 }
 
+/// The request key an attempt at an intent's create carries: the intent's own key, or after an outright refusal
+/// the fresh one [`ledgerlink_store::Store::refuse_intent`] noted, so a retry after an unknown outcome is still
+/// recognised by the target system and a retry after a refusal is not answered with that refusal again.
+pub fn request_key(intent: &ledgerlink_store::WriteIntent) -> &str {
+    intent.response.as_ref().and_then(|r| r.get("request_key")).and_then(serde_json::Value::as_str).unwrap_or(&intent.key)
+}
+
 /// The request key of the next attempt at a create the target system refused outright: a fresh key in the form
 /// of [`action_key`], derived from the intent's key and its attempt number (so it is the same in every process
 /// that looks at the same attempt).

@@ -413,7 +413,7 @@ impl Platform {
             after,
             error,
         };
-        match ctx.qb.create(object, &payload, &key).await {
+        match ctx.qb.create(object, &payload, ledgerlink_engine::keys::request_key(&intent)).await {
             Ok(created) => {
                 let id = ctx.qb.record_id(&created).ok_or_else(|| SyncError::Retry(format!("QuickBooks returned a {object} without an id")))?;
                 self.store.complete_intent(&key, &id, &Value::Object(created.clone()), now()).await?;
@@ -423,6 +423,12 @@ impl Platform {
             }
             Err(e) => {
                 self.store.append_audit(&audit("error", None, Some(Value::Object(payload)), Some(e.to_string()))).await?;
+                if let ConnectorError::Validation { message, .. } = &e {
+                    // Nothing was created: once the admin fixes the cause, the next push must not be answered
+                    // with this refusal again (QuickBooks replays a repeated requestid's first answer).
+                    let next = ledgerlink_engine::keys::retry_request_key(&key, intent.attempts);
+                    self.store.refuse_intent(&key, &next, message).await?;
+                }
                 Err(e.into())
             }
         }

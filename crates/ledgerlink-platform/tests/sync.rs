@@ -518,3 +518,34 @@ async fn a_quickbooks_notification_brings_a_payment_back_at_once() {
     assert_eq!(again.json::<Value>().await.unwrap()["queued"], 0, "Intuit's retry of the same delivery");
     assert_eq!(w.store.list_tasks(&ws, Some(ledgerlink_platform::notifications::TASK_PAYMENTS), 50).await.unwrap().len(), reads.len());
 }
+
+/// QuickBooks refuses a client whose name holds a colon (it marks sub-customers). The platform shows why; pushed
+/// again with the name fixed, the client is created, even though QuickBooks answers a repeated request with its
+/// first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_quickbooks_refused_syncs_once_the_admin_fixes_it() {
+    let w = world().await;
+    let (ws, token) = w.workspace("Refused").await;
+    w.connect(&ws).await;
+    configure(&w, &ws).await;
+    let bad = json!({"id": "cl-9", "name": "Hollow: Oak Landscapes", "email": "ap@hollowoak.example"});
+    assert_eq!(w.post(&token, "/api/v1/platform/clients", &bad, None).await.0, 201);
+    let rec = eventually(20, "client refused", || async {
+        let (_, r) = w.get(&token, "/api/v1/platform/clients/cl-9").await;
+        (r["sync"]["status"] != "pending" && r["sync"]["status"] != "synced").then_some(r)
+    })
+    .await;
+    assert!(rec["sync"]["error"].as_str().unwrap_or_default().contains(':'), "the reason is shown: {rec}");
+
+    let fixed = json!({"id": "cl-9", "name": "Hollow Oak Landscapes", "email": "ap@hollowoak.example"});
+    assert_eq!(w.post(&token, "/api/v1/platform/clients", &fixed, None).await.0, 200);
+    let rec = synced_version(&w, &token, "/api/v1/platform/clients/cl-9", 2).await;
+    let qb = w.quickbooks(&ws).await;
+    let customer = qb.get("Customer", rec["sync"]["quickbooks_id"].as_str().unwrap(), &[]).await.unwrap().unwrap();
+    assert_eq!(customer["DisplayName"], "Hollow Oak Landscapes");
+    let named = qb
+        .find(&FindQuery { object: "Customer".into(), equals: vec![("DisplayName".into(), json!("Hollow Oak Landscapes"))], ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(named.len(), 1, "created once");
+}
