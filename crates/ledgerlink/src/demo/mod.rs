@@ -52,6 +52,11 @@ const CUSTOM_FIELDS: &[(&str, &str, &str)] = &[
     ("Opportunity", "QuickBooks_Estimate_Id__c", "Text"),
     ("OpportunityLineItem", "QuickBooks_Estimate_Line_Id__c", "Text"),
     ("Account", "QuickBooks_Overdue__c", "Checkbox"),
+    ("Account", "QuickBooks_Payment_Status__c", "Text"),
+    ("Account", "QuickBooks_Amount_Due__c", "Currency"),
+    ("Account", "QuickBooks_Overdue_Invoices__c", "Number"),
+    ("Account", "QuickBooks_Overdue_Amount__c", "Currency"),
+    ("Account", "QuickBooks_Last_Payment_Date__c", "Date"),
 ];
 
 const INVOICE_FIELD: &str = "QuickBooks_Invoice_Id__c";
