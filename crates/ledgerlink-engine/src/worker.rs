@@ -419,7 +419,9 @@ async fn execute(engine: &Engine, job: &Job) -> Result<Outcome, ExecError> {
                 return Err(ExecError::Other(format!("job {}: flow `{name}` watches no records", job.id)));
             };
             let event = &job.payload["event"];
-            if !event["entity"].as_str().is_some_and(|e| e.eq_ignore_ascii_case(object)) {
+            if let Some(entity) = event["entity"].as_str()
+                && !entity.eq_ignore_ascii_case(object)
+            {
                 return crate::webhooks::fan_out_related(engine, flow, job.id, event).await.map(|_| Outcome::Done { writes: 0 });
             }
             let id = event["id"].as_str().unwrap_or_default();
