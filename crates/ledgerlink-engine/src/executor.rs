@@ -136,7 +136,12 @@ pub struct Plan {
 /// Runs `flow` for `record` against live data, reading everything and writing nothing: the creates, updates
 /// and review items it would make are returned instead.
 pub async fn plan_flow(engine: &Engine, flow: &Flow, record: Value) -> Result<Plan, ExecError> {
-    let mut run = Run::new(engine, flow, record, None, Decisions::default());
+    plan_flow_at(engine, flow, record, crate::now()).await
+}
+
+/// [`plan_flow`] as a run at `at` would go (`today` is `at`'s day): a dry run of a scheduled firing's record.
+pub async fn plan_flow_at(engine: &Engine, flow: &Flow, record: Value, at: chrono::DateTime<chrono::Utc>) -> Result<Plan, ExecError> {
+    let mut run = Run::new(engine, flow, record, None, Decisions::default(), at);
     run.plan = Some(Vec::new());
     let outcome = run.execute().await?;
     Ok(Plan {
@@ -151,15 +156,21 @@ pub async fn plan_flow(engine: &Engine, flow: &Flow, record: Value) -> Result<Pl
 
 /// Runs `flow` for `record` (a snapshot of the trigger's source record).
 pub async fn run_flow(engine: &Engine, flow: &Flow, record: Value, job_id: Option<i64>) -> Result<Outcome, ExecError> {
+    run_flow_at(engine, flow, record, job_id, crate::now()).await
+}
+
+/// [`run_flow`] for the moment `at`: a run a scheduled firing started sees the firing's day as `today`, however
+/// late the job runs.
+pub async fn run_flow_at(engine: &Engine, flow: &Flow, record: Value, job_id: Option<i64>, at: chrono::DateTime<chrono::Utc>) -> Result<Outcome, ExecError> {
     let decisions = Decisions::load(engine.store.as_ref(), job_id).await?;
     if decisions.dismissed() {
         return Ok(Outcome::Skipped);
     }
-    Run::new(engine, flow, record, job_id, decisions).execute().await
+    Run::new(engine, flow, record, job_id, decisions, at).execute().await
 }
 
 impl<'a> Run<'a> {
-    fn new(engine: &'a Engine, flow: &'a Flow, record: Value, job_id: Option<i64>, decisions: Decisions) -> Run<'a> {
+    fn new(engine: &'a Engine, flow: &'a Flow, record: Value, job_id: Option<i64>, decisions: Decisions, at: chrono::DateTime<chrono::Utc>) -> Run<'a> {
         let mut vars = Vars::new();
         vars.insert("record".into(), record);
         vars.insert(
@@ -167,6 +178,7 @@ impl<'a> Run<'a> {
             Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
         );
         vars.insert("now".into(), Value::String(crate::now().to_rfc3339()));
+        vars.insert("today".into(), Value::String(crate::triggers::local_date(flow, at)));
         Run { engine, flow, job_id, vars, writes: 0, decisions, all_records: Default::default(), plan: None, changed_before_run: Default::default() }
     }
 
@@ -304,11 +316,19 @@ impl Run<'_> {
 
     async fn step(&mut self, step: &Step) -> Result<Value, StepError> {
         match &step.kind {
-            StepKind::Get { connection, object, id, fields } => {
-                let Some(id) = self.eval_string(step, id, "record_id")? else { return Ok(Value::Null) };
+            StepKind::Get { connection, object, id: id_expr, fields, required } => {
+                let Some(id) = self.eval_string(step, id_expr, "record_id")? else {
+                    if *required {
+                        return Err(not_found(step, format!("there is no {object} to read: `{}` is empty", id_expr.source())));
+                    }
+                    return Ok(Value::Null);
+                };
                 let conn = self.connector(step, connection)?;
-                let rec = conn.get(object, &id, fields).await.map_err(|e| conn_err(step, e))?;
-                Ok(rec.map(Value::Object).unwrap_or(Value::Null))
+                match conn.get(object, &id, fields).await.map_err(|e| conn_err(step, e))? {
+                    Some(rec) => Ok(Value::Object(rec)),
+                    None if *required => Err(not_found(step, format!("{object} {id} does not exist in {connection}"))),
+                    None => Ok(Value::Null),
+                }
             }
             StepKind::Find { connection, object, equals, compare, fields } => {
                 let mut pairs = Vec::new();
@@ -1138,6 +1158,11 @@ fn money_text(m: Money) -> String {
 
 fn invalid(step: &Step, reason: String) -> StepError {
     StepError::Invalid(Invalid { step: step.id.clone(), kind: "mapping_error", reason, details: Value::Null })
+}
+
+/// A record a `required` get step needs is missing: the run goes to review with what is missing.
+fn not_found(step: &Step, reason: String) -> StepError {
+    StepError::Invalid(Invalid { step: step.id.clone(), kind: "not_found", reason, details: Value::Null })
 }
 
 fn conn_err(step: &Step, e: ConnectorError) -> StepError {

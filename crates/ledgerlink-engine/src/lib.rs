@@ -224,9 +224,11 @@ impl Engine {
     /// after this returns are handled; changes from before a flow existed are not.
     pub async fn prime(&self) -> anyhow::Result<()> {
         for flow in self.flows.values() {
-            match flow.trigger {
-                ledgerlink_flow::Trigger::Poll { .. } => poller::poll_and_record(self, flow).await.map(|_| ())?,
-                ledgerlink_flow::Trigger::Schedule { .. } => triggers::tick(self, flow, now()).await.map(|_| ())?,
+            if let ledgerlink_flow::Trigger::Poll { .. } = flow.trigger {
+                poller::poll_and_record(self, flow).await?;
+            }
+            if flow.trigger.schedule().is_some() {
+                triggers::tick(self, flow, now()).await?;
             }
         }
         Ok(())
@@ -236,6 +238,11 @@ impl Engine {
     pub async fn run(&self, shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         for flow in self.flows.values() {
+            // A record trigger with a schedule (see `triggers`) also fires on it, beside its poll.
+            if let ledgerlink_flow::Trigger::Poll { schedule: Some(_), .. } = flow.trigger {
+                let (engine, flow, mut stop) = (self.clone(), flow.clone(), shutdown.clone());
+                tasks.spawn(async move { schedule_loop(&engine, &flow, &mut stop).await });
+            }
             let engine = self.clone();
             let flow = flow.clone();
             let mut stop = shutdown.clone();

@@ -4,18 +4,27 @@
 //! restarts agree on what has fired; each firing is one job keyed by (flow, firing time), so it runs once even if
 //! two processes tick together. A schedule missed while ledgerlink was down fires once when it comes back, not
 //! once per missed slot. A new schedule starts from now.
+//!
+//! A record trigger's schedule (`[trigger.schedule]` of a webhook trigger) fires the same way, but its firing is a
+//! sweep: one job that finds the records meeting the schedule's conditions and queues one run per record, keyed
+//! by (flow, firing, record), so one record that needs review stops alone and a retried sweep queues nothing
+//! twice. Each of those runs sees the firing's day as `today`.
 
 use std::str::FromStr as _;
 
 use chrono::{DateTime, Utc};
 use ledgerlink_flow::{Flow, Trigger};
-use ledgerlink_store::{ChangeCursor, JobId, NewJob};
+use ledgerlink_connectors::FindQuery;
+use ledgerlink_store::{ChangeCursor, Enqueued, JobId, NewJob};
 use serde_json::json;
 
-use crate::Engine;
+use crate::executor::ExecError;
+use crate::{Engine, Stats};
 
 /// The job kind of one firing of a schedule.
 pub const JOB_FLOW_SCHEDULE: &str = "flow.schedule";
+/// The job kind of one firing of a record trigger's schedule: it queues the runs for the records it finds.
+pub const JOB_FLOW_SWEEP: &str = "flow.sweep";
 
 /// The next firing strictly after `after`.
 fn next_after(cron: &croner::Cron, tz: chrono_tz::Tz, after: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
@@ -24,7 +33,7 @@ fn next_after(cron: &croner::Cron, tz: chrono_tz::Tz, after: DateTime<Utc>) -> a
 
 /// Enqueues the firing of `flow` due at `now`, if any; returns when the next one is due.
 pub async fn tick(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::Result<DateTime<Utc>> {
-    let Trigger::Schedule { cron, timezone } = &flow.trigger else {
+    let Some((cron, timezone)) = flow.trigger.schedule() else {
         anyhow::bail!("flow `{}` does not run on a schedule", flow.name);
     };
     let cron = croner::Cron::from_str(cron).map_err(|e| anyhow::anyhow!("flow `{}`: {e}", flow.name))?;
@@ -59,12 +68,16 @@ pub async fn tick(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
 
 async fn enqueue_firing(engine: &Engine, flow: &Flow, at: DateTime<Utc>, how: &str) -> anyhow::Result<JobId> {
     let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (kind, payload) = match &flow.trigger {
+        Trigger::Schedule { .. } => (JOB_FLOW_SCHEDULE, json!({"record": firing_record(flow, at)})),
+        Trigger::Poll { .. } => (JOB_FLOW_SWEEP, json!({"at": stamp})),
+    };
     let job = NewJob {
-        kind: JOB_FLOW_SCHEDULE.into(),
+        kind: kind.into(),
         idempotency_key: format!("{how}:{}:{stamp}", flow.name),
         flow: Some(flow.name.clone()),
         connection: None,
-        payload: json!({"record": firing_record(flow, at)}),
+        payload,
         run_at: crate::now(),
         max_attempts: engine.settings.max_attempts,
     };
@@ -77,13 +90,67 @@ pub fn firing_record(flow: &Flow, at: DateTime<Utc>) -> serde_json::Value {
     json!({"scheduled_for": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "date": local_date(flow, at)})
 }
 
-/// The calendar day of `at` in the time zone of `flow`'s schedule (UTC for other flows).
-fn local_date(flow: &Flow, at: DateTime<Utc>) -> String {
-    let tz = match &flow.trigger {
-        Trigger::Schedule { timezone, .. } => timezone.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC),
-        Trigger::Poll { .. } => chrono_tz::UTC,
-    };
+/// The calendar day of `at` in the time zone of `flow`'s schedule (UTC for flows without one): `today` in the
+/// flow's expressions.
+pub fn local_date(flow: &Flow, at: DateTime<Utc>) -> String {
+    let tz = flow.trigger.schedule().and_then(|(_, tz)| tz.parse::<chrono_tz::Tz>().ok()).unwrap_or(chrono_tz::UTC);
     at.with_timezone(&tz).format("%Y-%m-%d").to_string()
+}
+
+/// The moment a job's run is for: the firing time a sweep put in its payload (`at`) or a firing's
+/// `record.scheduled_for`, else now.
+pub fn job_moment(payload: &serde_json::Value) -> DateTime<Utc> {
+    payload
+        .get("at")
+        .or_else(|| payload.pointer("/record/scheduled_for"))
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map_or_else(crate::now, |t| t.with_timezone(&Utc))
+}
+
+/// Runs one firing of a record trigger's schedule: finds the watched records that meet the schedule's
+/// conditions (as of the firing's day) and queues one run of the flow per record. Returns how many were queued
+/// (records already queued for this firing by an earlier attempt are not counted).
+pub async fn run_sweep(engine: &Engine, flow: &Flow, payload: &serde_json::Value) -> Result<usize, ExecError> {
+    let Trigger::Poll { connection, object, fields, schedule: Some(schedule), .. } = &flow.trigger else {
+        return Err(ExecError::Other(format!("flow `{}` has no record schedule to sweep", flow.name)));
+    };
+    let at = job_moment(payload);
+    let stamp = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut vars = ledgerlink_flow::Vars::new();
+    vars.insert("params".into(), serde_json::Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), json!(v.value))).collect()));
+    vars.insert("now".into(), json!(crate::now().to_rfc3339()));
+    vars.insert("today".into(), json!(local_date(flow, at)));
+    let mut equals = Vec::new();
+    for c in &schedule.compare {
+        let value = c.value.eval(&vars).map_err(|e| ExecError::Other(format!("{}: [trigger.schedule] `{}`: {e}", flow.file, c.value.source())))?;
+        equals.push((format!("{} {}", c.field, c.op.as_str()), value));
+    }
+    let conn = engine.connector(connection).map_err(|e| ExecError::Other(e.to_string()))?;
+    let query = FindQuery { object: object.clone(), equals, fields: fields.clone(), limit: None };
+    let found = conn.find(&query).await.map_err(|source| ExecError::Connector { step: "trigger".into(), source })?;
+    let mut queued = 0;
+    for record in found {
+        let Some(id) = record.get("Id").and_then(serde_json::Value::as_str).map(str::to_owned) else { continue };
+        let job = NewJob {
+            kind: crate::poller::JOB_FLOW_RECORD.into(),
+            idempotency_key: format!("sweep:{}:{stamp}:{connection}:{object}:{id}", flow.name),
+            flow: Some(flow.name.clone()),
+            connection: Some(connection.clone()),
+            payload: json!({"record": record, "at": stamp}),
+            run_at: crate::now(),
+            max_attempts: engine.settings.max_attempts,
+        };
+        if let Enqueued::Inserted(_) = engine.store.enqueue(&job).await.map_err(ExecError::Store)? {
+            queued += 1;
+            Stats::inc(&engine.stats.jobs_enqueued);
+        }
+    }
+    if queued > 0 {
+        engine.work_queued.notify_one();
+    }
+    tracing::info!(flow = %flow.name, firing = %stamp, queued, "record schedule fired");
+    Ok(queued)
 }
 
 /// Queues a run of `flow` now: for a scheduled flow, one extra firing; for a flow that watches records, the run
@@ -104,6 +171,7 @@ pub async fn run_now(engine: &Engine, flow: &Flow, record_id: Option<&str>) -> a
             };
             Ok(engine.store.enqueue(&job).await?.id())
         }
+        (Trigger::Poll { schedule: Some(_), .. }, None) => enqueue_firing(engine, flow, now, "manual").await,
         (Trigger::Poll { object, .. }, None) => {
             anyhow::bail!("flow `{}` runs per {object}: name the record to run it for (--record ID / record_id)", flow.name)
         }

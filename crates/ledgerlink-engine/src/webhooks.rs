@@ -5,12 +5,18 @@
 //! keyed by (flow, record, version, operation) so a re-delivered event is a no-op, and only when every job is in
 //! the store does the caller answer 200 — that is what lets Intuit stop retrying. Events can arrive late, twice or
 //! out of order; the flow's backup sweep (its poll) catches any that never arrive.
+//!
+//! An event for one of a trigger's `related` objects (a payment, for a flow per invoice) is queued the same way;
+//! when it runs ([`fan_out_related`]) the related record is read and one run is queued for each record of the
+//! watched object it names. A related record deleted before its job runs names nothing: the watched records it
+//! changed are still caught by their own events and by the backup sweep.
 
 use ledgerlink_connectors::quickbooks::webhook;
 use ledgerlink_flow::Trigger;
 use ledgerlink_store::{Enqueued, NewJob};
 use serde_json::{Value, json};
 
+use crate::executor::ExecError;
 use crate::{Engine, Stats};
 
 /// The job kind that runs a flow for one pushed change (the record is read when the job runs).
@@ -63,10 +69,17 @@ pub async fn accept_quickbooks(engine: &Engine, connection: &str, body: &[u8], s
             continue;
         }
         for flow in engine.flows.values() {
-            let Trigger::Poll { connection: c, object, webhooks, .. } = &flow.trigger else { continue };
-            if !*webhooks || c != connection || !object.eq_ignore_ascii_case(&ev.entity) {
+            let Trigger::Poll { connection: c, object: watched, webhooks, related, .. } = &flow.trigger else { continue };
+            if !*webhooks || c != connection {
                 continue;
             }
+            let object = if watched.eq_ignore_ascii_case(&ev.entity) {
+                watched
+            } else if let Some(r) = related.iter().find(|r| r.object.eq_ignore_ascii_case(&ev.entity)) {
+                &r.object
+            } else {
+                continue;
+            };
             let version = ev.last_updated.clone().unwrap_or_default();
             let job = NewJob {
                 kind: JOB_FLOW_EVENT.into(),
@@ -88,4 +101,69 @@ pub async fn accept_quickbooks(engine: &Engine, connection: &str, body: &[u8], s
         }
     }
     Ok(accepted)
+}
+
+/// Runs the job of a related object's event (see the module documentation): reads the related record and
+/// queues one event job per record of the watched object it names, keyed by (flow, related record, version,
+/// watched record) so a re-delivered event queues nothing new. Returns how many were queued.
+pub async fn fan_out_related(engine: &Engine, flow: &ledgerlink_flow::Flow, job_id: i64, event: &Value) -> Result<usize, ExecError> {
+    let Trigger::Poll { connection, object: watched, related, .. } = &flow.trigger else {
+        return Err(ExecError::Other(format!("job {job_id}: flow `{}` watches no records", flow.name)));
+    };
+    let entity = event["entity"].as_str().unwrap_or_default();
+    let Some(rel) = related.iter().find(|r| r.object.eq_ignore_ascii_case(entity)) else {
+        return Err(ExecError::Other(format!("job {job_id}: flow `{}` does not follow {entity} changes", flow.name)));
+    };
+    let id = event["id"].as_str().unwrap_or_default();
+    if event["operation"] == "Delete" {
+        return Ok(0);
+    }
+    let conn = engine.connector(connection).map_err(|e| ExecError::Other(e.to_string()))?;
+    let Some(record) = conn.get(&rel.object, id, &rel.fields).await.map_err(|source| ExecError::Connector { step: "trigger".into(), source })? else {
+        return Ok(0);
+    };
+    let mut vars = ledgerlink_flow::Vars::new();
+    vars.insert("record".into(), Value::Object(record));
+    vars.insert("params".into(), Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), json!(v.value))).collect()));
+    vars.insert("now".into(), json!(crate::now().to_rfc3339()));
+    vars.insert("today".into(), json!(crate::triggers::local_date(flow, crate::now())));
+    let named = rel
+        .ids
+        .eval(&vars)
+        .map_err(|e| ExecError::Other(format!("{}: `ids` of related {} in [trigger]: {e}", flow.file, rel.object)))?;
+    let mut ids = Vec::new();
+    flatten_ids(&named, &mut ids);
+    ids.sort();
+    ids.dedup();
+    let version = event["last_updated"].as_str().unwrap_or_default();
+    let mut queued = 0;
+    for target in ids {
+        let job = NewJob {
+            kind: JOB_FLOW_EVENT.into(),
+            idempotency_key: format!("related:{}:{connection}:{}:{id}:{version}:{watched}:{target}", flow.name, rel.object),
+            flow: Some(flow.name.clone()),
+            connection: Some(connection.clone()),
+            payload: json!({"event": {"entity": watched, "id": target, "operation": "Update", "via": {"entity": rel.object, "id": id}}}),
+            run_at: crate::now(),
+            max_attempts: engine.settings.max_attempts,
+        };
+        if let Enqueued::Inserted(_) = engine.store.enqueue(&job).await.map_err(ExecError::Store)? {
+            queued += 1;
+            Stats::inc(&engine.stats.jobs_enqueued);
+        }
+    }
+    if queued > 0 {
+        engine.work_queued.notify_one();
+    }
+    Ok(queued)
+}
+
+/// The ids an `ids` expression gave: text or numbers, from nested lists; nulls and empty text skipped.
+fn flatten_ids(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) if !s.is_empty() => out.push(s.clone()),
+        Value::Number(n) => out.push(n.to_string()),
+        Value::Array(items) => items.iter().for_each(|i| flatten_ids(i, out)),
+        _ => {}
+    }
 }

@@ -388,7 +388,16 @@ async fn execute(engine: &Engine, job: &Job) -> Result<Outcome, ExecError> {
                 .get(name)
                 .ok_or_else(|| ExecError::Other(format!("job {} names flow `{name}`, which is not loaded", job.id)))?;
             let record = job.payload.get("record").cloned().unwrap_or_default();
-            run_flow(engine, flow, record, Some(job.id)).await
+            // A run a scheduled sweep queued is for the firing's moment (`today`), however late it runs.
+            crate::executor::run_flow_at(engine, flow, record, Some(job.id), crate::triggers::job_moment(&job.payload)).await
+        }
+        crate::triggers::JOB_FLOW_SWEEP => {
+            let name = job.flow.as_deref().unwrap_or_default();
+            let flow = engine
+                .flows
+                .get(name)
+                .ok_or_else(|| ExecError::Other(format!("job {} names flow `{name}`, which is not loaded", job.id)))?;
+            crate::triggers::run_sweep(engine, flow, &job.payload).await.map(|_| Outcome::Done { writes: 0 })
         }
         JOB_OWN_WRITE => Ok(Outcome::Skipped),
         crate::triggers::JOB_FLOW_SCHEDULE => {
@@ -397,7 +406,8 @@ async fn execute(engine: &Engine, job: &Job) -> Result<Outcome, ExecError> {
                 .flows
                 .get(name)
                 .ok_or_else(|| ExecError::Other(format!("job {} names flow `{name}`, which is not loaded", job.id)))?;
-            run_flow(engine, flow, job.payload.get("record").cloned().unwrap_or_default(), Some(job.id)).await
+            let at = crate::triggers::job_moment(&job.payload);
+            crate::executor::run_flow_at(engine, flow, job.payload.get("record").cloned().unwrap_or_default(), Some(job.id), at).await
         }
         crate::webhooks::JOB_FLOW_EVENT => {
             let name = job.flow.as_deref().unwrap_or_default();
@@ -409,6 +419,11 @@ async fn execute(engine: &Engine, job: &Job) -> Result<Outcome, ExecError> {
                 return Err(ExecError::Other(format!("job {}: flow `{name}` watches no records", job.id)));
             };
             let event = &job.payload["event"];
+            if let Some(entity) = event["entity"].as_str()
+                && !entity.eq_ignore_ascii_case(object)
+            {
+                return crate::webhooks::fan_out_related(engine, flow, job.id, event).await.map(|_| Outcome::Done { writes: 0 });
+            }
             let id = event["id"].as_str().unwrap_or_default();
             // Deleted records are left to the flow's delete policy (not part of this trigger yet).
             if event["operation"] == "Delete" {

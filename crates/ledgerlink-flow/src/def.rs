@@ -65,6 +65,13 @@ pub enum Trigger {
         /// flow that does not handle deletions should not run for them. Deactivations (QuickBooks name-list
         /// entities, `Active: false`) are ordinary changes and always delivered.
         deletions: bool,
+        /// Other objects whose change notifications name records of `object` (a QuickBooks payment names the
+        /// invoices it pays): each such event runs the flow once for every record the related one names. Only
+        /// with webhooks; see [`Related`].
+        related: Vec<Related>,
+        /// Also run on a schedule, once for every record of `object` that meets the schedule's conditions then:
+        /// what no change announces, such as an invoice falling overdue by the passage of time alone.
+        schedule: Option<RecordSchedule>,
     },
     /// Run on a 5-field cron schedule in a time zone (reports, reconciliations, sweeps). `record` is
     /// `{"scheduled_for": <RFC 3339 time of the firing>, "date": <its day, YYYY-MM-DD, in `timezone`>}`.
@@ -76,7 +83,38 @@ pub enum Trigger {
     },
 }
 
+/// A related object of a webhook trigger: an event for one of its records is read (with `fields`) and `ids`,
+/// evaluated with that record bound as `record`, names the records of the watched object to run the flow for
+/// (a list of ids or one id; nested lists are flattened, nulls and empty ids skipped).
+#[derive(Debug, Clone)]
+pub struct Related {
+    pub object: String,
+    pub fields: Vec<String>,
+    pub ids: Expr,
+}
+
+/// The schedule of a record trigger. Each firing finds the watched object's records that meet every comparison
+/// (values evaluated with `today` the firing's day in `timezone`) and runs the flow once per record, each run
+/// seeing that same `today`.
+#[derive(Debug, Clone)]
+pub struct RecordSchedule {
+    /// 5 fields, checked at load.
+    pub cron: String,
+    /// An IANA zone name; also the zone of `today` in every run of the flow.
+    pub timezone: String,
+    pub compare: Vec<Comparison>,
+}
+
 impl Trigger {
+    /// The cron expression and time zone the trigger fires on, if it has a schedule.
+    pub fn schedule(&self) -> Option<(&str, &str)> {
+        match self {
+            Trigger::Schedule { cron, timezone } => Some((cron, timezone)),
+            Trigger::Poll { schedule: Some(s), .. } => Some((&s.cron, &s.timezone)),
+            Trigger::Poll { schedule: None, .. } => None,
+        }
+    }
+
     /// The connection, object and fields a poll or webhook trigger watches; `None` for a schedule.
     pub fn source(&self) -> Option<(&str, &str, &[String])> {
         match self {
@@ -134,8 +172,10 @@ pub type Mapping = Vec<(String, Expr)>;
 
 #[derive(Debug, Clone)]
 pub enum StepKind {
-    /// Read one record by id. Result: the record, or null when it does not exist.
-    Get { connection: String, object: String, id: Expr, fields: Vec<String> },
+    /// Read one record by id. Result: the record, or null when it does not exist (or the id is null or empty).
+    /// With `required`, a missing record (or id) is not an answer but a problem: the run goes to review, naming
+    /// the record, so one record whose counterpart is gone stops alone instead of failing later on a null.
+    Get { connection: String, object: String, id: Expr, fields: Vec<String>, required: bool },
     /// Records whose fields equal the given values and meet every comparison (`TxnDate >= …`, a date range, an
     /// amount above zero). Result: a list.
     Find { connection: String, object: String, equals: Vec<(String, Expr)>, compare: Vec<Comparison>, fields: Vec<String> },

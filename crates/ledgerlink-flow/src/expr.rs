@@ -31,6 +31,13 @@
 //! | `trim(s)` | `s` without leading and trailing whitespace; `null` stays `null` |
 //! | `lower(s)` / `upper(s)` | `s` in lower / upper case (Unicode); `null` stays `null` |
 //! | `add_days(d, n)` | the `YYYY-MM-DD` date `n` days after the date `d` (a default close or due date); `null` stays `null` |
+//! | `max(list)` / `min(list)` | the largest / smallest element (dates as `YYYY-MM-DD` text compare as dates); `null` for an empty list |
+//! | `sum(amounts)` | the exact decimal sum of a list of amounts (numbers or decimal text; nulls skipped), as decimal text |
+//!
+//! `sum` is the one money helper, because totals (an account's amount due over its invoices) cannot be had
+//! otherwise: it reads each number through its shortest text form (as the engine does at the canonical model's
+//! boundary), adds with `rust_decimal`, and returns text (`"1280.75"`) so no binary fraction is introduced on
+//! the way back; the engine and both systems take decimal text for amount fields.
 //!
 //! `coalesce` takes values, not field paths: `coalesce(line.Discount, 0)` still fails when the record has no
 //! `Discount` key at all, because reading the key is the error. The string helpers let `null` through so that
@@ -70,6 +77,12 @@ pub const HELPERS: &[(&str, &str)] = &[
         "add_days",
         "add_days(d, n): the YYYY-MM-DD date n days after date d (before it when n < 0; null stays null)",
     ),
+    (
+        "sum",
+        "sum(amounts): the exact decimal sum of a list of numbers or decimal texts (nulls skipped), as decimal text",
+    ),
+    ("max", "max(list): the largest element (ISO dates compare as dates); null for an empty list"),
+    ("min", "min(list): the smallest element; null for an empty list"),
     ("lower", "lower(s): s in lower case (null stays null)"),
     ("upper", "upper(s): s in upper case (null stays null)"),
 ];
@@ -446,7 +459,32 @@ fn register_helpers(ctx: &mut Context<'_, '_>) -> Result<(), cel::DeclarationErr
     ctx.add_function("upper", upper)?;
     ctx.add_function("add_days", add_days)?;
     ctx.add_function("substring", substring)?;
+    ctx.add_function("sum", sum)?;
+    ctx.add_function("max", cel::functions::max)?;
+    ctx.add_function("min", cel::functions::min)?;
     Ok(())
+}
+
+/// `sum(amounts)`: see the module documentation (exact decimals, text out).
+fn sum(This(value): This<Value>) -> Result<Value, ExecutionError> {
+    let fail = |m: String| ExecutionError::function_error("sum", m);
+    let Value::List(items) = value else {
+        return Err(fail(format!("expected a list of amounts, got {}", value.type_of())));
+    };
+    let mut total = rust_decimal::Decimal::ZERO;
+    for item in items.iter() {
+        let text = match item {
+            Value::Null => continue,
+            Value::Int(i) => i.to_string(),
+            Value::UInt(u) => u.to_string(),
+            Value::Float(f) if f.is_finite() => f.to_string(),
+            Value::String(s) => s.trim().to_owned(),
+            other => return Err(fail(format!("expected amounts (numbers or decimal text), got {}", other.type_of()))),
+        };
+        let amount: rust_decimal::Decimal = text.parse().map_err(|_| fail(format!("'{text}' is not an amount")))?;
+        total = total.checked_add(amount).ok_or_else(|| fail("the total is out of range".into()))?;
+    }
+    Ok(Value::from(total.normalize().to_string()))
 }
 
 /// `s.substring(n)`: `s` from its `n`-th character (0-based) on — `"SF-006…".substring(3)` is the opportunity id

@@ -182,6 +182,31 @@
 //! ]
 //! ```
 //!
+//! A webhook trigger may also run for changes it is not told about directly, so one flow per record covers
+//! every way the record's state moves:
+//! ```toml
+//! [trigger]
+//! type = "webhook"
+//! connection = "${quickbooks}"
+//! object = "Invoice"
+//! fields = ["Id", "Balance", "DueDate"]
+//! # A payment's event runs the flow for each invoice it pays. `ids` sees the payment as `record` and gives ids
+//! # of the watched object (a list, nested lists flattened, or one id).
+//! related = [{ object = "Payment", fields = ["Id", "Line"],
+//!              ids = 'has(record.Line) ? record.Line.map(l, l.LinkedTxn.map(t, t.TxnId)) : []' }]
+//! # Each firing runs the flow once for every invoice that meets the comparisons then (one job per invoice, so
+//! # one that needs review stops alone): what no change announces, like a due date passing.
+//! [trigger.schedule]
+//! cron = "0 7 * * *"
+//! timezone = "America/New_York"      # also the zone of `today` in every run of this flow
+//! compare = [{ field = "Balance", op = ">", value = '0' }, { field = "DueDate", op = "<", value = 'today' }]
+//! ```
+//! `today` is the run's day (YYYY-MM-DD) in the flow's time zone (UTC without a schedule); in a run a firing
+//! started, it is the firing's day.
+//!
+//! A `get` step with `required = true` sends the run to review, naming the record, when the record (or its id)
+//! is missing, instead of giving null to the steps after it.
+//!
 //! Tell people (a `slack` or `email` connection); sent once per trigger record and step, or once per `once_key`:
 //! ```toml
 //! [[steps]]
@@ -214,7 +239,7 @@
 //! amount = 'item.TotalAmt'
 //! ```
 //!
-//! Expressions may read `record`, `params`, `now`, the ids of earlier steps, and inside a `for_each` step its
+//! Expressions may read `record`, `params`, `now`, `today`, the ids of earlier steps, and inside a `for_each` step its
 //! element name and `index`; `create_invoice`'s line mapping also sees `line` and `index`. Anything else is
 //! reported at load time, as are unknown keys, unknown step types, unknown header or line fields, missing
 //! required keys and values of the wrong type.
@@ -258,8 +283,13 @@ impl fmt::Display for FlowErrors {
     }
 }
 
-/// Variables every expression may read.
-const BASE_VARS: &[&str] = &["record", "params", "now"];
+/// Variables every expression may read. `today` is the run's day (YYYY-MM-DD) in the flow's time zone: the
+/// schedule's zone (UTC for a flow without one); for a run a scheduled firing started, the firing's day.
+const BASE_VARS: &[&str] = &["record", "params", "now", "today"];
+/// What a record schedule's comparison values may read (there is no record yet).
+const SCHEDULE_VARS: &[&str] = &["params", "now", "today"];
+/// What a related object's `ids` may read: `record` is the related record.
+const RELATED_VARS: &[&str] = &["record", "params", "now", "today"];
 /// Bound to an element's position inside `for_each` steps and `create_invoice` line mappings.
 pub const INDEX_VAR: &str = "index";
 /// Bound to each element of `create_invoice.lines` in the line mapping.
@@ -665,6 +695,8 @@ impl<'s> Parser<'s> {
                 "interval_seconds",
                 "overlap_seconds",
                 "deletions",
+                "related",
+                "schedule",
             ],
             "",
         );
@@ -681,6 +713,11 @@ impl<'s> Parser<'s> {
             .seconds(t, "overlap_seconds")
             .unwrap_or(DEFAULT_OVERLAP_SECONDS);
         let deletions = self.boolean(t, "deletions").unwrap_or(false);
+        let related = self.related(t, webhooks);
+        let schedule = match self.table(t, "schedule", false) {
+            Some(s) => self.record_schedule(s).map(Some),
+            None => Some(None),
+        };
         if interval == 0
             && let Some(v) = t.get("interval_seconds")
         {
@@ -697,17 +734,92 @@ impl<'s> Parser<'s> {
             overlap_seconds: overlap,
             webhooks,
             deletions,
+            related: related?,
+            schedule: schedule?,
         })
+    }
+
+    /// `related = [{ object = "Payment", fields = ["Id", "Line"], ids = '…' }]` of a webhook trigger.
+    fn related(&mut self, t: Table<'_, '_>, webhooks: bool) -> Option<Vec<crate::def::Related>> {
+        let Some(value) = t.get("related") else {
+            return Some(Vec::new());
+        };
+        if !webhooks {
+            self.error(
+                value.span().start,
+                "`related` in [trigger] needs `type = \"webhook\"`: it maps the change notifications of other objects",
+            );
+            return None;
+        }
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                value.span().start,
+                format!(
+                    "`related` in [trigger] must be an array of `{{ object = \"…\", fields = […], ids = '…' }}` tables, found {}",
+                    value.get_ref().type_str()
+                ),
+            );
+            return None;
+        };
+        let scope: Vec<String> = RELATED_VARS.iter().map(|s| (*s).to_owned()).collect();
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let DeValue::Table(table) = item.get_ref() else {
+                self.error(item.span().start, format!("related object {} in [trigger] must be a table, found {}", i + 1, item.get_ref().type_str()));
+                ok = false;
+                continue;
+            };
+            let what = format!("related object {} of [trigger]", i + 1);
+            let r = Table { table, start: item.span().start, what: &what };
+            self.check_keys(r, &["object", "fields", "ids"], "");
+            let object = self.string(r, "object", true);
+            let fields = self.string_list(r, "fields", true);
+            let ids = self.expr(r, "ids", true, &scope);
+            match (object, fields, ids) {
+                (Some(object), Some(fields), Some(ids)) => out.push(crate::def::Related { object, fields, ids }),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// `[trigger.schedule]` of a record trigger: `cron`, `timezone` and the `compare` conditions.
+    fn record_schedule(&mut self, t: Table<'_, '_>) -> Option<crate::def::RecordSchedule> {
+        self.check_keys(t, &["cron", "timezone", "compare"], " (a record trigger's schedule)");
+        let (cron, timezone) = self.cron_and_zone(t);
+        let scope: Vec<String> = SCHEDULE_VARS.iter().map(|s| (*s).to_owned()).collect();
+        let compare = self.comparisons(t, &scope);
+        if t.get("compare").is_none() {
+            self.missing(t, "compare");
+        }
+        let compare = compare?;
+        if compare.is_empty() {
+            if let Some(v) = t.get("compare") {
+                self.error(v.span().start, "`compare` in [trigger.schedule] needs at least one comparison: a firing never runs the flow for every record by accident");
+            }
+            return None;
+        }
+        Some(crate::def::RecordSchedule { cron: cron?, timezone: timezone?, compare })
     }
 
     /// `type = "schedule"`, `cron = "0 7 * * MON"`, `timezone = "America/New_York"` (default UTC).
     fn schedule_trigger(&mut self, t: Table<'_, '_>) -> Option<Trigger> {
-        use std::str::FromStr as _;
         self.check_keys(t, &["type", "cron", "timezone"], " (a schedule trigger)");
-        let cron = self.string(t, "cron", true)?;
+        let (cron, timezone) = self.cron_and_zone(t);
+        Some(Trigger::Schedule { cron: cron?, timezone: timezone? })
+    }
+
+    /// `cron` (5 fields, checked) and `timezone` (an IANA name, default UTC) of a schedule.
+    fn cron_and_zone(&mut self, t: Table<'_, '_>) -> (Option<String>, Option<String>) {
+        use std::str::FromStr as _;
+        let Some(cron) = self.string(t, "cron", true) else { return (None, None) };
         let timezone = match t.get("timezone") {
             None => "UTC".to_string(),
-            Some(_) => self.string(t, "timezone", false)?,
+            Some(_) => match self.string(t, "timezone", false) {
+                Some(tz) => tz,
+                None => return (None, None),
+            },
         };
         let mut ok = true;
         let at = |key: &str| t.get(key).map_or(t.start, |v| v.span().start);
@@ -722,7 +834,7 @@ impl<'s> Parser<'s> {
             self.error(at("timezone"), format!("`timezone = \"{timezone}\"` is not a time zone name (e.g. UTC, America/New_York, Europe/Berlin)"));
             ok = false;
         }
-        ok.then_some(Trigger::Schedule { cron, timezone })
+        if ok { (Some(cron), Some(timezone)) } else { (None, None) }
     }
 
     fn steps(&mut self, root: Table<'_, '_>, scope: &mut Vec<String>) -> Option<Vec<Step>> {
@@ -890,7 +1002,7 @@ impl<'s> Parser<'s> {
     fn step_kind(&mut self, kind: &str, t: Table<'_, '_>, scope: &[String]) -> Option<StepKind> {
         const COMMON: &[&str] = &["id", "type", "for_each", "as", "connection"];
         let allowed: &[&str] = match kind {
-            "get" => &["object", "record_id", "fields"],
+            "get" => &["object", "record_id", "fields", "required"],
             "find" => &["object", "equals", "compare", "fields"],
             "find_or_create" => &["object", "source", "match", "create"],
             "create_invoice" => &["source", "header", "lines", "line", "expected_total", "merge_lines", "existing"],
@@ -924,11 +1036,13 @@ impl<'s> Parser<'s> {
                 let object = self.string(t, "object", true);
                 let id = self.expr(t, "record_id", true, scope);
                 let fields = self.string_list(t, "fields", true);
+                let required = self.boolean(t, "required").unwrap_or(false);
                 Some(StepKind::Get {
                     connection: connection?,
                     object: object?,
                     id: id?,
                     fields: fields?,
+                    required,
                 })
             }
             "find" => {
@@ -1414,6 +1528,7 @@ impl<'s> Parser<'s> {
                 let what: &'d str = match key {
                     "flow" => "[flow]",
                     "trigger" => "[trigger]",
+                    "schedule" => "[trigger.schedule]",
                     "when" => "[when]",
                     "params" => "[params]",
                     _ => t.what,

@@ -443,6 +443,19 @@ mod expressions {
     }
 
     #[test]
+    fn sum_adds_amounts_exactly_and_max_picks_the_latest_date() {
+        // 0.1 + 0.2 in binary is 0.30000000000000004; as amounts it is 0.3.
+        let vars = json!({"invoices": [{"Balance": 0.1}, {"Balance": 0.2}, {"Balance": "1200.50"}, {"Balance": null}, {"Balance": 7}]});
+        assert_eq!(eval("sum(invoices.map(i, i.Balance))", vars.clone()).unwrap(), json!("1207.8"));
+        assert_eq!(eval("invoices.filter(i, false).map(i, i.Balance).sum()", vars.clone()).unwrap(), json!("0"));
+        assert!(eval("sum(invoices)", vars.clone()).unwrap_err().contains("expected amounts"));
+        assert!(eval("sum(['12 USD'])", vars).unwrap_err().contains("'12 USD' is not an amount"));
+        let dates = json!({"d": ["2026-11-21", "2026-12-02", "2026-11-30"]});
+        assert_eq!(eval("max(d)", dates).unwrap(), json!("2026-12-02"));
+        assert_eq!(eval("max([])", json!({})).unwrap(), json!(null));
+    }
+
+    #[test]
     fn string_helpers() {
         let vars = json!({"s": "  Zürich Office "});
         assert_eq!(

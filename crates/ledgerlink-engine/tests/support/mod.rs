@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ledgerlink_connectors::{Connector, FindQuery, Record};
-use ledgerlink_engine::{Engine, EngineSettings, connections, poller, templates, worker};
-use ledgerlink_sandbox::{RunningSandbox, quickbooks, salesforce};
+use ledgerlink_engine::{Engine, EngineSettings, connections, notifications, poller, templates, worker};
+use ledgerlink_sandbox::{RunningSandbox, quickbooks, salesforce, slack};
 use ledgerlink_store::{AuditFilter, MasterKey, NewJob, SecretCipher, Store};
 use serde_json::{Value, json};
 
@@ -19,6 +19,8 @@ pub struct H {
     pub qbo: Arc<RunningSandbox>,
     pub sfdc: Arc<RunningSandbox>,
     pub names: Vec<String>,
+    /// The Slack sandbox behind the `slack` connection, started when a template posts to Slack.
+    pub slack: Option<RunningSandbox>,
     _dir: tempfile::TempDir,
 }
 
@@ -42,7 +44,7 @@ pub async fn harness_on(qbo: Arc<RunningSandbox>, sfdc: Arc<RunningSandbox>, nam
     store.put_connection(&connections::from_sandbox_info("quickbooks", &qbo.info).unwrap()).await.unwrap();
     store.put_connection(&connections::from_sandbox_info("salesforce", &sfdc.info).unwrap()).await.unwrap();
     let params: BTreeMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let flows = names
+    let flows: Vec<ledgerlink_flow::Flow> = names
         .iter()
         .map(|n| {
             let declared = ledgerlink_flow::parse::declared_params(templates::get(n).unwrap(), n).unwrap();
@@ -50,9 +52,24 @@ pub async fn harness_on(qbo: Arc<RunningSandbox>, sfdc: Arc<RunningSandbox>, nam
             templates::load(n, &mine).unwrap()
         })
         .collect();
-    let engine = Engine::new(store.clone(), connections::build_all(store.clone()).await.unwrap(), flows, EngineSettings::default()).unwrap();
+    let posts = |f: &ledgerlink_flow::Flow| f.steps.iter().any(|s| matches!(&s.kind, ledgerlink_flow::StepKind::Notify { connection, .. } if connection == "slack"));
+    let slack = if flows.iter().any(posts) {
+        let hook = slack::start(slack::SlackOptions::default()).await.unwrap();
+        let conn = ledgerlink_store::NewConnection {
+            name: "slack".into(),
+            system: "slack".into(),
+            config: json!({}),
+            credentials: json!({"webhook_url": hook.info["webhook_url"]}),
+        };
+        store.put_connection(&conn).await.unwrap();
+        Some(hook)
+    } else {
+        None
+    };
+    let notifiers = notifications::build_all(store.clone()).await.unwrap();
+    let engine = Engine::with_notifiers(store.clone(), connections::build_all(store.clone()).await.unwrap(), notifiers, flows, EngineSettings::default()).unwrap();
     let (sf, qb) = (engine.connector("salesforce").unwrap().clone(), engine.connector("quickbooks").unwrap().clone());
-    H { engine, store, sf, qb, qbo, sfdc, names: names.iter().map(|n| n.to_string()).collect(), _dir: dir }
+    H { engine, store, sf, qb, qbo, sfdc, names: names.iter().map(|n| n.to_string()).collect(), slack, _dir: dir }
 }
 
 impl H {

@@ -155,7 +155,8 @@ pub async fn customer_edits(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, sc
 }
 
 /// `quickbooks-invoice-status-to-salesforce`: finance records a full payment on one invoice and a partial
-/// payment on another; the opportunities show Paid and Partially Paid with the amount still due.
+/// payment on another; the opportunities show Paid and Partially Paid with the amount still due, and each one's
+/// Account shows what its QuickBooks customer still owes and when it last paid.
 pub async fn payments(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario: &Scenario) -> anyhow::Result<Vec<Check>> {
     const TEMPLATE: &str = "quickbooks-invoice-status-to-salesforce";
     let mut checks = Vec::new();
@@ -187,8 +188,37 @@ pub async fn payments(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario
         })
         .await?;
         checks.push(check(TEMPLATE, format!("{status}: payment of {amount} of {total} USD"), seen, "status or amount due not updated"));
+        checks.push(account_standing(sf, qb, &opp.id, &invoice).await?);
     }
     Ok(checks)
+}
+
+/// The Account of `opp` shows what the customer of `invoice` still owes (the sum of its open balances, read from
+/// QuickBooks now) and a last payment date.
+async fn account_standing(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, opp: &str, invoice: &Record) -> anyhow::Result<Check> {
+    const TEMPLATE: &str = "quickbooks-invoice-status-to-salesforce";
+    let account_id = sf.get("Opportunity", opp, &["Id".into(), "AccountId".into()]).await?.map(|o| s(&o, "AccountId")).unwrap_or_default();
+    let customer = invoice.get("CustomerRef").and_then(|c| c.get("value")).cloned().unwrap_or(Value::Null);
+    let q = FindQuery {
+        object: "Invoice".into(),
+        equals: vec![("CustomerRef".into(), customer), ("Balance >".into(), json!(0))],
+        fields: vec!["Id".into(), "Balance".into()],
+        limit: None,
+    };
+    let mut owed = Decimal::ZERO;
+    for inv in qb.find(&q).await? {
+        owed += inv.get("Balance").map(to_decimal).transpose().map_err(|e| anyhow::anyhow!(e))?.unwrap_or_default();
+    }
+    let fields = ["Id", "Name", "QuickBooks_Payment_Status__c", "QuickBooks_Amount_Due__c", "QuickBooks_Last_Payment_Date__c"].map(String::from);
+    let seen = wait_until(ACT_LIMIT, || async {
+        let a = sf.get("Account", &account_id, &fields).await?.unwrap_or_default();
+        let due = a.get("QuickBooks_Amount_Due__c").map(to_decimal).transpose().ok().flatten();
+        let paid = s(&a, "QuickBooks_Last_Payment_Date__c");
+        Ok((due == Some(owed) && !paid.is_empty())
+            .then(|| format!("account “{}”: {}, {owed} USD due, last payment {paid}", s(&a, "Name"), s(&a, "QuickBooks_Payment_Status__c"))))
+    })
+    .await?;
+    Ok(check(TEMPLATE, format!("the account's standing ({owed} USD still owed in QuickBooks)"), seen, "account amount due or last payment not updated"))
 }
 
 /// `salesforce-products-to-quickbooks-items`: sales raises a list price in Salesforce, and it becomes the item's
@@ -290,7 +320,8 @@ pub async fn estimate(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario
 
 /// `quickbooks-overdue-invoice-follow-up`: time passes (the sweep runs as it would 45 days from now) and every
 /// invoice still unpaid is overdue: one Task for the account owner each, the account flagged, one Slack message
-/// each. The invoice paid in full earlier gets nothing.
+/// each. The invoice paid in full earlier gets nothing. Then finance records the payments of one flagged
+/// account's open invoices, and the flag comes off.
 pub async fn overdue(engine: &ledgerlink_engine::Engine, sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario: &Scenario, slack_base: &str) -> anyhow::Result<Vec<Check>> {
     const TEMPLATE: &str = "quickbooks-overdue-invoice-follow-up";
     let per_opp = scenario.invoices_by_opportunity(qb).await?;
@@ -314,7 +345,47 @@ pub async fn overdue(engine: &ledgerlink_engine::Engine, sf: &Arc<dyn Connector>
         Ok((tasks == unpaid && posted >= unpaid).then(|| format!("{tasks} follow-up tasks, {posted} Slack messages")))
     })
     .await?;
-    Ok(vec![check(TEMPLATE, format!("{unpaid} unpaid invoices fall overdue"), seen, "tasks or Slack messages missing")])
+    let mut checks = vec![check(TEMPLATE, format!("{unpaid} unpaid invoices fall overdue"), seen, "tasks or Slack messages missing")];
+    checks.push(overdue_paid(sf, qb, scenario, &per_opp).await?);
+    Ok(checks)
+}
+
+/// Pays every open invoice of one flagged account's customer; the account's overdue flag must come off.
+async fn overdue_paid(sf: &Arc<dyn Connector>, qb: &Arc<dyn Connector>, scenario: &Scenario, per_opp: &std::collections::BTreeMap<String, Vec<Record>>) -> anyhow::Result<Check> {
+    const TEMPLATE: &str = "quickbooks-overdue-invoice-follow-up";
+    const FLAG: &str = "QuickBooks_Overdue__c";
+    let mut flagged = None;
+    for opp in &scenario.opportunities {
+        let Some(inv) = per_opp.get(&opp.id).and_then(|v| v.first()) else { continue };
+        let account_id = sf.get("Opportunity", &opp.id, &["Id".into(), "AccountId".into()]).await?.map(|o| s(&o, "AccountId")).unwrap_or_default();
+        let account = sf.get("Account", &account_id, &["Id".into(), "Name".into(), FLAG.into()]).await?.unwrap_or_default();
+        if account.get(FLAG) == Some(&json!(true)) {
+            flagged = Some((account_id, s(&account, "Name"), inv["CustomerRef"].clone()));
+            break;
+        }
+    }
+    let Some((account_id, name, customer)) = flagged else {
+        return Ok(check(TEMPLATE, "a paid-up account loses its overdue flag".into(), None, "no account was flagged"));
+    };
+    let q = FindQuery { object: "Invoice".into(), equals: vec![("CustomerRef".into(), customer["value"].clone()), ("Balance >".into(), json!(0))], fields: vec![], limit: None };
+    let open = qb.find(&q).await?;
+    say(&format!("finance records the payment of “{name}”'s {} open invoices", open.len()));
+    for inv in &open {
+        let balance = inv.get("Balance").map(to_decimal).transpose().map_err(|e| anyhow::anyhow!(e))?.unwrap_or_default();
+        qb.create(
+            "Payment",
+            &rec(json!({"CustomerRef": customer, "TotalAmt": number(balance),
+                        "Line": [{"Amount": number(balance), "LinkedTxn": [{"TxnId": inv["Id"], "TxnType": "Invoice"}]}]})),
+            &format!("demo-overdue-payment-{}", s(inv, "Id")),
+        )
+        .await?;
+    }
+    let seen = wait_until(ACT_LIMIT, || async {
+        let a = sf.get("Account", &account_id, &["Id".into(), FLAG.into()]).await?.unwrap_or_default();
+        Ok((a.get(FLAG) == Some(&json!(false))).then(|| format!("account “{name}” no longer flagged overdue")))
+    })
+    .await?;
+    Ok(check(TEMPLATE, format!("“{name}” pays its overdue invoices"), seen, "overdue flag still set"))
 }
 
 /// `salesforce-quickbooks-weekly-reconciliation`: Monday's run compares the week's closed-won deals with its

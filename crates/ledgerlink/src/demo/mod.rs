@@ -54,6 +54,11 @@ const CUSTOM_FIELDS: &[(&str, &str, &str)] = &[
     ("Account", "QuickBooks_Overdue__c", "Checkbox"),
     ("Opportunity", "Payment_Terms__c", "Text"),
     ("Opportunity", "Deal_Discount__c", "Percent"),
+    ("Account", "QuickBooks_Payment_Status__c", "Text"),
+    ("Account", "QuickBooks_Amount_Due__c", "Currency"),
+    ("Account", "QuickBooks_Overdue_Invoices__c", "Number"),
+    ("Account", "QuickBooks_Overdue_Amount__c", "Currency"),
+    ("Account", "QuickBooks_Last_Payment_Date__c", "Date"),
 ];
 
 /// The closed-won template's options the demo turns on: payment terms, a deal discount, the rep as a class,
