@@ -91,6 +91,9 @@ pub struct Platform {
     /// One payment read at a time: the poll and a notification's read both move the workspace's cursor, and the
     /// cursor is written back into the connection status, which a concurrent disconnect also writes.
     pub(crate) payments_lock: Arc<tokio::sync::Mutex<()>>,
+    /// One sync of a platform record at a time: two runs of the same client (a task and the drain the API
+    /// starts, say) would each take the other's just-made link for an edit and send it again.
+    pub(crate) record_locks: Arc<ledgerlink_engine::locks::KeyedLocks>,
     pub options: PlatformOptions,
 }
 
@@ -108,6 +111,7 @@ impl Platform {
             wake: bell(),
             connectors: Arc::default(),
             payments_lock: Arc::default(),
+            record_locks: Arc::default(),
             options,
         }
     }

@@ -313,6 +313,8 @@ impl Platform {
         let version = task.payload.get("version").and_then(Value::as_i64).unwrap_or(0);
         let Some(kind) = kind else { return Err(SyncError::Failed(format!("task {} names no record kind", task.id))) };
         let ws = task.workspace_id.clone();
+        // Read under the record's lock: a sync that ran meanwhile has left it synced, and this one stops here.
+        let _turn = self.record_locks.lock(&format!("{ws}\u{0}{kind:?}\u{0}{id}")).await;
         let rec = self.get_record(&ws, kind, &id).await?;
         if rec.version > version {
             // A newer push has its own task; this one has nothing left to do.
@@ -526,10 +528,11 @@ impl Platform {
         if let Some(id) = self.linked(ctx, &source, "Customer").await? {
             return Ok(id);
         }
-        let id = self.match_or_create_customer(ctx, client, &source).await?;
-        // From here on the customer counts as the client as it is now; later edits are sent as updates.
+        // From here on the customer counts as the client as it is now; later edits are sent as updates. Kept
+        // before the link exists: a concurrent sync of the same client that finds the link must also find this,
+        // or it would take every field for an edit and send them all.
         self.remember_written(ctx, &source, &customer_fields(client)).await?;
-        Ok(id)
+        self.match_or_create_customer(ctx, client, &source).await
     }
 
     async fn match_or_create_customer(&self, ctx: &Ctx, client: &Client, source: &RecordRef) -> SyncResult<String> {
@@ -618,10 +621,11 @@ impl Platform {
             .into_iter()
             .filter(|i| str_of(i, "Type") != Some("Category") && str_of(i, "Name").is_some_and(|n| normalize_name(n) == wanted))
             .collect();
+        // Kept before the link exists, as for customers (`ensure_customer`).
         if same.len() == 1 {
             let id = ctx.qb.record_id(&same[0]).unwrap_or_default();
-            self.link(ctx, &source, "Item", &id).await?;
             self.remember_written(ctx, &source, &item_fields(service)).await?;
+            self.link(ctx, &source, "Item", &id).await?;
             return Ok(id);
         }
         let Some(income) = &ctx.settings.invoices.income_account else {
@@ -637,8 +641,8 @@ impl Platform {
         if let Some(p) = service.unit_price {
             payload["UnitPrice"] = num(p);
         }
-        let created = self.create_once(ctx, &source, "Item", record(payload)).await?;
         self.remember_written(ctx, &source, &item_fields(service)).await?;
+        let created = self.create_once(ctx, &source, "Item", record(payload)).await?;
         Ok(ctx.qb.record_id(&created).unwrap_or_default())
     }
 
@@ -839,8 +843,10 @@ impl Platform {
         let (qb, connection) = self.connector(workspace_id).await?;
         // QuickBooks change times have whole seconds: re-read a little overlap; comparing states makes it harmless.
         let since = status.payments_read_to.or(status.connected_at).unwrap_or_else(now) - Duration::seconds(2);
-        let payments = qb.changes_since("Payment", since, &[]).await?.records;
+        // Invoices first: a payment changes its invoice's balance in the same write, so a balance read here has its
+        // payment in the read below, and no invoice shows paid without its payment date.
         let invoices = qb.changes_since("Invoice", since, &[]).await?.records;
+        let payments = qb.changes_since("Payment", since, &[]).await?.records;
         let mut latest = status.payments_read_to;
         let mut touched: BTreeSet<String> = BTreeSet::new();
         let mut paid_on: BTreeMap<String, NaiveDate> = BTreeMap::new();
