@@ -178,13 +178,11 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
                 client_secret: secret,
                 minor_version: cfg.get("minor_version").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).unwrap_or(75),
             };
-            let mut connector = QuickbooksConnector::new(config, tokens, http);
             // A sandbox can run Intuit's limits on a faster clock (its `time_scale`); the connector's limiter must
             // run at the same speed-up to stay just under them.
-            if let Some(speedup) = cfg.get("rate_limit_speedup").and_then(Value::as_f64).filter(|s| *s > 0.0) {
-                let policy = ledgerlink_connectors::quickbooks::quickbooks_policy();
-                connector = connector.with_limiter(ledgerlink_connectors::limiter::Limiter::with_speedup(&policy, speedup));
-            }
+            let speedup = cfg.get("rate_limit_speedup").and_then(Value::as_f64).filter(|s| *s > 0.0).unwrap_or(1.0);
+            let limiter = realm_limiter(&format!("{}|{realm}", config.api_base), speedup);
+            let connector = QuickbooksConnector::new(config, tokens, http).with_limiter(limiter);
             // Creates from concurrent jobs leave as batch calls of up to 30 (one request of the 500 a minute instead
             // of thirty). On unless the connection says `batch_writes = false`.
             if batch_writes(cfg) {
@@ -223,6 +221,20 @@ pub fn build_connector(store: Arc<dyn Store>, conn: &Connection, http: reqwest::
         }
         other => anyhow::bail!("connection `{}`: unknown system `{other}` (known: {})", conn.name, SYSTEMS.join(", ")),
     }
+}
+
+/// The limiter of one QuickBooks company in this process. Intuit's limits (500 requests a minute, 10 at once)
+/// hold per company, not per connection: the engine's connection and a platform workspace's own grant to the same
+/// company spend one allowance, so every connector built for it here shares one limiter.
+fn realm_limiter(company: &str, speedup: f64) -> ledgerlink_connectors::limiter::Limiter {
+    use ledgerlink_connectors::limiter::Limiter;
+    static LIMITERS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, Limiter>>> =
+        std::sync::LazyLock::new(Default::default);
+    let mut limiters = LIMITERS.lock().unwrap_or_else(|e| e.into_inner());
+    limiters
+        .entry(format!("{company}|{speedup}"))
+        .or_insert_with(|| Limiter::with_speedup(&ledgerlink_connectors::quickbooks::quickbooks_policy(), speedup))
+        .clone()
 }
 
 /// Whether a connection's writes are coalesced into batch calls (`batch_writes`, on by default).
