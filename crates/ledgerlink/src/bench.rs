@@ -488,6 +488,18 @@ impl Store for TimedStore {
 const USER_HZ: u64 = 100;
 
 /// CPU time (user + system, in ticks) per thread name of this process.
+/// The ids and last errors of up to five dead-lettered jobs, so a run that lost a job says why in its report
+/// (the benchmark's store is removed when it ends).
+async fn dead_job_errors(store: &Arc<dyn Store>) -> anyhow::Result<Vec<(JobId, String)>> {
+    let filter = JobFilter { status: Some(ledgerlink_store::JobStatus::Dead), limit: Some(5), ..JobFilter::default() };
+    Ok(store
+        .list_jobs(&filter)
+        .await?
+        .into_iter()
+        .map(|j| (j.id, j.last_error.unwrap_or_else(|| "(no error recorded)".into())))
+        .collect())
+}
+
 fn cpu_by_thread() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
@@ -977,6 +989,7 @@ async fn throughput(opts: &BenchOptions, kind: StoreKind) -> anyhow::Result<Repo
     let (qb_after, _, qb_kinds) = w.qbo_calls().await?;
     let qb_calls = qb_after.saturating_sub(qb_before);
     let counts = w.raw_store.count_jobs().await?;
+    let dead_errors = dead_job_errors(&w.raw_store).await?;
     let stats = engine.stats.snapshot();
     let per = linked.max(1) as f64;
 
@@ -992,6 +1005,7 @@ async fn throughput(opts: &BenchOptions, kind: StoreKind) -> anyhow::Result<Repo
         ("QuickBooks calls by kind".into(), qb_kinds.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(" · ")),
         ("jobs done / dead / parked".into(), format!("{} / {} / {}", counts.done, counts.dead, counts.parked)),
     ];
+    rows.extend(dead_errors.iter().map(|(id, error)| (format!("dead job {id}"), error.clone())));
     let breakdown = time_breakdown(&w.timings, &cpu, linked, &mut rows);
     let json = json!({
         "bench": "throughput", "store": kind.name(), "n": n, "linked": linked, "seconds": secs(took),
@@ -999,6 +1013,7 @@ async fn throughput(opts: &BenchOptions, kind: StoreKind) -> anyhow::Result<Repo
         "salesforce_calls_per_record": sf_calls as f64 / per, "quickbooks_calls_per_record": qb_calls as f64 / per,
         "quickbooks_calls_log_capped": qb_after >= 10_000,
         "jobs": {"done": counts.done, "dead": counts.dead, "parked": counts.parked},
+        "dead_job_errors": dead_errors.iter().map(|(id, e)| json!({"job": id, "error": e})).collect::<Vec<_>>(),
         "errors": stats.errors, "where_time_goes": breakdown,
     });
     w.stop().await;
@@ -1335,9 +1350,12 @@ async fn backfill(opts: &BenchOptions) -> anyhow::Result<Report> {
         let counts = w.raw_store.count_jobs().await?;
         let rss = proc_status_kib("VmRSS:").unwrap_or(0);
         samples.push((secs(started.elapsed()), rss, counts.queued));
-        // Every record is stamped (or given up on), and the own-write jobs of the stamps have run too.
-        let finished = i64::try_from(updated).unwrap_or(i64::MAX) + counts.dead + counts.parked;
-        if (finished >= i64::try_from(n).unwrap_or(i64::MAX) && counts.queued == 0 && counts.running == 0) || Instant::now() > deadline {
+        // Every changed record's job has ended (stamped, found already stamped, dead or parked) and none is left
+        // queued or running. Counted from the engine's job outcomes, not from stamps: a record that needs no write
+        // must not keep the run waiting for its deadline.
+        let s = engine.stats.snapshot();
+        let ended = s.jobs_done + s.jobs_dead + s.jobs_parked;
+        if (ended >= n as u64 && counts.queued == 0 && counts.running == 0) || Instant::now() > deadline {
             break updated;
         }
         if last_say.elapsed() > Duration::from_secs(10) {
@@ -1351,11 +1369,12 @@ async fn backfill(opts: &BenchOptions) -> anyhow::Result<Report> {
     let _ = stop_tx.send(true);
     runner.await??;
     let counts = w.raw_store.count_jobs().await?;
+    let dead_errors = dead_job_errors(&w.raw_store).await?;
     let peak_at = samples.iter().max_by_key(|s| s.1).map(|s| s.0).unwrap_or(0.0);
     let queued_peak = samples.iter().map(|s| s.2).max().unwrap_or(0);
     let mib = |k: u64| k as f64 / 1024.0;
 
-    let rows = vec![
+    let mut rows = vec![
         ("store".to_string(), opts.store.name().to_string()),
         ("records".into(), format!("{n} accounts changed, {stamped} stamped in {:.0} s ({:.0}/s)", secs(wall), stamped as f64 / secs(wall).max(1e-9))),
         ("RSS before the run".into(), format!("{:.0} MiB", mib(rss_before))),
@@ -1363,11 +1382,13 @@ async fn backfill(opts: &BenchOptions) -> anyhow::Result<Report> {
         ("peak reached at".into(), format!("{peak_at:.0} s into the run; most jobs queued at once: {queued_peak}")),
         ("jobs done / dead / parked".into(), format!("{} / {} / {}", counts.done, counts.dead, counts.parked)),
     ];
+    rows.extend(dead_errors.iter().map(|(id, error)| (format!("dead job {id}"), error.clone())));
     let json = json!({
         "bench": "backfill", "store": opts.store.name(), "n": n, "records_updated": stamped, "seconds": secs(wall),
         "rss_before_mib": mib(rss_before), "peak_rss_mib": mib(hwm), "peak_rss_bytes": hwm * 1024, "hwm_reset": reset,
         "bar_bytes": 200_000_000u64, "meets_bar": hwm * 1024 <= 200_000_000, "peak_at_seconds": peak_at, "queued_peak": queued_peak,
         "jobs": {"done": counts.done, "dead": counts.dead, "parked": counts.parked},
+        "dead_job_errors": dead_errors.iter().map(|(id, e)| json!({"job": id, "error": e})).collect::<Vec<_>>(),
         "rss_samples": samples.iter().step_by((samples.len() / 40).max(1)).map(|s| json!([s.0.round(), s.1 / 1024])).collect::<Vec<_>>(),
     });
     w.stop().await;
