@@ -105,6 +105,16 @@ const BUILTIN_IDENTS: &[&str] = &[
 /// The standard environment, built once: building it registers every standard overload.
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
+thread_local! {
+    /// The root context holding the flow helpers, one per thread (a context is not `Sync`). Each evaluation
+    /// binds its variables in a child scope of it, so the helpers are registered once per thread instead of at
+    /// every evaluation (a sync job evaluates dozens of expressions).
+    static HELPER_CONTEXT: Result<Context<'static, 'static>, String> = {
+        let mut ctx = Context::with_env(Arc::clone(&ENV));
+        register_helpers(&mut ctx).map(|()| ctx).map_err(|e| e.to_string())
+    };
+}
+
 /// A compiled CEL expression together with its source and position.
 ///
 /// Cloning is cheap (the program is shared). The position is where the expression's text starts in the flow
@@ -253,18 +263,20 @@ impl Expr {
     /// Evaluates the expression. Only the variables it references are converted, so passing the whole run
     /// state is cheap.
     pub fn eval(&self, vars: &Vars) -> Result<serde_json::Value, EvalError> {
-        let mut ctx = Context::with_env(Arc::clone(&ENV));
-        register_helpers(&mut ctx).map_err(|e| self.error(e.to_string()))?;
-        for (name, _) in self.refs.iter() {
-            if let Some(value) = vars.get(name) {
-                ctx.add_variable_from_value(name.as_str(), json_to_cel(value));
+        HELPER_CONTEXT.with(|helpers| {
+            let root = helpers.as_ref().map_err(|e| self.error(e.clone()))?;
+            let mut ctx = root.new_inner_scope();
+            for (name, _) in self.refs.iter() {
+                if let Some(value) = vars.get(name) {
+                    ctx.add_variable_from_value(name.as_str(), json_to_cel(value));
+                }
             }
-        }
-        let value = self
-            .program
-            .execute(&ctx)
-            .map_err(|e| self.error(describe_execution_error(&e)))?;
-        cel_to_json(&value).map_err(|message| self.error(message))
+            let value = self
+                .program
+                .execute(&ctx)
+                .map_err(|e| self.error(describe_execution_error(&e)))?;
+            cel_to_json(&value).map_err(|message| self.error(message))
+        })
     }
 
     fn error(&self, message: String) -> EvalError {

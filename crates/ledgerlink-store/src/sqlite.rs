@@ -15,9 +15,9 @@ use std::time::Duration as StdDuration;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
-use sqlx::Row;
+use sqlx::{ConnectOptions, Row};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnection, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 
 use crate::crypto::SecretCipher;
@@ -25,15 +25,23 @@ use crate::types::*;
 use crate::{RecordRef, Result, Store, StoreError};
 
 pub(crate) mod platform;
+mod writer;
+
+use writer::{BoxFuture, Writer};
 
 /// How long a statement waits for another connection's write lock before failing with "database is locked".
 const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 const POOL_SIZE: u32 = 8;
+/// Bytes of the database file read through `mmap` (SQLite maps at most the file's size).
+const MMAP_SIZE: u64 = 256 * 1024 * 1024;
 
 /// The SQLite-backed [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// The group-committing writer the engine's writes go through (see `writer`); `None` for an in-memory
+    /// database, whose one pooled connection is the database.
+    writer: Option<Writer>,
     cipher: SecretCipher,
 }
 
@@ -52,7 +60,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Reads through a shared memory map instead of a `pread` per page: with several pooled connections,
+            // each one's private page cache is invalidated whenever another writes, so without it a busy engine
+            // spends much of its store time re-reading pages it just had.
+            .pragma("mmap_size", MMAP_SIZE.to_string());
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if !in_memory && let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
@@ -66,9 +78,10 @@ impl SqliteStore {
             // An in-memory database lives and dies with its one connection, so exactly one is opened and kept.
             pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
         }
-        let pool = pool.connect_with(options).await?;
+        let pool = pool.connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool, cipher })
+        let writer = if in_memory { None } else { Some(Writer::start(options.connect().await?)) };
+        Ok(SqliteStore { pool, writer, cipher })
     }
 
     /// The stored (sealed) `credentials` column of a connection, exactly as written. For tests that prove
@@ -83,6 +96,21 @@ impl SqliteStore {
             Some(row) => Some(row.try_get("credentials")?),
             None => None,
         })
+    }
+
+    /// Runs a write: through the group commit of a file store, straight on the pool for an in-memory one.
+    async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        match &self.writer {
+            Some(writer) => writer.write(op).await,
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                op(&mut conn).await
+            }
+        }
     }
 
     async fn lease_conflict(&self, id: JobId, worker: &str) -> StoreError {
@@ -114,34 +142,40 @@ fn json(v: &serde_json::Value) -> String {
 
 impl SqliteStore {
     /// Inserts a job with this status unless one with the same idempotency key exists.
-    async fn insert_job(&self, job: &NewJob, status: &str) -> Result<Enqueued> {
+    async fn insert_job(&self, job: &NewJob, status: &'static str) -> Result<Enqueued> {
         let now = ts(Utc::now());
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (kind, idempotency_key, flow, connection, payload, status, run_at, attempts,
-                               max_attempts, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?9, ?6, 0, ?7, ?8, ?8)
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&job.kind)
-        .bind(&job.idempotency_key)
-        .bind(&job.flow)
-        .bind(&job.connection)
-        .bind(json(&job.payload))
-        .bind(ts(job.run_at))
-        .bind(job.max_attempts)
-        .bind(now)
-        .bind(status)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = inserted {
-            return Ok(Enqueued::Inserted(row.try_get("id")?));
-        }
-        let row = sqlx::query("SELECT id FROM jobs WHERE idempotency_key = ?1")
-            .bind(&job.idempotency_key)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Enqueued::Duplicate(row.try_get("id")?))
+        let job = job.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let inserted = sqlx::query(
+                    "INSERT INTO jobs (kind, idempotency_key, flow, connection, payload, status, run_at, attempts,
+                                       max_attempts, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?9, ?6, 0, ?7, ?8, ?8)
+                     ON CONFLICT (idempotency_key) DO NOTHING
+                     RETURNING id",
+                )
+                .bind(&job.kind)
+                .bind(&job.idempotency_key)
+                .bind(&job.flow)
+                .bind(&job.connection)
+                .bind(json(&job.payload))
+                .bind(ts(job.run_at))
+                .bind(job.max_attempts)
+                .bind(now)
+                .bind(status)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if let Some(row) = inserted {
+                    return Ok(Enqueued::Inserted(row.try_get("id")?));
+                }
+                let row = sqlx::query("SELECT id FROM jobs WHERE idempotency_key = ?1")
+                    .bind(&job.idempotency_key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(Enqueued::Duplicate(row.try_get("id")?))
+            })
+        })
+        .await
     }
 }
 
@@ -239,22 +273,29 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
-            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1,
-                             updated_at = ?3
-             WHERE id IN (
-                 SELECT id FROM jobs
-                 WHERE (status = 'queued' AND run_at <= ?3) OR (status = 'running' AND lease_until < ?3)
-                 ORDER BY run_at, id
-                 LIMIT ?4)
-             RETURNING *",
-        )
-        .bind(worker)
-        .bind(ts(now + lease))
-        .bind(ts(now))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let worker = worker.to_string();
+        let rows = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2,
+                                         attempts = attempts + 1, updated_at = ?3
+                         WHERE id IN (
+                             SELECT id FROM jobs
+                             WHERE (status = 'queued' AND run_at <= ?3) OR (status = 'running' AND lease_until < ?3)
+                             ORDER BY run_at, id
+                             LIMIT ?4)
+                         RETURNING *",
+                    )
+                    .bind(worker)
+                    .bind(ts(now + lease))
+                    .bind(ts(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (j.run_at, j.id));
         Ok(jobs)
@@ -274,24 +315,31 @@ impl Store for SqliteStore {
         // SQLite has no arrays: the names travel as one JSON array, unpacked by json_each.
         let names = serde_json::to_string(connections)
             .map_err(|e| StoreError::Corrupt(format!("connection names cannot be encoded: {e}")))?;
-        let rows = sqlx::query(
-            "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2, attempts = attempts + 1,
-                             updated_at = ?3
-             WHERE id IN (
-                 SELECT id FROM jobs
-                 WHERE ((status = 'queued' AND run_at <= ?3) OR (status = 'running' AND lease_until < ?3))
-                   AND (connection IS NULL OR connection IN (SELECT value FROM json_each(?5)))
-                 ORDER BY run_at, id
-                 LIMIT ?4)
-             RETURNING *",
-        )
-        .bind(worker)
-        .bind(ts(now + lease))
-        .bind(ts(now))
-        .bind(i64::from(limit))
-        .bind(names)
-        .fetch_all(&self.pool)
-        .await?;
+        let worker = worker.to_string();
+        let rows = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2,
+                                         attempts = attempts + 1, updated_at = ?3
+                         WHERE id IN (
+                             SELECT id FROM jobs
+                             WHERE ((status = 'queued' AND run_at <= ?3) OR (status = 'running' AND lease_until < ?3))
+                               AND (connection IS NULL OR connection IN (SELECT value FROM json_each(?5)))
+                             ORDER BY run_at, id
+                             LIMIT ?4)
+                         RETURNING *",
+                    )
+                    .bind(worker)
+                    .bind(ts(now + lease))
+                    .bind(ts(now))
+                    .bind(i64::from(limit))
+                    .bind(names)
+                    .fetch_all(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (j.run_at, j.id));
         Ok(jobs)
@@ -311,15 +359,22 @@ impl Store for SqliteStore {
     }
 
     async fn complete_job(&self, id: JobId, worker: &str, now: DateTime<Utc>) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, updated_at = ?1
-             WHERE id = ?2 AND status = 'running' AND lease_owner = ?3",
-        )
-        .bind(ts(now))
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
+        let owner = worker.to_string();
+        let done = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, updated_at = ?1
+                         WHERE id = ?2 AND status = 'running' AND lease_owner = ?3",
+                    )
+                    .bind(ts(now))
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         if done.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
@@ -331,33 +386,48 @@ impl Store for SqliteStore {
         retry_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let failed = sqlx::query(
-            "UPDATE jobs SET status = CASE WHEN ?1 IS NULL THEN 'dead' ELSE 'queued' END,
-                             run_at = COALESCE(?1, run_at), last_error = ?2,
-                             lease_owner = NULL, lease_until = NULL, updated_at = ?3
-             WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
-        )
-        .bind(retry_at.map(ts))
-        .bind(error)
-        .bind(ts(now))
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
+        let (owner, error) = (worker.to_string(), error.to_string());
+        let failed = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE jobs SET status = CASE WHEN ?1 IS NULL THEN 'dead' ELSE 'queued' END,
+                                         run_at = COALESCE(?1, run_at), last_error = ?2,
+                                         lease_owner = NULL, lease_until = NULL, updated_at = ?3
+                         WHERE id = ?4 AND status = 'running' AND lease_owner = ?5",
+                    )
+                    .bind(retry_at.map(ts))
+                    .bind(error)
+                    .bind(ts(now))
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         if failed.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
     async fn park_job(&self, id: JobId, worker: &str, review: ReviewId, now: DateTime<Utc>) -> Result<()> {
-        let parked = sqlx::query(
-            "UPDATE jobs SET status = 'parked', review_id = ?1, lease_owner = NULL, lease_until = NULL, updated_at = ?2
-             WHERE id = ?3 AND status = 'running' AND lease_owner = ?4",
-        )
-        .bind(review)
-        .bind(ts(now))
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
+        let owner = worker.to_string();
+        let parked = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE jobs SET status = 'parked', review_id = ?1, lease_owner = NULL, lease_until = NULL,
+                                         updated_at = ?2
+                         WHERE id = ?3 AND status = 'running' AND lease_owner = ?4",
+                    )
+                    .bind(review)
+                    .bind(ts(now))
+                    .bind(id)
+                    .bind(owner)
+                    .execute(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         if parked.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
@@ -430,7 +500,8 @@ impl Store for SqliteStore {
     // ----- links -----
 
     async fn put_link(&self, link: &Link) -> Result<()> {
-        sqlx::query(
+        let link = link.clone();
+        self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "INSERT INTO links (a_connection, a_object, a_id, b_connection, b_object, b_id,
                                 a_version, b_version, a_hash, b_hash, flow, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
@@ -451,9 +522,10 @@ impl Store for SqliteStore {
         .bind(&link.b_hash)
         .bind(&link.flow)
         .bind(ts(link.updated_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())?) }))
+        .await
     }
 
     async fn find_link(&self, from: &RecordRef, to_connection: &str, to_object: &str) -> Result<Option<Link>> {
@@ -490,7 +562,8 @@ impl Store for SqliteStore {
     // ----- write intents -----
 
     async fn begin_intent(&self, intent: &NewWriteIntent) -> Result<WriteIntent> {
-        let row = sqlx::query(
+        let intent = intent.clone();
+        let row = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "INSERT INTO write_intents (key, flow, job_id, connection, object, action, payload, status, attempts,
                                         created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 1, ?8)
@@ -505,7 +578,8 @@ impl Store for SqliteStore {
         .bind(&intent.action)
         .bind(json(&intent.payload))
         .bind(ts(intent.created_at))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
+        .await?) }))
         .await?;
         intent_from_row(&row)
     }
@@ -519,16 +593,23 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         // Completing twice with the same result is harmless (a retried commit); a different result id would mean
         // two external records for one intent, which must surface rather than be papered over.
-        let done = sqlx::query(
-            "UPDATE write_intents SET status = 'done', result_id = ?1, response = ?2, completed_at = ?3
-             WHERE key = ?4 AND (status = 'pending' OR result_id = ?1)",
-        )
-        .bind(result_id)
-        .bind(json(response))
-        .bind(ts(now))
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
+        let (id, response, k) = (result_id.to_string(), json(response), key.to_string());
+        let done = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE write_intents SET status = 'done', result_id = ?1, response = ?2, completed_at = ?3
+                         WHERE key = ?4 AND (status = 'pending' OR result_id = ?1)",
+                    )
+                    .bind(id)
+                    .bind(response)
+                    .bind(ts(now))
+                    .bind(k)
+                    .execute(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         if done.rows_affected() == 1 {
             return Ok(());
         }
@@ -566,7 +647,8 @@ impl Store for SqliteStore {
     }
 
     async fn put_cursor(&self, cursor: &ChangeCursor) -> Result<()> {
-        sqlx::query(
+        let cursor = cursor.clone();
+        self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "INSERT INTO change_cursors (connection, object, flow, position, seen, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (connection, object, flow) DO UPDATE SET
@@ -578,9 +660,10 @@ impl Store for SqliteStore {
         .bind(ts(cursor.position))
         .bind(json(&cursor.seen))
         .bind(ts(cursor.updated_at))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())?) }))
+        .await
     }
 
     // ----- runs -----
@@ -620,7 +703,8 @@ impl Store for SqliteStore {
     // ----- audit log -----
 
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64> {
-        let row = sqlx::query(
+        let entry = entry.clone();
+        let row = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "INSERT INTO audit_log (at, flow, job_id, connection, object, record_id, action, outcome, before, after,
                                     error)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -637,7 +721,8 @@ impl Store for SqliteStore {
         .bind(entry.before.as_ref().map(json))
         .bind(entry.after.as_ref().map(json))
         .bind(&entry.error)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
+        .await?) }))
         .await?;
         Ok(row.try_get("id")?)
     }

@@ -1,0 +1,205 @@
+//! Group commit: the engine's writes, from however many jobs run at once, go through one connection that commits
+//! the writes queued meanwhile together.
+//!
+//! Why: SQLite has one writer at a time, and an autocommit statement pays for a whole transaction of its own —
+//! its pages appended to the WAL, the WAL index updated, a checkpoint every thousand pages — while the other
+//! pooled connections wait out the write lock in `busy_timeout` sleeps and then find their page caches stale.
+//! A job makes about eight writes; a hundred jobs at once made eight hundred transactions where a few dozen do.
+//!
+//! How: a write is a closure run against the writer's connection. The writer takes every write waiting (up to
+//! [`MAX_BATCH`]), runs them inside one `BEGIN IMMEDIATE … COMMIT`, each under its own savepoint so a write that
+//! fails is rolled back alone and the others still commit. A caller hears its result only after the `COMMIT`,
+//! so a write that returned is exactly as durable as an autocommitted one was; if the commit itself fails, every
+//! write of the batch fails with it and none of them took effect.
+//!
+//! Reads stay on the pool: WAL readers never wait for the writer, and see each batch once it committed.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Executor};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Result, StoreError};
+
+/// A boxed future that may borrow the writer's connection for `'c`.
+pub(crate) type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
+
+/// The most writes one transaction carries, so a flood of writes still commits (and answers) in steps.
+const MAX_BATCH: usize = 256;
+
+/// Answers a write's caller once the fate of its batch is known (`None`: committed; `Some`: the commit failed).
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// One queued write: runs on the writer's connection and says whether it succeeded (its savepoint is released)
+/// or failed (its savepoint is rolled back), and how to answer its caller.
+type Op = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Answer)> + Send>;
+
+/// The handle writes are sent through; the writer task ends when the last handle is dropped.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    queue: mpsc::UnboundedSender<Op>,
+    /// Transactions committed so far (each carrying one or more writes).
+    commits: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    /// Starts the writer on its own connection (opened with the store's options, so the same pragmas apply).
+    pub(crate) fn start(conn: SqliteConnection) -> Writer {
+        let (queue, ops) = mpsc::unbounded_channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run(conn, ops, commits.clone()));
+        Writer { queue, commits }
+    }
+
+    /// How many transactions the writer has committed.
+    #[cfg(test)]
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Runs `op` in the next batch and returns its result once that batch committed.
+    pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let queued: Op = Box::new(move |conn| {
+            Box::pin(async move {
+                let result = op(conn).await;
+                let ok = result.is_ok();
+                let answer: Answer = Box::new(move |commit_failed: Option<&str>| {
+                    let result = match commit_failed {
+                        Some(reason) if ok => Err(commit_error(reason)),
+                        _ => result,
+                    };
+                    let _ = tx.send(result);
+                });
+                (ok, answer)
+            })
+        });
+        self.queue.send(queued).map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
+        rx.await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
+    }
+}
+
+fn commit_error(reason: &str) -> StoreError {
+    StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!(
+        "the transaction holding this write could not be committed: {reason}"
+    ))))
+}
+
+async fn run(mut conn: SqliteConnection, mut ops: mpsc::UnboundedReceiver<Op>, commits: Arc<AtomicU64>) {
+    let mut batch: Vec<Op> = Vec::new();
+    while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        commit_batch(&mut conn, std::mem::take(&mut batch)).await;
+        commits.fetch_add(1, Ordering::Relaxed);
+    }
+    let _ = conn.close().await;
+}
+
+/// Runs one batch in one transaction and answers each write.
+async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Op>) {
+    // Without the outer transaction (it could not begin), each savepoint is a transaction of its own: the writes
+    // still happen, one commit each.
+    let in_transaction = conn.execute("BEGIN IMMEDIATE").await.is_ok();
+    let mut answers = Vec::with_capacity(batch.len());
+    for op in batch {
+        let saved = conn.execute("SAVEPOINT write").await.is_ok();
+        let (ok, answer) = op(conn).await;
+        if saved {
+            let end = if ok { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
+            if let Err(e) = conn.execute(end).await {
+                tracing::warn!(error = %e, "ending a write's savepoint failed");
+            }
+        }
+        answers.push(answer);
+    }
+    let failed = if in_transaction {
+        match conn.execute("COMMIT").await {
+            Ok(_) => None,
+            Err(e) => {
+                let _ = conn.execute("ROLLBACK").await;
+                Some(e.to_string())
+            }
+        }
+    } else {
+        None
+    };
+    for answer in answers {
+        answer(failed.as_deref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use std::str::FromStr;
+
+    async fn open(dir: &tempfile::TempDir) -> (Writer, SqliteConnection) {
+        let url = format!("sqlite://{}", dir.path().join("w.sqlite").display());
+        let options = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
+        let mut setup = options.connect().await.unwrap();
+        setup.execute("PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)").await.unwrap();
+        (Writer::start(options.connect().await.unwrap()), setup)
+    }
+
+    fn insert(writer: &Writer, k: i64, v: Option<&'static str>) -> impl Future<Output = Result<u64>> + use<> {
+        let writer = writer.clone();
+        async move {
+            writer
+                .write(move |conn| {
+                    Box::pin(async move {
+                        // Two statements: a failure in the second must undo the first (the savepoint).
+                        sqlx::query("INSERT INTO t (k, v) VALUES (?1, 'placeholder')").bind(k + 1000).execute(&mut *conn).await?;
+                        Ok(sqlx::query("INSERT INTO t (k, v) VALUES (?1, ?2)").bind(k).bind(v).execute(&mut *conn).await?.rows_affected())
+                    })
+                })
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_commits_and_a_failing_write_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reader) = open(&dir).await;
+        // 200 writes at once; every tenth violates NOT NULL in its second statement.
+        let tasks: Vec<_> = (0..200i64).map(|k| tokio::spawn(insert(&writer, k, (k % 10 != 0).then_some("ok")))).collect();
+        let mut failed = Vec::new();
+        for (k, t) in tasks.into_iter().enumerate() {
+            if t.await.unwrap().is_err() {
+                failed.push(k as i64);
+            }
+        }
+        assert_eq!(failed, (0..200).filter(|k| k % 10 == 0).collect::<Vec<_>>());
+        // Every write that returned Ok is visible to another connection, and nothing of a failed one is.
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT k FROM t ORDER BY k").fetch_all(&mut reader).await.unwrap();
+        let expected: Vec<i64> =
+            (0..200).filter(|k| k % 10 != 0).chain((0..200).filter(|k| k % 10 != 0).map(|k| k + 1000)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        assert_eq!(rows.into_iter().map(|r| r.0).collect::<Vec<_>>(), expected);
+        // They were committed together, not one transaction each.
+        assert!(writer.commits() < 200, "200 concurrent writes took {} commits", writer.commits());
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_for_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reader) = open(&dir).await;
+        insert(&writer, 7, Some("seven")).await.unwrap();
+        let v: (String,) = sqlx::query_as("SELECT v FROM t WHERE k = 7").fetch_one(&mut reader).await.unwrap();
+        assert_eq!(v.0, "seven");
+    }
+}
