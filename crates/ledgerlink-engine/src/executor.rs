@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 
 use chrono::NaiveDate;
 use ledgerlink_connectors::{ConnectorError, FindQuery, Record};
-use ledgerlink_flow::{Expr, Flow, Mapping, MatchHow, SourceRef, Step, StepKind, Vars};
+use ledgerlink_flow::{Expr, Flow, Mapping, MatchHow, SourceRef, Step, StepKind, Scope};
 use ledgerlink_model::{Currency, CustomFieldValue, Invoice, InvoiceDiscount, InvoiceLine, Money, RecordRef, parse_decimal};
 use ledgerlink_store::{IntentStatus, Link, NewAuditEntry, NewReviewItem, NewWriteIntent, ReviewId, StoreError};
 use rust_decimal::Decimal;
@@ -99,7 +99,8 @@ struct Run<'a> {
     engine: &'a Engine,
     flow: &'a Flow,
     job_id: Option<i64>,
-    vars: Vars,
+    /// The variables so far (`record`, `params`, each step's output), as expressions read them.
+    scope: Scope,
     writes: u32,
     /// What people decided on this job's earlier review items.
     decisions: Decisions,
@@ -171,15 +172,15 @@ pub async fn run_flow_at(engine: &Engine, flow: &Flow, record: Value, job_id: Op
 
 impl<'a> Run<'a> {
     fn new(engine: &'a Engine, flow: &'a Flow, record: Value, job_id: Option<i64>, decisions: Decisions, at: chrono::DateTime<chrono::Utc>) -> Run<'a> {
-        let mut vars = Vars::new();
-        vars.insert("record".into(), record);
-        vars.insert(
-            "params".into(),
+        let mut scope = Scope::new();
+        scope.set("record", record);
+        scope.set(
+            "params",
             Value::Object(flow.params.iter().map(|(k, v)| (k.clone(), Value::String(v.value.clone()))).collect()),
         );
-        vars.insert("now".into(), Value::String(crate::now().to_rfc3339()));
-        vars.insert("today".into(), Value::String(crate::triggers::local_date(flow, at)));
-        Run { engine, flow, job_id, vars, writes: 0, decisions, all_records: Default::default(), plan: None, changed_before_run: Default::default() }
+        scope.set("now", Value::String(crate::now().to_rfc3339()));
+        scope.set("today", Value::String(crate::triggers::local_date(flow, at)));
+        Run { engine, flow, job_id, scope, writes: 0, decisions, all_records: Default::default(), plan: None, changed_before_run: Default::default() }
     }
 
     async fn execute(&mut self) -> Result<Outcome, ExecError> {
@@ -191,7 +192,7 @@ impl<'a> Run<'a> {
                 reason,
                 details: json!({"expression": cond.source()}),
             };
-            match cond.eval(&self.vars) {
+            match cond.eval_in(&self.scope) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => return Ok(Outcome::Skipped),
                 Ok(other) => return self.send_to_review(invalid(format!("the flow's condition must be true or false, but it gave {other}"))).await,
@@ -205,7 +206,7 @@ impl<'a> Run<'a> {
             };
             match result {
                 Ok(value) => {
-                    self.vars.insert(step.id.clone(), value);
+                    self.scope.set(&step.id, value);
                 }
                 Err(StepError::Exec(e)) => return Err(e),
                 Err(StepError::Review(id)) => return Ok(Outcome::Review(id)),
@@ -258,12 +259,12 @@ impl Run<'_> {
 
     fn trigger_ref(&self) -> Option<RecordRef> {
         let (connection, object, _) = self.flow.trigger.source()?;
-        let id = self.vars.get("record")?.get("Id")?.as_str()?;
+        let id = self.scope.get("record")?.get("Id")?.as_str()?;
         Some(RecordRef::new(connection, object, id))
     }
 
     fn eval(&self, step: &Step, expr: &Expr) -> Result<Value, StepError> {
-        expr.eval(&self.vars).map_err(|e| {
+        expr.eval_in(&self.scope).map_err(|e| {
             StepError::Invalid(Invalid {
                 step: step.id.clone(),
                 kind: "mapping_error",
@@ -296,11 +297,11 @@ impl Run<'_> {
         let items = self.eval_list(step, over, "for_each")?;
         let mut results = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
-            self.vars.insert(step.as_name.clone(), item);
-            self.vars.insert("index".into(), json!(i));
+            let shadowed_item = self.scope.push(&step.as_name, item);
+            let shadowed_index = self.scope.push("index", json!(i));
             let r = self.step(step).await;
-            self.vars.remove(&step.as_name);
-            self.vars.remove("index");
+            self.scope.pop("index", shadowed_index);
+            self.scope.pop(&step.as_name, shadowed_item);
             results.push(r?);
         }
         Ok(Value::Array(results))
@@ -843,8 +844,8 @@ impl Run<'_> {
         let source_lines = self.eval_list(step, lines, "lines")?;
         let mut out_lines = Vec::with_capacity(source_lines.len());
         for (i, l) in source_lines.into_iter().enumerate() {
-            self.vars.insert("line".into(), l);
-            self.vars.insert("index".into(), json!(i));
+            let shadowed_line = self.scope.push("line", l);
+            let shadowed_index = self.scope.push("index", json!(i));
             let mut m = serde_json::Map::new();
             let mut failed = None;
             for (k, e) in line {
@@ -858,8 +859,8 @@ impl Run<'_> {
                     }
                 }
             }
-            self.vars.remove("line");
-            self.vars.remove("index");
+            self.scope.pop("index", shadowed_index);
+            self.scope.pop("line", shadowed_line);
             if let Some(err) = failed {
                 return Err(err);
             }

@@ -105,14 +105,82 @@ const BUILTIN_IDENTS: &[&str] = &[
 /// The standard environment, built once: building it registers every standard overload.
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
-thread_local! {
-    /// The root context holding the flow helpers, one per thread (a context is not `Sync`). Each evaluation
-    /// binds its variables in a child scope of it, so the helpers are registered once per thread instead of at
-    /// every evaluation (a sync job evaluates dozens of expressions).
-    static HELPER_CONTEXT: Result<Context<'static, 'static>, String> = {
-        let mut ctx = Context::with_env(Arc::clone(&ENV));
-        register_helpers(&mut ctx).map(|()| ctx).map_err(|e| e.to_string())
-    };
+/// The root context holding the flow helpers, built once; every evaluation binds its variables in a child scope
+/// of it, so the helpers are not registered again for each of the dozens of expressions a sync job evaluates.
+static HELPER_CONTEXT: LazyLock<Result<Context<'static, 'static>, String>> = LazyLock::new(|| {
+    let mut ctx = Context::with_env(Arc::clone(&ENV));
+    register_helpers(&mut ctx).map(|()| ctx).map_err(|e| e.to_string())
+});
+
+/// The variables of a run, kept both as JSON (what steps read and write) and as CEL values converted once, when
+/// bound. Why: converting a variable is a deep copy; a run's `record`, `params` and step outputs are read by
+/// most of its expressions, and converting them at every evaluation cost more than evaluating.
+///
+/// Variables bound with [`Scope::set`] stay for the run. Loop variables ([`Scope::push`], [`Scope::pop`]) live in
+/// the JSON only and are converted at each evaluation that reads them: they are small and change every iteration.
+pub struct Scope {
+    vars: Vars,
+    /// The `set` variables' CEL values, in a child scope of [`HELPER_CONTEXT`].
+    cel: Option<Context<'static, 'static>>,
+    /// Names bound by `push`, shadowing a `set` variable of the same name while bound.
+    pushed: Vec<String>,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope").field("vars", &self.vars).field("pushed", &self.pushed).finish_non_exhaustive()
+    }
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope::new()
+    }
+}
+
+impl Scope {
+    pub fn new() -> Scope {
+        let cel = HELPER_CONTEXT.as_ref().ok().map(|root| root.new_inner_scope());
+        Scope { vars: Vars::new(), cel, pushed: Vec::new() }
+    }
+
+    /// Binds `name` for the rest of the run (replacing an earlier value).
+    pub fn set(&mut self, name: &str, value: serde_json::Value) {
+        if let Some(cel) = &mut self.cel {
+            cel.add_variable_from_value(name, json_to_cel(&value));
+        }
+        self.vars.insert(name.to_string(), value);
+    }
+
+    /// Binds a loop variable until [`Scope::pop`]; returns what it shadows, to be restored by `pop`.
+    pub fn push(&mut self, name: &str, value: serde_json::Value) -> Option<serde_json::Value> {
+        self.pushed.push(name.to_string());
+        self.vars.insert(name.to_string(), value)
+    }
+
+    /// Unbinds the loop variable `name`, restoring what it shadowed.
+    pub fn pop(&mut self, name: &str, shadowed: Option<serde_json::Value>) {
+        if let Some(i) = self.pushed.iter().rposition(|n| n == name) {
+            self.pushed.remove(i);
+        }
+        match shadowed {
+            Some(v) => {
+                self.vars.insert(name.to_string(), v);
+            }
+            None => {
+                self.vars.remove(name);
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
+        self.vars.get(name)
+    }
+
+    /// Every variable as JSON.
+    pub fn vars(&self) -> &Vars {
+        &self.vars
+    }
 }
 
 /// A compiled CEL expression together with its source and position.
@@ -263,20 +331,35 @@ impl Expr {
     /// Evaluates the expression. Only the variables it references are converted, so passing the whole run
     /// state is cheap.
     pub fn eval(&self, vars: &Vars) -> Result<serde_json::Value, EvalError> {
-        HELPER_CONTEXT.with(|helpers| {
-            let root = helpers.as_ref().map_err(|e| self.error(e.clone()))?;
-            let mut ctx = root.new_inner_scope();
-            for (name, _) in self.refs.iter() {
-                if let Some(value) = vars.get(name) {
-                    ctx.add_variable_from_value(name.as_str(), json_to_cel(value));
-                }
+        let root = HELPER_CONTEXT.as_ref().map_err(|e| self.error(e.clone()))?;
+        let mut ctx = root.new_inner_scope();
+        for (name, _) in self.refs.iter() {
+            if let Some(value) = vars.get(name) {
+                ctx.add_variable_from_value(name.as_str(), json_to_cel(value));
             }
-            let value = self
-                .program
-                .execute(&ctx)
-                .map_err(|e| self.error(describe_execution_error(&e)))?;
-            cel_to_json(&value).map_err(|message| self.error(message))
-        })
+        }
+        self.run(&ctx)
+    }
+
+    /// Evaluates the expression against a run's [`Scope`]: only its loop variables are converted here.
+    pub fn eval_in(&self, scope: &Scope) -> Result<serde_json::Value, EvalError> {
+        let Some(base) = &scope.cel else { return self.eval(&scope.vars) };
+        let pushed: Vec<&String> = self.refs.iter().map(|(name, _)| name).filter(|n| scope.pushed.contains(n)).collect();
+        if pushed.is_empty() {
+            return self.run(base);
+        }
+        let mut ctx = base.new_inner_scope();
+        for name in pushed {
+            if let Some(value) = scope.vars.get(name) {
+                ctx.add_variable_from_value(name.as_str(), json_to_cel(value));
+            }
+        }
+        self.run(&ctx)
+    }
+
+    fn run(&self, ctx: &Context<'_, '_>) -> Result<serde_json::Value, EvalError> {
+        let value = self.program.execute(ctx).map_err(|e| self.error(describe_execution_error(&e)))?;
+        cel_to_json(&value).map_err(|message| self.error(message))
     }
 
     fn error(&self, message: String) -> EvalError {

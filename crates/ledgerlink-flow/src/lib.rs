@@ -10,5 +10,5 @@ pub mod expr;
 pub mod parse;
 
 pub use def::*;
-pub use expr::{EvalError, Expr, Vars};
+pub use expr::{EvalError, Expr, Scope, Vars};
 pub use parse::{FlowError, FlowErrors, parse_flow};

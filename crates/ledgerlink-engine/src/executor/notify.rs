@@ -41,11 +41,11 @@ impl Run<'_> {
         let subject = match self.trigger_ref() {
             Some(r) => r,
             None => {
-                let firing = self.vars.get("record").and_then(|r| r.get("scheduled_for")).and_then(Value::as_str).unwrap_or_default();
+                let firing = self.scope.get("record").and_then(|r| r.get("scheduled_for")).and_then(Value::as_str).unwrap_or_default();
                 RecordRef::new("schedule", &self.flow.name, firing)
             }
         };
-        let action = match (step.for_each.is_some(), self.vars.get("index")) {
+        let action = match (step.for_each.is_some(), self.scope.get("index")) {
             (true, Some(i)) => format!("{}#{i}", step.id),
             _ => step.id.clone(),
         };

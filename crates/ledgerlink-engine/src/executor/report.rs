@@ -18,12 +18,9 @@ impl Run<'_> {
         let items = self.eval_list(step, &side.items, &format!("items of the {} side", side.name))?;
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
-            let previous = self.vars.insert("item".into(), item);
+            let shadowed = self.scope.push("item", item);
             let entry = self.side_entry(step, side, i);
-            match previous {
-                Some(p) => self.vars.insert("item".into(), p),
-                None => self.vars.remove("item"),
-            };
+            self.scope.pop("item", shadowed);
             out.push(entry?);
         }
         Ok(out)

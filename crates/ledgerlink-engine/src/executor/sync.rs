@@ -101,7 +101,7 @@ impl Run<'_> {
             return false;
         }
         let Some(conn) = self.engine.connectors.get(&src.connection) else { return false };
-        let Some(Value::Object(rec)) = self.vars.get("record") else { return false };
+        let Some(Value::Object(rec)) = self.scope.get("record") else { return false };
         let named = self.flow.steps.iter().find_map(|st| match &st.kind {
             ledgerlink_flow::StepKind::Sync { source, removal, .. } if source.connection == src.connection && source.object == src.object => {
                 removal.source_active_field.clone()

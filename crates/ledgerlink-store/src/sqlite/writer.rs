@@ -43,7 +43,8 @@ type Op = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (boo
 #[derive(Clone)]
 pub(crate) struct Writer {
     queue: mpsc::UnboundedSender<Op>,
-    /// Transactions committed so far (each carrying one or more writes).
+    /// Transactions committed so far (each carrying one or more writes); read by the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<AtomicU64>,
 }
 
