@@ -4,13 +4,13 @@
 //! Layout: [`EntityKind`] names the entities the sandbox serves and how they appear in paths and queries;
 //! [`write`] dispatches one write (create, full or sparse update, delete, void) to the shared flow (`create`,
 //! `update`, `delete`, [`super::txn::void`]), which strips read-only fields, runs the entity's `prepare_*`
-//! validation/derivation, stamps `Id`, `SyncToken` and `MetaData`, and then lets [`super::txn::recompute`]
-//! re-derive every balance that depends on transactions (invoice and bill balances, credit left on credit memos,
-//! customer and vendor balances). This module holds the name lists (Customer, Vendor, Employee, Item, Account,
-//! Term, Class, Department) and the company documents (CompanyInfo, Preferences); [`super::txn`] holds the
-//! transactions. Rows are plain JSON objects in the wire shape, so a read returns exactly what was stored. All
-//! money goes through [`super::money`] and `rust_decimal`. Every write appends [`ChangeEvent`]s to the context so
-//! webhooks can report them.
+//! validation/derivation, stamps `Id`, `SyncToken` and `MetaData`, and then lets [`super::txn::Scope`]
+//! re-derive the balances that depend on the written transaction (invoice and bill balances, credit left on credit
+//! memos, estimates' billed status, customer and vendor balances). This module holds the name lists (Customer,
+//! Vendor, Employee, Item, Account, Term, Class, Department) and the company documents (CompanyInfo, Preferences);
+//! [`super::txn`] holds the transactions. Rows are plain JSON objects in the wire shape, so a read returns exactly
+//! what was stored. All money goes through [`super::money`] and `rust_decimal`. Every write appends
+//! [`ChangeEvent`]s to the context so webhooks can report them.
 
 use std::collections::HashSet;
 
@@ -202,7 +202,55 @@ impl WriteCtx {
 }
 
 /// Runs one write. `operation` is the `operation` query parameter. Returns the object for the response envelope.
+///
+/// Only the balances the write can have moved are re-derived: those [`txn::Scope`] finds from the written row as
+/// stored before the write and as stored after it.
 pub fn write(
+    co: &mut Company,
+    kind: EntityKind,
+    operation: Option<&str>,
+    body: Value,
+    ctx: &mut WriteCtx,
+) -> Result<Value, Fault> {
+    let mut scope = txn::Scope::default();
+    if let Some(id) = body.as_object().and_then(id_of) {
+        scope.add_stored(co, kind, &id);
+    }
+    let result = apply(co, kind, operation, body, ctx)?;
+    if let Some(id) = super::state::row_id(&result) {
+        scope.add_stored(co, kind, id);
+    }
+    scope.rederive(co, ctx);
+    Ok(answer(co, kind, result))
+}
+
+/// [`write`] with every balance of the company re-derived afterwards: the reference the scoped write must match.
+#[cfg(test)]
+pub(crate) fn write_rederiving_all(
+    co: &mut Company,
+    kind: EntityKind,
+    operation: Option<&str>,
+    body: Value,
+    ctx: &mut WriteCtx,
+) -> Result<Value, Fault> {
+    let result = apply(co, kind, operation, body, ctx)?;
+    txn::recompute_all(co, ctx);
+    Ok(answer(co, kind, result))
+}
+
+/// The answer shows the row as it stands after the balances moved.
+fn answer(co: &Company, kind: EntityKind, result: Value) -> Value {
+    let stored = super::state::row_id(&result)
+        .filter(|_| result.get("status").is_none())
+        .and_then(|id| co.get(kind.name(), id));
+    match stored {
+        Some(row) => row.clone(),
+        None => result,
+    }
+}
+
+/// Dispatches one write to create, update, delete or void; balances other rows derive are left to the caller.
+fn apply(
     co: &mut Company,
     kind: EntityKind,
     operation: Option<&str>,
@@ -224,7 +272,7 @@ pub fn write(
         )));
     }
     let op = operation.map(str::to_ascii_lowercase);
-    let result = match op.as_deref() {
+    match op.as_deref() {
         Some("delete") => {
             if matches!(kind, EntityKind::CompanyInfo | EntityKind::Preferences) {
                 return Err(Fault::unsupported(format!(
@@ -258,17 +306,7 @@ pub fn write(
             "Operation {other} is not supported for {} (use create, update, delete or void)",
             kind.name()
         ))),
-    }?;
-    txn::recompute(co, ctx);
-    // The answer shows the row as it stands after the balances moved.
-    let id = super::state::row_id(&result).map(str::to_string);
-    if let Some(id) = id
-        && result.get("status").is_none()
-        && let Some(row) = co.get(kind.name(), &id)
-    {
-        return Ok(row.clone());
     }
-    Ok(result)
 }
 
 fn has_id(body: &Map<String, Value>) -> bool {

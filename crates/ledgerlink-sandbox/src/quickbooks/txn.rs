@@ -2,10 +2,12 @@
 //! balances they move.
 //!
 //! Layout: [`prepare`] validates and derives one transaction (lines, totals, tax, currency, dates, document number);
-//! [`void`] voids one; [`recompute`] re-derives, after every write, what QBO keeps up to date on its own: each
+//! [`void`] voids one; [`Scope`] re-derives, after every write, what QBO keeps up to date on its own: each
 //! invoice's and bill's `Balance` and `LinkedTxn` from the payments applied to it, each credit memo's
-//! `RemainingCredit`, and each customer's and vendor's `Balance`. Deriving from the stored payments (rather than
-//! adjusting incrementally) keeps every path — full update, sparse update, delete, void, batch — consistent.
+//! `RemainingCredit`, each estimate's billed status, and each customer's and vendor's `Balance`. Deriving from the
+//! stored rows (rather than adjusting incrementally) keeps every path — full update, sparse update, delete, void,
+//! batch — consistent; re-deriving only the rows the write can have moved spares a write from re-deriving,
+//! comparing and cloning every transaction the company holds.
 //!
 //! Money rules (all `rust_decimal`): line amounts are `Qty × UnitPrice` rounded to cents half away from zero; a
 //! discount line is a fixed amount or a percentage of the subtotal rounded the same way; tax is computed per tax
@@ -15,7 +17,7 @@
 //! `TotalAmt = subtotal − discount + tax`. Foreign-currency amounts convert to home amounts as
 //! `cents(amount × ExchangeRate)`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::Days;
 use rust_decimal::Decimal;
@@ -302,13 +304,14 @@ fn number_lines(lines: &mut [Map<String, Value>]) {
     }
 }
 
-/// Validates DocNumber uniqueness (6140) or hands out the next number when `auto` and none was sent.
+/// Validates DocNumber uniqueness (6140) unless `allow_duplicate`, or hands out the next number when `auto` and
+/// none was sent.
 fn doc_number(
     co: &Company,
     kind: EntityKind,
     c: &mut Map<String, Value>,
     previous: Option<&Value>,
-    ctx: &WriteCtx,
+    allow_duplicate: bool,
     auto: bool,
 ) -> Result<(), Fault> {
     let previous_doc = previous
@@ -323,7 +326,7 @@ fn doc_number(
                 ))
                 .at("DocNumber"));
             }
-            if !ctx.allow_duplicate_doc_number
+            if !allow_duplicate
                 && previous_doc.as_deref() != Some(doc.as_str())
                 && let Some(other) = co.rows(kind.name()).find(|row| {
                     !same_id(row, previous)
@@ -680,7 +683,14 @@ fn prepare_sales(
     let auto = !preference(co, "/SalesFormsPrefs/CustomTxnNumbers")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    doc_number(co, kind, &mut c, previous, ctx, auto)?;
+    doc_number(
+        co,
+        kind,
+        &mut c,
+        previous,
+        ctx.allow_duplicate_doc_number,
+        auto,
+    )?;
     dates(
         co,
         &mut c,
@@ -752,7 +762,7 @@ fn prepare_sales(
 }
 
 /// An invoice may name the estimate it bills (`LinkedTxn` `{TxnId, TxnType: "Estimate"}`), as QBO's "convert to
-/// invoice" does: the estimate must exist and be the same customer's. [`recompute`] then shows the estimate as
+/// invoice" does: the estimate must exist and be the same customer's. [`Scope`] then shows the estimate as
 /// converted (status Closed, the invoice in its `LinkedTxn`).
 fn estimate_links(co: &Company, ctx: &WriteCtx, c: &mut Map<String, Value>) -> Result<(), Fault> {
     let customer = c.get("CustomerRef").and_then(|r| r.get("value")).and_then(Value::as_str).map(str::to_string);
@@ -763,7 +773,7 @@ fn estimate_links(co: &Company, ctx: &WriteCtx, c: &mut Map<String, Value>) -> R
             return Err(wrong_type(&format!("LinkedTxn[{i}]"), "an object", link));
         };
         let ty = opt_str(link, "TxnType")?.ok_or_else(|| Fault::required("LinkedTxn.TxnType"))?;
-        // Payment links are derived from the payments (see `recompute`); what a client echoes back is dropped.
+        // Payment links are derived from the payments (see `Scope`); what a client echoes back is dropped.
         if !ty.eq_ignore_ascii_case("Estimate") {
             continue;
         }
@@ -891,47 +901,72 @@ fn compute_tax(
 
 // ----- payments --------------------------------------------------------------------------------------------------
 
-/// What the payments (other than `exclude`) have applied to each `(TxnType, TxnId)`.
-fn applications(co: &Company, exclude: Option<(&str, &str)>) -> HashMap<(String, String), Decimal> {
-    let mut out: HashMap<(String, String), Decimal> = HashMap::new();
+/// The lines of a stored row.
+fn lines_of(row: &Value) -> impl Iterator<Item = &Value> {
+    row.get("Line")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+/// The `LinkedTxn` entries of a stored row or line.
+fn links_of(row: &Value) -> impl Iterator<Item = &Value> {
+    row.get("LinkedTxn")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn line_amount(line: &Value) -> Decimal {
+    line.get("Amount").and_then(decimal_of).unwrap_or_default()
+}
+
+/// Calls `f(payment entity, payment, line)` once for every link of a stored Payment's or BillPayment's line to
+/// `(txn_type, txn_id)`, Payments first, each table in id order. It visits every payment of the company and runs
+/// on most writes that can move a balance, so it allocates nothing.
+fn for_each_application<'a>(
+    co: &'a Company,
+    txn_type: &str,
+    txn_id: &str,
+    mut f: impl FnMut(&'static str, &'a Value, &'a Value),
+) {
     for entity in ["Payment", "BillPayment"] {
-        for p in co.rows(entity) {
-            let pid = p.get("Id").and_then(Value::as_str).unwrap_or_default();
-            if exclude == Some((entity, pid)) {
-                continue;
-            }
-            for line in p
-                .get("Line")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let amount = line.get("Amount").and_then(decimal_of).unwrap_or_default();
-                for link in line
-                    .get("LinkedTxn")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let (Some(t), Some(id)) = (
-                        link.get("TxnType").and_then(Value::as_str),
-                        link.get("TxnId").and_then(Value::as_str),
-                    ) else {
-                        continue;
-                    };
-                    *out.entry((t.to_string(), id.to_string())).or_default() += amount;
+        for payment in co.rows(entity) {
+            for line in lines_of(payment) {
+                for link in links_of(line) {
+                    if link.get("TxnId").and_then(Value::as_str) == Some(txn_id)
+                        && link.get("TxnType").and_then(Value::as_str) == Some(txn_type)
+                    {
+                        f(entity, payment, line);
+                    }
                 }
             }
         }
     }
-    out
+}
+
+/// What the stored payments, other than `except` (entity, Id), have applied to `(txn_type, txn_id)`.
+fn applied_except(
+    co: &Company,
+    txn_type: &str,
+    txn_id: &str,
+    except: Option<(&str, &str)>,
+) -> Decimal {
+    let mut applied = Decimal::ZERO;
+    for_each_application(co, txn_type, txn_id, |entity, payment, line| {
+        let id = payment
+            .get("Id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if except != Some((entity, id)) {
+            applied += line_amount(line);
+        }
+    });
+    applied
 }
 
 fn applied_to(co: &Company, kind: EntityKind, id: &str) -> Decimal {
-    applications(co, None)
-        .get(&(kind.name().to_string(), id.to_string()))
-        .copied()
-        .unwrap_or_default()
+    applied_except(co, kind.name(), id, None)
 }
 
 /// Checks the lines of a payment (`Payment` against invoices and credit memos, `BillPayment` against bills);
@@ -945,8 +980,10 @@ fn payment_lines(
     party_id: &str,
     previous: Option<&Value>,
 ) -> Result<(Decimal, Decimal), Fault> {
-    let this = previous.and_then(|p| p.get("Id")).and_then(Value::as_str);
-    let others = applications(co, this.map(|id| (payment_kind.name(), id)));
+    let this = previous
+        .and_then(|p| p.get("Id"))
+        .and_then(Value::as_str)
+        .map(|id| (payment_kind.name(), id));
     let lines = match c.remove("Line") {
         Some(Value::Array(l)) => l,
         None | Some(Value::Null) => Vec::new(),
@@ -1025,11 +1062,7 @@ fn payment_lines(
             .get("TotalAmt")
             .and_then(decimal_of)
             .unwrap_or_default();
-        let open = total
-            - others
-                .get(&(txn_type.to_string(), txn_id.clone()))
-                .copied()
-                .unwrap_or_default();
+        let open = total - applied_except(co, txn_type, &txn_id, this);
         if amount > open {
             return Err(line_fault(
                 n,
@@ -1120,17 +1153,8 @@ fn prepare_payment(
         .at("Line"));
     }
     dates(co, &mut c, ctx, None, false)?;
-    doc_number(
-        co,
-        EntityKind::Payment,
-        &mut c,
-        previous,
-        &WriteCtx {
-            allow_duplicate_doc_number: true,
-            ..ctx.clone()
-        },
-        false,
-    )?;
+    // A payment's DocNumber is the customer's reference (a check number), which may repeat.
+    doc_number(co, EntityKind::Payment, &mut c, previous, true, false)?;
     c.insert("TotalAmt".into(), number(total));
     c.insert("UnappliedAmt".into(), number(total - applied));
     home_amount(co, &mut c, "TotalAmt", "HomeTotalAmt", rate);
@@ -1402,7 +1426,7 @@ fn prepare_expense(
         kind,
         &mut c,
         previous,
-        ctx,
+        ctx.allow_duplicate_doc_number,
         kind == EntityKind::PurchaseOrder,
     )?;
     dates(co, &mut c, ctx, party.as_ref(), kind == EntityKind::Bill)?;
@@ -1547,7 +1571,14 @@ fn prepare_journal(
         "Line".into(),
         Value::Array(lines.into_iter().map(Value::Object).collect()),
     );
-    doc_number(co, EntityKind::JournalEntry, &mut c, previous, ctx, false)?;
+    doc_number(
+        co,
+        EntityKind::JournalEntry,
+        &mut c,
+        previous,
+        ctx.allow_duplicate_doc_number,
+        false,
+    )?;
     dates(co, &mut c, ctx, None, false)?;
     c.insert("TotalAmt".into(), number(debits));
     home_amount(co, &mut c, "TotalAmt", "HomeTotalAmt", rate);
@@ -1798,200 +1829,383 @@ pub(crate) fn check_deletable(co: &Company, kind: EntityKind, id: &str) -> Resul
     Ok(())
 }
 
-/// Re-derives balances from the stored payments (see the module docs); rows whose balance moved get a new
-/// SyncToken and LastUpdatedTime and an Update event, as QBO reports them.
-pub(crate) fn recompute(co: &mut Company, ctx: &mut WriteCtx) {
-    let applied = applications(co, None);
+// ----- balances --------------------------------------------------------------------------------------------------
+
+/// Link types a payment leaves in the LinkedTxn of what it pays; derived, never kept from what a client sent.
+const PAYMENT_LINK_TYPES: [&str; 3] = ["Payment", "BillPaymentCheck", "BillPaymentCreditCard"];
+
+/// What a customer's or vendor's balance is made of: open charges less unused credits. Each part is (the rows,
+/// the reference naming the party, the amount, whether it adds or subtracts).
+const BALANCE_PARTS: [(&str, &str, &str, bool); 4] = [
+    ("Invoice", "CustomerRef", "Balance", true),
+    ("CreditMemo", "CustomerRef", "Balance", false),
+    ("Payment", "CustomerRef", "UnappliedAmt", false),
+    ("Bill", "VendorRef", "Balance", true),
+];
+
+/// The transactions whose derived fields follow other rows, in the order they are settled (and their Update
+/// events reported).
+const SETTLED: [EntityKind; 4] = [
+    EntityKind::Invoice,
+    EntityKind::CreditMemo,
+    EntityKind::Bill,
+    EntityKind::Estimate,
+];
+
+/// Writes to anything else (names, items, accounts, sales receipts, purchases, journal entries, …) cannot move a
+/// balance: nothing derived reads them, and a customer's or vendor's update keeps its stored Balance.
+fn moves_balances(kind: EntityKind) -> bool {
+    use EntityKind::*;
+    matches!(
+        kind,
+        Invoice | CreditMemo | Bill | Estimate | Payment | BillPayment
+    )
+}
+
+/// The `value` of reference `field` of a row.
+fn ref_value<'a>(row: &'a Value, field: &str) -> Option<&'a str> {
+    row.get(field)?.get("value")?.as_str()
+}
+
+fn party_entity(field: &str) -> &'static str {
+    if field == "VendorRef" {
+        "Vendor"
+    } else {
+        "Customer"
+    }
+}
+
+/// How the LinkedTxn of a charge names a payment applied to it.
+fn payment_link_type(entity: &str, payment: &Value) -> &'static str {
+    match entity {
+        "BillPayment" if payment.get("PayType").and_then(Value::as_str) == Some("CreditCard") => {
+            "BillPaymentCreditCard"
+        }
+        "BillPayment" => "BillPaymentCheck",
+        _ => "Payment",
+    }
+}
+
+/// The LinkedTxn entries of a stored row whose TxnType passes `keep` (an entry without one is kept): what the
+/// re-derivation leaves of a row's links before adding the ones it derives.
+fn kept_links(row: &Map<String, Value>, keep: impl Fn(&str) -> bool) -> Vec<Value> {
+    row.get("LinkedTxn")
+        .and_then(Value::as_array)
+        .map(|l| {
+            l.iter()
+                .filter(|x| x.get("TxnType").and_then(Value::as_str).is_none_or(&keep))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a stored row's LinkedTxn already reads `links` (a missing one reads as empty).
+fn links_unchanged(row: &Map<String, Value>, links: &[Value]) -> bool {
+    match row.get("LinkedTxn") {
+        Some(Value::Array(old)) => old == links,
+        None => links.is_empty(),
+        Some(_) => false,
+    }
+}
+
+/// Sets a charge's Balance (a credit memo's RemainingCredit too) to its total less `paid`, and an invoice's or
+/// bill's payment links to `payment_links`. A row that moved gets a new SyncToken and LastUpdatedTime and an
+/// Update event, as QBO reports them.
+fn settle_charge(
+    co: &mut Company,
+    ctx: &mut WriteCtx,
+    kind: EntityKind,
+    id: &str,
+    paid: Decimal,
+    payment_links: Vec<Value>,
+) {
+    let now = ctx.now;
+    let Some(Value::Object(row)) = co.get_mut(kind.name(), id) else {
+        return;
+    };
+    let total = row.get("TotalAmt").and_then(decimal_of).unwrap_or_default();
+    let balance = total - paid;
+    let mut new_links = kept_links(row, |t| !PAYMENT_LINK_TYPES.contains(&t));
+    if kind != EntityKind::CreditMemo {
+        new_links.extend(payment_links);
+    }
+    let old_balance = row.get("Balance").and_then(decimal_of).unwrap_or_default();
+    if old_balance == balance && links_unchanged(row, &new_links) {
+        return;
+    }
+    row.insert("Balance".into(), number(balance));
+    if kind == EntityKind::CreditMemo {
+        row.insert("RemainingCredit".into(), number(balance));
+    } else {
+        row.insert("LinkedTxn".into(), Value::Array(new_links));
+    }
+    if let Some(rate) = row.get("ExchangeRate").and_then(decimal_of) {
+        row.insert("HomeBalance".into(), number(cents(balance * rate)));
+    }
+    touch(row, now);
+    ctx.event(kind, id, "Update");
+}
+
+/// Shows an estimate billed by `invoices` as converted: status Closed, the invoices in its LinkedTxn.
+fn settle_estimate(co: &mut Company, ctx: &mut WriteCtx, id: &str, invoices: Vec<Value>) {
+    let now = ctx.now;
+    let Some(Value::Object(row)) = co.get_mut("Estimate", id) else {
+        return;
+    };
+    let mut links = kept_links(row, |t| t != "Invoice");
+    let converted = !invoices.is_empty();
+    links.extend(invoices);
+    let status_changes =
+        converted && row.get("TxnStatus").and_then(Value::as_str) != Some("Closed");
+    if links_unchanged(row, &links) && !status_changes {
+        return;
+    }
+    row.insert("LinkedTxn".into(), Value::Array(links));
+    if converted {
+        row.insert("TxnStatus".into(), Value::String("Closed".into()));
+    }
+    touch(row, now);
+    ctx.event(EntityKind::Estimate, id, "Update");
+}
+
+/// Sets a customer's or vendor's Balance. QBO reports no event for it and keeps the SyncToken.
+fn settle_party(co: &mut Company, entity: &str, id: &str, balance: Decimal) {
+    if let Some(Value::Object(row)) = co.get_mut(entity, id)
+        && row.get("Balance").and_then(decimal_of) != Some(balance)
+    {
+        row.insert("Balance".into(), number(balance));
+        if entity == "Customer" {
+            row.insert("BalanceWithJobs".into(), number(balance));
+        }
+    }
+}
+
+/// What the stored payments have applied to one charge, and the LinkedTxn entries naming them: each payment
+/// once, its lines of zero (a voided payment's) left out.
+fn payments_applied(co: &Company, kind: EntityKind, id: &str) -> (Decimal, Vec<Value>) {
+    let mut paid = Decimal::ZERO;
+    let mut links = Vec::new();
+    for_each_application(co, kind.name(), id, |entity, payment, line| {
+        let amount = line_amount(line);
+        paid += amount;
+        if amount.is_zero() {
+            return;
+        }
+        let entry = json!({
+            "TxnId": payment.get("Id").and_then(Value::as_str).unwrap_or_default(),
+            "TxnType": payment_link_type(entity, payment),
+        });
+        if !links.contains(&entry) {
+            links.push(entry);
+        }
+    });
+    (paid, links)
+}
+
+/// The invoices billing estimate `id`, as the estimate's LinkedTxn lists them.
+fn invoices_billing(co: &Company, id: &str) -> Vec<Value> {
+    let mut invoices = Vec::new();
+    for inv in co.rows("Invoice") {
+        let Some(inv_id) = inv.get("Id").and_then(Value::as_str) else {
+            continue;
+        };
+        for link in links_of(inv) {
+            if link.get("TxnId").and_then(Value::as_str) == Some(id)
+                && link.get("TxnType").and_then(Value::as_str) == Some("Estimate")
+            {
+                invoices.push(json!({"TxnId": inv_id, "TxnType": "Invoice"}));
+            }
+        }
+    }
+    invoices
+}
+
+/// The balance of the customer (`field` CustomerRef) or vendor (VendorRef) `id`, summed from its rows.
+fn party_balance(co: &Company, field: &str, id: &str) -> Decimal {
+    let mut balance = Decimal::ZERO;
+    for (entity, party, amount, adds) in BALANCE_PARTS {
+        if party != field {
+            continue;
+        }
+        for row in co.rows(entity) {
+            if ref_value(row, party) == Some(id) {
+                let a = row.get(amount).and_then(decimal_of).unwrap_or_default();
+                balance += if adds { a } else { -a };
+            }
+        }
+    }
+    balance
+}
+
+/// The rows one write can have moved, gathered from the written row as stored before and after the write (see
+/// [`Scope::add_stored`]), then re-derived by [`Scope::rederive`] with the rules of the whole-company
+/// re-derivation (`recompute_all`, which the tests hold every write to). Re-deriving a row that did not move
+/// changes nothing, so the scope may be generous; it must never miss a row. Finding what is applied to a charge
+/// and summing a party's balance still read the tables they draw on, but without allocating per row.
+#[derive(Debug, Default)]
+pub(crate) struct Scope {
+    /// Charges and estimates by (place in [`SETTLED`], table key): the order the whole-company re-derivation
+    /// visits them, so the events come out in the same order.
+    txns: BTreeMap<(usize, u64), String>,
+    /// Customers and vendors as (reference field, Id).
+    parties: BTreeSet<(&'static str, String)>,
+}
+
+impl Scope {
+    /// Adds what the stored row `id` of `kind` bears on: the row itself if it is a charge or an estimate, the
+    /// transactions its LinkedTxn and its lines' LinkedTxn name (what a payment pays, the estimate an invoice
+    /// bills), and the customer or vendor whose balance it counts in. Called with the row before a write and again
+    /// after it, so links dropped and links added are both covered.
+    pub(crate) fn add_stored(&mut self, co: &Company, kind: EntityKind, id: &str) {
+        if !moves_balances(kind) {
+            return;
+        }
+        let Some(row) = co.get(kind.name(), id) else {
+            return;
+        };
+        self.add_txn(co, kind.name(), id);
+        for link in links_of(row).chain(lines_of(row).flat_map(links_of)) {
+            if let (Some(t), Some(i)) = (
+                link.get("TxnType").and_then(Value::as_str),
+                link.get("TxnId").and_then(Value::as_str),
+            ) {
+                self.add_txn(co, t, i);
+            }
+        }
+        self.add_parties(kind.name(), row);
+    }
+
+    fn add_txn(&mut self, co: &Company, entity: &str, id: &str) {
+        if let Some(place) = SETTLED.iter().position(|k| k.name() == entity)
+            && let Some(key) = co.key(entity, id)
+        {
+            self.txns.insert((place, key), id.to_string());
+        }
+    }
+
+    /// The customer or vendor whose balance counts `row` of `entity`.
+    fn add_parties(&mut self, entity: &str, row: &Value) {
+        for (part, field, _, _) in BALANCE_PARTS {
+            if part == entity
+                && let Some(id) = ref_value(row, field)
+            {
+                self.parties.insert((field, id.to_string()));
+            }
+        }
+    }
+
+    /// Re-derives the rows in scope: charges, then estimates, then the customers and vendors of the written row
+    /// and of every charge settled (a payment counts in its own customer's balance, the invoices it pays in
+    /// theirs).
+    pub(crate) fn rederive(mut self, co: &mut Company, ctx: &mut WriteCtx) {
+        let txns = std::mem::take(&mut self.txns);
+        for (&(place, _), id) in &txns {
+            let kind = SETTLED[place];
+            if kind == EntityKind::Estimate {
+                let invoices = invoices_billing(co, id);
+                settle_estimate(co, ctx, id, invoices);
+                continue;
+            }
+            let (paid, links) = payments_applied(co, kind, id);
+            settle_charge(co, ctx, kind, id, paid, links);
+            if let Some(row) = co.get(kind.name(), id) {
+                self.add_parties(kind.name(), row);
+            }
+        }
+        for (field, id) in &self.parties {
+            let balance = party_balance(co, field, id);
+            settle_party(co, party_entity(field), id, balance);
+        }
+    }
+}
+
+/// Re-derives every balance of the company from the stored payments, in one pass over each table: the reference
+/// the scoped re-derivation of a write ([`Scope`]) must agree with. Only the tests need it: every write, the admin
+/// seed and the sample companies go through the scoped one, and a loaded state file holds balances derived already.
+#[cfg(test)]
+pub(crate) fn recompute_all(co: &mut Company, ctx: &mut WriteCtx) {
+    use std::collections::HashMap;
+    let mut applied: HashMap<(String, String), Decimal> = HashMap::new();
     let mut links: HashMap<(String, String), Vec<Value>> = HashMap::new();
-    for (entity, link_type) in [("Payment", "Payment"), ("BillPayment", "BillPaymentCheck")] {
+    for entity in ["Payment", "BillPayment"] {
         for p in co.rows(entity) {
-            let pid = p
-                .get("Id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let ty = if entity == "BillPayment"
-                && p.get("PayType").and_then(Value::as_str) == Some("CreditCard")
-            {
-                "BillPaymentCreditCard"
-            } else {
-                link_type
-            };
-            for line in p
-                .get("Line")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if line
-                    .get("Amount")
-                    .and_then(decimal_of)
-                    .unwrap_or_default()
-                    .is_zero()
-                {
-                    continue;
-                }
-                for link in line
-                    .get("LinkedTxn")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let (Some(t), Some(id)) = (
+            let pid = p.get("Id").and_then(Value::as_str).unwrap_or_default();
+            let ty = payment_link_type(entity, p);
+            for line in lines_of(p) {
+                let amount = line_amount(line);
+                for link in links_of(line) {
+                    let (Some(t), Some(id)) = (
                         link.get("TxnType").and_then(Value::as_str),
                         link.get("TxnId").and_then(Value::as_str),
-                    ) {
-                        let v = links.entry((t.to_string(), id.to_string())).or_default();
-                        let entry = json!({"TxnId": pid, "TxnType": ty});
-                        if !v.contains(&entry) {
-                            v.push(entry);
-                        }
+                    ) else {
+                        continue;
+                    };
+                    let key = (t.to_string(), id.to_string());
+                    *applied.entry(key.clone()).or_default() += amount;
+                    if amount.is_zero() {
+                        continue;
+                    }
+                    let v = links.entry(key).or_default();
+                    let entry = json!({"TxnId": pid, "TxnType": ty});
+                    if !v.contains(&entry) {
+                        v.push(entry);
                     }
                 }
             }
         }
     }
-    for (entity, kind) in [
-        ("Invoice", EntityKind::Invoice),
-        ("CreditMemo", EntityKind::CreditMemo),
-        ("Bill", EntityKind::Bill),
-    ] {
-        let ids: Vec<String> = co
-            .rows(entity)
+    let ids = |co: &Company, entity: &str| -> Vec<String> {
+        co.rows(entity)
             .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_string))
-            .collect();
-        for id in ids {
-            let key = (entity.to_string(), id.clone());
+            .collect()
+    };
+    for kind in [
+        EntityKind::Invoice,
+        EntityKind::CreditMemo,
+        EntityKind::Bill,
+    ] {
+        for id in ids(co, kind.name()) {
+            let key = (kind.name().to_string(), id.clone());
             let paid = applied.get(&key).copied().unwrap_or_default();
-            let now = ctx.now;
-            let Some(Value::Object(row)) = co.get_mut(entity, &id) else {
-                continue;
-            };
-            let total = row.get("TotalAmt").and_then(decimal_of).unwrap_or_default();
-            let balance = total - paid;
-            let mut new_links: Vec<Value> = row
-                .get("LinkedTxn")
-                .and_then(Value::as_array)
-                .map(|l| {
-                    l.iter()
-                        .filter(|x| {
-                            !matches!(
-                                x.get("TxnType").and_then(Value::as_str),
-                                Some("Payment" | "BillPaymentCheck" | "BillPaymentCreditCard")
-                            )
-                        })
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            if entity != "CreditMemo" {
-                new_links.extend(links.get(&key).cloned().unwrap_or_default());
-            }
-            let old_balance = row.get("Balance").and_then(decimal_of).unwrap_or_default();
-            let old_links = row.get("LinkedTxn").cloned().unwrap_or(json!([]));
-            if old_balance == balance && old_links == Value::Array(new_links.clone()) {
-                continue;
-            }
-            row.insert("Balance".into(), number(balance));
-            if entity == "CreditMemo" {
-                row.insert("RemainingCredit".into(), number(balance));
-            } else {
-                row.insert("LinkedTxn".into(), Value::Array(new_links));
-            }
-            if let Some(rate) = row.get("ExchangeRate").and_then(decimal_of) {
-                row.insert("HomeBalance".into(), number(cents(balance * rate)));
-            }
-            touch(row, now);
-            ctx.event(kind, &id, "Update");
+            let payment_links = links.remove(&key).unwrap_or_default();
+            settle_charge(co, ctx, kind, &id, paid, payment_links);
         }
     }
-    // Estimates billed by an invoice show as converted: status Closed, the invoices in their LinkedTxn.
     let mut billed: HashMap<String, Vec<Value>> = HashMap::new();
     for inv in co.rows("Invoice") {
-        let Some(inv_id) = inv.get("Id").and_then(Value::as_str) else { continue };
-        for link in inv.get("LinkedTxn").and_then(Value::as_array).into_iter().flatten() {
+        let Some(inv_id) = inv.get("Id").and_then(Value::as_str) else {
+            continue;
+        };
+        for link in links_of(inv) {
             if link.get("TxnType").and_then(Value::as_str) == Some("Estimate")
                 && let Some(est) = link.get("TxnId").and_then(Value::as_str)
             {
-                billed.entry(est.to_string()).or_default().push(json!({"TxnId": inv_id, "TxnType": "Invoice"}));
+                billed
+                    .entry(est.to_string())
+                    .or_default()
+                    .push(json!({"TxnId": inv_id, "TxnType": "Invoice"}));
             }
         }
     }
-    let estimate_ids: Vec<String> = co
-        .rows("Estimate")
-        .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    for id in estimate_ids {
-        let now = ctx.now;
-        let Some(Value::Object(row)) = co.get_mut("Estimate", &id) else { continue };
+    for id in ids(co, "Estimate") {
         let invoices = billed.remove(&id).unwrap_or_default();
-        let mut links: Vec<Value> = row
-            .get("LinkedTxn")
-            .and_then(Value::as_array)
-            .map(|l| l.iter().filter(|x| x.get("TxnType").and_then(Value::as_str) != Some("Invoice")).cloned().collect())
-            .unwrap_or_default();
-        let converted = !invoices.is_empty();
-        links.extend(invoices);
-        let status_changes = converted && row.get("TxnStatus").and_then(Value::as_str) != Some("Closed");
-        if row.get("LinkedTxn").cloned().unwrap_or(json!([])) == Value::Array(links.clone()) && !status_changes {
-            continue;
-        }
-        row.insert("LinkedTxn".into(), Value::Array(links));
-        if converted {
-            row.insert("TxnStatus".into(), Value::String("Closed".into()));
-        }
-        touch(row, now);
-        ctx.event(EntityKind::Estimate, &id, "Update");
+        settle_estimate(co, ctx, &id, invoices);
     }
-    // Customer and vendor balances: open charges less unused credits.
-    let mut customer: HashMap<String, Decimal> = HashMap::new();
-    let mut vendor: HashMap<String, Decimal> = HashMap::new();
-    let party = |r: &Value, f: &str| {
-        r.pointer(&format!("/{f}/value"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    for r in co.rows("Invoice") {
-        if let Some(c) = party(r, "CustomerRef") {
-            *customer.entry(c).or_default() +=
-                r.get("Balance").and_then(decimal_of).unwrap_or_default();
-        }
-    }
-    for r in co.rows("CreditMemo") {
-        if let Some(c) = party(r, "CustomerRef") {
-            *customer.entry(c).or_default() -=
-                r.get("Balance").and_then(decimal_of).unwrap_or_default();
-        }
-    }
-    for r in co.rows("Payment") {
-        if let Some(c) = party(r, "CustomerRef") {
-            *customer.entry(c).or_default() -= r
-                .get("UnappliedAmt")
-                .and_then(decimal_of)
-                .unwrap_or_default();
-        }
-    }
-    for r in co.rows("Bill") {
-        if let Some(v) = party(r, "VendorRef") {
-            *vendor.entry(v).or_default() +=
-                r.get("Balance").and_then(decimal_of).unwrap_or_default();
-        }
-    }
-    for (entity, sums) in [("Customer", customer), ("Vendor", vendor)] {
-        let ids: Vec<String> = co
-            .rows(entity)
-            .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_string))
-            .collect();
-        for id in ids {
-            let balance = sums.get(&id).copied().unwrap_or_default();
-            if let Some(Value::Object(row)) = co.get_mut(entity, &id)
-                && row.get("Balance").and_then(decimal_of) != Some(balance)
-            {
-                row.insert("Balance".into(), number(balance));
-                if entity == "Customer" {
-                    row.insert("BalanceWithJobs".into(), number(balance));
-                }
+    let mut sums: HashMap<(&str, String), Decimal> = HashMap::new();
+    for (entity, field, amount, adds) in BALANCE_PARTS {
+        for row in co.rows(entity) {
+            if let Some(party) = ref_value(row, field) {
+                let a = row.get(amount).and_then(decimal_of).unwrap_or_default();
+                *sums.entry((field, party.to_string())).or_default() += if adds { a } else { -a };
             }
+        }
+    }
+    for field in ["CustomerRef", "VendorRef"] {
+        let entity = party_entity(field);
+        for id in ids(co, entity) {
+            let balance = sums.get(&(field, id.clone())).copied().unwrap_or_default();
+            settle_party(co, entity, &id, balance);
         }
     }
 }
@@ -2084,5 +2298,491 @@ mod tests {
             "{}",
             f.detail
         );
+    }
+}
+
+/// The scoped re-derivation of each write against the whole-company one, on twin companies.
+#[cfg(test)]
+mod scoped_rederivation {
+    use super::super::entities::{write, write_rederiving_all};
+    use super::super::fault::Fault;
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use rust_decimal::prelude::ToPrimitive;
+
+    /// One company written with the scoped re-derivation and its twin written with the whole-company one.
+    struct Twins {
+        scoped: Company,
+        whole: Company,
+        now: DateTime<Utc>,
+        /// Events of the successful writes, by entity and operation, to show what the run exercised.
+        seen: BTreeMap<String, usize>,
+    }
+
+    impl Twins {
+        fn new() -> Self {
+            let now = Utc::now();
+            let mut scoped = Company::default();
+            super::super::seed::seed(&mut scoped, "1234", now, 0);
+            let whole = scoped.clone();
+            Twins {
+                scoped,
+                whole,
+                now,
+                seen: BTreeMap::new(),
+            }
+        }
+
+        /// Writes to both twins and checks that the answers, the events and every stored row agree.
+        fn write(&mut self, kind: EntityKind, op: Option<&str>, body: Value) {
+            let shown = |r: Result<Value, Fault>| r.map_err(|f| format!("{} {}", f.code, f.detail));
+            let (mut a, mut b) = (WriteCtx::new(self.now), WriteCtx::new(self.now));
+            let scoped = shown(write(&mut self.scoped, kind, op, body.clone(), &mut a));
+            let whole = shown(write_rederiving_all(
+                &mut self.whole,
+                kind,
+                op,
+                body.clone(),
+                &mut b,
+            ));
+            let what = format!("{kind:?} {op:?} {body}");
+            assert_eq!(scoped, whole, "answers differ for {what}");
+            assert_eq!(a.events, b.events, "events differ for {what}");
+            self.assert_same_rows(&what);
+            for e in &a.events {
+                *self
+                    .seen
+                    .entry(format!("{} {}", e.entity, e.operation))
+                    .or_default() += 1;
+            }
+        }
+
+        fn assert_same_rows(&self, what: &str) {
+            let entities: BTreeSet<&String> = self
+                .scoped
+                .tables
+                .keys()
+                .chain(self.whole.tables.keys())
+                .collect();
+            for entity in entities {
+                let rows =
+                    |co: &Company| co.table(entity).map(|t| t.rows.clone()).unwrap_or_default();
+                let (scoped, whole) = (rows(&self.scoped), rows(&self.whole));
+                let keys: BTreeSet<&u64> = scoped.keys().chain(whole.keys()).collect();
+                for key in keys {
+                    assert_eq!(
+                        scoped.get(key),
+                        whole.get(key),
+                        "{entity} {key} differs (left: scoped, right: whole company) after {what}"
+                    );
+                }
+            }
+        }
+
+        fn rows(&self, entity: &str) -> Vec<Value> {
+            self.scoped.rows(entity).cloned().collect()
+        }
+    }
+
+    fn id(row: &Value) -> String {
+        row["Id"].as_str().unwrap().to_string()
+    }
+
+    fn token(row: &Value) -> String {
+        row["SyncToken"].as_str().unwrap().to_string()
+    }
+
+    fn amount(row: &Value, field: &str) -> Decimal {
+        row.get(field).and_then(decimal_of).unwrap_or_default()
+    }
+
+    /// An amount between one cent and `max` (whole `max` half of the time).
+    fn some_of(rng: &mut StdRng, max: Decimal) -> Decimal {
+        let cents_max = (max * Decimal::ONE_HUNDRED).to_i64().unwrap_or(0);
+        if cents_max <= 1 || rng.random_bool(0.5) {
+            return max;
+        }
+        Decimal::new(rng.random_range(1..=cents_max), 2)
+    }
+
+    fn pick<'a, T>(rng: &mut StdRng, items: &'a [T]) -> Option<&'a T> {
+        (!items.is_empty()).then(|| &items[rng.random_range(0..items.len())])
+    }
+
+    const CUSTOMERS: [&str; 4] = ["1", "2", "3", "4"];
+    const VENDORS: [&str; 2] = ["1", "2"];
+
+    fn of_party<'a>(rows: &'a [Value], field: &str, party: &str) -> Vec<&'a Value> {
+        rows.iter().filter(|r| r[field]["value"] == party).collect()
+    }
+
+    fn open_of<'a>(rows: &'a [Value], field: &str, party: &str, balance: &str) -> Vec<&'a Value> {
+        of_party(rows, field, party)
+            .into_iter()
+            .filter(|r| amount(r, balance) > Decimal::ZERO)
+            .collect()
+    }
+
+    fn sales_line(rng: &mut StdRng) -> Value {
+        json!({"DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {
+            "ItemRef": {"value": rng.random_range(2..=8).to_string()}, "Qty": rng.random_range(1..=4)}})
+    }
+
+    /// Payment lines over some open invoices of `customer` and, now and then, one of its credit memos.
+    fn payment_lines(t: &Twins, rng: &mut StdRng, customer: &str) -> (Vec<Value>, Decimal) {
+        let invoices = t.rows("Invoice");
+        let mut lines = Vec::new();
+        let mut applied = Decimal::ZERO;
+        let open = open_of(&invoices, "CustomerRef", customer, "Balance");
+        for _ in 0..rng.random_range(1..=2) {
+            if let Some(inv) = pick(rng, &open) {
+                let a = some_of(rng, amount(inv, "Balance"));
+                applied += a;
+                lines.push(json!({"Amount": number(a), "LinkedTxn": [{"TxnId": id(inv), "TxnType": "Invoice"}]}));
+            }
+        }
+        let memos = t.rows("CreditMemo");
+        if applied > Decimal::ZERO
+            && rng.random_bool(0.3)
+            && let Some(cm) = pick(rng, &open_of(&memos, "CustomerRef", customer, "Balance"))
+        {
+            let a = some_of(rng, amount(cm, "Balance").min(applied));
+            applied -= a;
+            lines.push(json!({"Amount": number(a), "LinkedTxn": [{"TxnId": id(cm), "TxnType": "CreditMemo"}]}));
+        }
+        (lines, applied)
+    }
+
+    fn bill_payment_lines(t: &Twins, rng: &mut StdRng, vendor: &str) -> (Vec<Value>, Decimal) {
+        let bills = t.rows("Bill");
+        let mut lines = Vec::new();
+        let mut applied = Decimal::ZERO;
+        if let Some(bill) = pick(rng, &open_of(&bills, "VendorRef", vendor, "Balance")) {
+            let a = some_of(rng, amount(bill, "Balance"));
+            applied += a;
+            lines.push(
+                json!({"Amount": number(a), "LinkedTxn": [{"TxnId": id(bill), "TxnType": "Bill"}]}),
+            );
+        }
+        (lines, applied)
+    }
+
+    fn payment_body(t: &Twins, rng: &mut StdRng, customer: &str) -> Value {
+        let (lines, applied) = payment_lines(t, rng, customer);
+        let extra = Decimal::from(rng.random_range(0..=1) * 25);
+        json!({"CustomerRef": {"value": customer}, "TotalAmt": number(applied + extra), "Line": lines})
+    }
+
+    fn bill_payment_body(t: &Twins, rng: &mut StdRng, vendor: &str, bank: &str) -> Value {
+        let (lines, applied) = bill_payment_lines(t, rng, vendor);
+        let (pay_type, holder, field) = if rng.random_bool(0.5) {
+            ("Check", "CheckPayment", "BankAccountRef")
+        } else {
+            ("CreditCard", "CreditCardPayment", "CCAccountRef")
+        };
+        json!({"VendorRef": {"value": vendor}, "TotalAmt": number(applied + Decimal::ONE), "PayType": pay_type,
+               holder: {field: {"value": bank}}, "Line": lines})
+    }
+
+    /// A random stored row of `entity`.
+    fn some_row(t: &Twins, rng: &mut StdRng, entity: &str) -> Option<Value> {
+        pick(rng, &t.rows(entity)).cloned()
+    }
+
+    /// One random write that can move balances (or, now and then, one that cannot).
+    fn step(t: &mut Twins, rng: &mut StdRng, bank: &str) {
+        use EntityKind::*;
+        let customer = *pick(rng, &CUSTOMERS).unwrap();
+        let vendor = *pick(rng, &VENDORS).unwrap();
+        let keyed = |row: &Value| json!({"Id": id(row), "SyncToken": token(row)});
+        let sparse = |row: &Value, fields: Value| {
+            let mut body = json!({"Id": id(row), "SyncToken": token(row), "sparse": true});
+            body.as_object_mut()
+                .unwrap()
+                .extend(fields.as_object().unwrap().clone());
+            body
+        };
+        match rng.random_range(0..24) {
+            0..=3 => {
+                let mut body =
+                    json!({"CustomerRef": {"value": customer}, "Line": [sales_line(rng)]});
+                let estimates = t.rows("Estimate");
+                if rng.random_bool(0.4)
+                    && let Some(est) = pick(rng, &of_party(&estimates, "CustomerRef", customer))
+                {
+                    body["LinkedTxn"] = json!([{"TxnId": id(est), "TxnType": "Estimate"}]);
+                }
+                t.write(Invoice, None, body);
+            }
+            4 => {
+                t.write(
+                    Estimate,
+                    None,
+                    json!({"CustomerRef": {"value": customer}, "Line": [sales_line(rng)]}),
+                );
+            }
+            5 => {
+                let a = Decimal::new(rng.random_range(500..5000), 2);
+                t.write(CreditMemo, None, json!({"CustomerRef": {"value": customer}, "Line": [
+                    {"DetailType": "SalesItemLineDetail", "Amount": number(a), "SalesItemLineDetail": {"ItemRef": {"value": "3"}}}]}));
+            }
+            6..=8 => {
+                let body = payment_body(t, rng, customer);
+                t.write(Payment, None, body);
+            }
+            9 => {
+                // A payment re-applied, possibly moved to another customer's invoices.
+                if let Some(p) = some_row(t, rng, "Payment") {
+                    let mut body = payment_body(t, rng, customer);
+                    body.as_object_mut()
+                        .unwrap()
+                        .extend(keyed(&p).as_object().unwrap().clone());
+                    t.write(Payment, None, body);
+                }
+            }
+            10 => {
+                if let Some(p) = some_row(t, rng, "Payment") {
+                    let total = amount(&p, "TotalAmt") + Decimal::from(rng.random_range(-5..=20));
+                    t.write(
+                        Payment,
+                        None,
+                        sparse(&p, json!({"TotalAmt": number(total)})),
+                    );
+                }
+            }
+            11 => {
+                if let Some(p) = some_row(t, rng, "Payment") {
+                    let op = if rng.random_bool(0.5) {
+                        "delete"
+                    } else {
+                        "void"
+                    };
+                    t.write(Payment, Some(op), keyed(&p));
+                }
+            }
+            12 => {
+                // An invoice's lines or customer changed, or its estimate link dropped.
+                if let Some(inv) = some_row(t, rng, "Invoice") {
+                    let fields = match rng.random_range(0..3) {
+                        0 => json!({"Line": [sales_line(rng), sales_line(rng)]}),
+                        1 => json!({"CustomerRef": {"value": customer}}),
+                        _ => json!({"LinkedTxn": []}),
+                    };
+                    t.write(Invoice, None, sparse(&inv, fields));
+                }
+            }
+            13 => {
+                if let Some(inv) = some_row(t, rng, "Invoice") {
+                    let op = if rng.random_bool(0.5) {
+                        "delete"
+                    } else {
+                        "void"
+                    };
+                    t.write(Invoice, Some(op), keyed(&inv));
+                }
+            }
+            14 => {
+                // A full update that leaves out the derived links and status; they come back.
+                if let Some(est) = some_row(t, rng, "Estimate") {
+                    let mut body = keyed(&est);
+                    if rng.random_bool(0.2) {
+                        t.write(Estimate, Some("delete"), body);
+                        return;
+                    }
+                    body["CustomerRef"] = est["CustomerRef"].clone();
+                    body["Line"] = json!([sales_line(rng)]);
+                    body["TxnStatus"] = json!("Pending");
+                    t.write(Estimate, None, body);
+                }
+            }
+            15 => {
+                if let Some(cm) = some_row(t, rng, "CreditMemo") {
+                    let op = match rng.random_range(0..3) {
+                        0 => Some("delete"),
+                        1 => Some("void"),
+                        _ => None,
+                    };
+                    let body = match op {
+                        Some(_) => keyed(&cm),
+                        None => sparse(&cm, json!({"CustomerRef": {"value": customer}})),
+                    };
+                    t.write(CreditMemo, op, body);
+                }
+            }
+            16 | 17 => {
+                let a = Decimal::new(rng.random_range(1000..20000), 2);
+                t.write(Bill, None, json!({"VendorRef": {"value": vendor}, "Line": [
+                    {"DetailType": "AccountBasedExpenseLineDetail", "Amount": number(a), "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "7"}}}]}));
+            }
+            18 | 19 => {
+                let body = bill_payment_body(t, rng, vendor, bank);
+                t.write(BillPayment, None, body);
+            }
+            20 => {
+                if let Some(bp) = some_row(t, rng, "BillPayment") {
+                    let (op, body) = match rng.random_range(0..3) {
+                        0 => (Some("delete"), keyed(&bp)),
+                        1 => (Some("void"), keyed(&bp)),
+                        _ => {
+                            let mut body = bill_payment_body(t, rng, vendor, bank);
+                            body.as_object_mut()
+                                .unwrap()
+                                .extend(keyed(&bp).as_object().unwrap().clone());
+                            (None, body)
+                        }
+                    };
+                    t.write(BillPayment, op, body);
+                }
+            }
+            21 => {
+                if let Some(bill) = some_row(t, rng, "Bill") {
+                    let (op, body) = match rng.random_range(0..3) {
+                        0 => (Some("delete"), keyed(&bill)),
+                        1 => (None, sparse(&bill, json!({"VendorRef": {"value": vendor}}))),
+                        _ => {
+                            let a = Decimal::new(rng.random_range(1000..20000), 2);
+                            (
+                                None,
+                                sparse(
+                                    &bill,
+                                    json!({"Line": [{"DetailType": "AccountBasedExpenseLineDetail", "Amount": number(a),
+                                "AccountBasedExpenseLineDetail": {"AccountRef": {"value": "7"}}}]}),
+                                ),
+                            )
+                        }
+                    };
+                    t.write(Bill, op, body);
+                }
+            }
+            22 => {
+                let c = t.scoped.get("Customer", customer).unwrap().clone();
+                let name = format!(
+                    "{} {}",
+                    c["DisplayName"].as_str().unwrap(),
+                    rng.random_range(0..1000)
+                );
+                t.write(Customer, None, sparse(&c, json!({"DisplayName": name})));
+            }
+            _ => {
+                let name = format!("Stones {}", rng.random_range(0..1_000_000));
+                t.write(Item, None, json!({"Name": name, "Type": "Service", "UnitPrice": 3, "IncomeAccountRef": {"value": "1"}}));
+            }
+        }
+    }
+
+    /// What a write costs as the company grows: 2,000 invoices over 50 customers, then 500 payments, written with
+    /// the scoped and with the whole-company re-derivation. Prints the times; run it with
+    /// `cargo test -p ledgerlink-sandbox --lib cost_of_writes -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn cost_of_writes_as_the_company_grows() {
+        type Writer = fn(
+            &mut Company,
+            EntityKind,
+            Option<&str>,
+            Value,
+            &mut WriteCtx,
+        ) -> Result<Value, Fault>;
+        let run = |label: &str, writer: Writer| {
+            let mut co = Company::default();
+            let now = Utc::now();
+            super::super::seed::seed(&mut co, "1234", now, 0);
+            // Each write has its own context, as each request does.
+            let write = |co: &mut Company, kind, body| {
+                writer(co, kind, None, body, &mut WriteCtx::new(now))
+            };
+            let customers: Vec<String> = (0..50)
+                .map(|i| {
+                    let c = write(
+                        &mut co,
+                        EntityKind::Customer,
+                        json!({"DisplayName": format!("Customer {i:03}")}),
+                    );
+                    id(&c.unwrap())
+                })
+                .collect();
+            let mut invoices = Vec::new();
+            let mut laps = Vec::new();
+            let started = std::time::Instant::now();
+            for i in 0..2000 {
+                let body = json!({"CustomerRef": {"value": customers[i % 50]}, "Line": [
+                    {"DetailType": "SalesItemLineDetail", "SalesItemLineDetail": {"ItemRef": {"value": "2"}, "Qty": 1 + i % 3}}]});
+                invoices.push(write(&mut co, EntityKind::Invoice, body).unwrap());
+                if (i + 1) % 500 == 0 {
+                    laps.push(started.elapsed());
+                }
+            }
+            let created = started.elapsed();
+            let started = std::time::Instant::now();
+            for inv in invoices.iter().take(500) {
+                let body = json!({"CustomerRef": inv["CustomerRef"].clone(), "TotalAmt": inv["TotalAmt"].clone(),
+                    "Line": [{"Amount": inv["TotalAmt"].clone(), "LinkedTxn": [{"TxnId": id(inv), "TxnType": "Invoice"}]}]});
+                write(&mut co, EntityKind::Payment, body).unwrap();
+            }
+            let paid = started.elapsed();
+            let per_lap: Vec<String> = laps
+                .iter()
+                .scan(std::time::Duration::ZERO, |last, lap| {
+                    let took = *lap - *last;
+                    *last = *lap;
+                    Some(format!("{} µs", (took / 500).as_micros()))
+                })
+                .collect();
+            println!(
+                "{label}: 2,000 invoice creates {:.2} s (mean per create by 500s: {}); 500 payments {:.2} s",
+                created.as_secs_f64(),
+                per_lap.join(", "),
+                paid.as_secs_f64()
+            );
+        };
+        run("scoped", write);
+        run("whole company", write_rederiving_all);
+    }
+
+    #[test]
+    fn every_write_rederives_what_the_whole_company_rederivation_does() {
+        let mut t = Twins::new();
+        let bank = t
+            .scoped
+            .rows("Account")
+            .find(|a| a["AccountType"] == "Bank")
+            .map(id)
+            .unwrap();
+        let mut rng = StdRng::seed_from_u64(20_240_611);
+        for _ in 0..600 {
+            step(&mut t, &mut rng, &bank);
+        }
+        // The run must have exercised the dependencies the scope follows, or agreeing would prove little.
+        for (what, at_least) in [
+            ("Invoice Update", 40),
+            ("Invoice Delete", 3),
+            ("Invoice Void", 3),
+            ("Estimate Update", 10),
+            ("CreditMemo Update", 5),
+            ("Payment Create", 20),
+            ("Payment Update", 10),
+            ("Payment Delete", 3),
+            ("Payment Void", 3),
+            ("Bill Update", 10),
+            ("BillPayment Create", 10),
+            ("BillPayment Update", 2),
+            ("BillPayment Delete", 2),
+            ("BillPayment Void", 2),
+            ("Customer Update", 5),
+        ] {
+            let n = t.seen.get(what).copied().unwrap_or(0);
+            assert!(
+                n >= at_least,
+                "only {n} × {what} in the run (want {at_least}): {:?}",
+                t.seen
+            );
+        }
+        let balances: Vec<Decimal> = CUSTOMERS
+            .iter()
+            .map(|c| amount(t.scoped.get("Customer", c).unwrap(), "Balance"))
+            .collect();
+        assert!(balances.iter().any(|b| *b != Decimal::ZERO), "{balances:?}");
     }
 }
