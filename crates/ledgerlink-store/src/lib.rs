@@ -18,6 +18,7 @@ pub mod testing;
 pub mod types;
 pub mod web;
 
+mod group_commit;
 mod postgres;
 mod sqlite;
 

@@ -8,11 +8,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
-use sqlx::Row;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection as _, Row};
 use sqlx::types::Json;
 
 use crate::crypto::SecretCipher;
+use crate::group_commit::{BoxFuture, Writer};
 use crate::sqlite::{
     add_count, intent_conflict, lease_conflict, parse_intent_status, parse_job_status, parse_review_status,
     review_status_str, subject,
@@ -31,6 +32,9 @@ const POOL_SIZE: u32 = 8;
 #[derive(Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
+    /// The group-committing writer the engine's writes go through (see `group_commit`), on a connection of its
+    /// own beside the pool.
+    writer: Writer<sqlx::Postgres>,
     cipher: SecretCipher,
 }
 
@@ -61,7 +65,8 @@ impl PgStore {
     pub async fn open(url: &str, cipher: SecretCipher) -> Result<PgStore> {
         let pool = PgPoolOptions::new().max_connections(POOL_SIZE).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool, cipher })
+        let writer = Writer::start(PgConnection::connect(url).await?);
+        Ok(PgStore { pool, writer, cipher })
     }
 
     /// The stored (sealed) `credentials` column of a connection, exactly as written. For tests that prove
@@ -94,34 +99,49 @@ impl PgStore {
 
 impl PgStore {
     /// Inserts a job with this status unless one with the same idempotency key exists.
-    async fn insert_job(&self, job: &NewJob, status: &str) -> Result<Enqueued> {
+    async fn insert_job(&self, job: &NewJob, status: &'static str) -> Result<Enqueued> {
         let now = Utc::now();
-        let inserted = sqlx::query(
-            "INSERT INTO jobs (kind, idempotency_key, flow, connection, payload, status, run_at, attempts,
-                               max_attempts, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $9, $6, 0, $7, $8, $8)
-             ON CONFLICT (idempotency_key) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&job.kind)
-        .bind(&job.idempotency_key)
-        .bind(&job.flow)
-        .bind(&job.connection)
-        .bind(&job.payload)
-        .bind(job.run_at)
-        .bind(job.max_attempts)
-        .bind(now)
-        .bind(status)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = inserted {
-            return Ok(Enqueued::Inserted(row.try_get("id")?));
-        }
-        let row = sqlx::query("SELECT id FROM jobs WHERE idempotency_key = $1")
-            .bind(&job.idempotency_key)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(Enqueued::Duplicate(row.try_get("id")?))
+        let job = job.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let inserted = sqlx::query(
+                    "INSERT INTO jobs (kind, idempotency_key, flow, connection, payload, status, run_at, attempts,
+                                       max_attempts, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $9, $6, 0, $7, $8, $8)
+                     ON CONFLICT (idempotency_key) DO NOTHING
+                     RETURNING id",
+                )
+                .bind(&job.kind)
+                .bind(&job.idempotency_key)
+                .bind(&job.flow)
+                .bind(&job.connection)
+                .bind(&job.payload)
+                .bind(job.run_at)
+                .bind(job.max_attempts)
+                .bind(now)
+                .bind(status)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if let Some(row) = inserted {
+                    return Ok(Enqueued::Inserted(row.try_get("id")?));
+                }
+                let row = sqlx::query("SELECT id FROM jobs WHERE idempotency_key = $1")
+                    .bind(&job.idempotency_key)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(Enqueued::Duplicate(row.try_get("id")?))
+            })
+        })
+        .await
+    }
+
+    /// Runs a write through the group commit (see `group_commit`).
+    async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    {
+        self.writer.write(op).await
     }
 }
 
@@ -219,7 +239,8 @@ impl Store for PgStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
+        let owner = worker.to_owned();
+        let rows = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
                              updated_at = $3
              WHERE id IN (
@@ -230,12 +251,12 @@ impl Store for PgStore {
                  FOR UPDATE SKIP LOCKED)
              RETURNING *",
         )
-        .bind(worker)
+        .bind(&owner)
         .bind(now + lease)
         .bind(now)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(&mut *conn)
+        .await?) })).await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (j.run_at, j.id));
         Ok(jobs)
@@ -252,7 +273,8 @@ impl Store for PgStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
+        let (owner, connections) = (worker.to_owned(), connections.to_vec());
+        let rows = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
                              updated_at = $3
              WHERE id IN (
@@ -264,13 +286,13 @@ impl Store for PgStore {
                  FOR UPDATE SKIP LOCKED)
              RETURNING *",
         )
-        .bind(worker)
+        .bind(&owner)
         .bind(now + lease)
         .bind(now)
         .bind(i64::from(limit))
-        .bind(connections)
-        .fetch_all(&self.pool)
-        .await?;
+        .bind(&connections)
+        .fetch_all(&mut *conn)
+        .await?) })).await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (j.run_at, j.id));
         Ok(jobs)
@@ -290,15 +312,16 @@ impl Store for PgStore {
     }
 
     async fn complete_job(&self, id: JobId, worker: &str, now: DateTime<Utc>) -> Result<()> {
-        let done = sqlx::query(
+        let owner = worker.to_owned();
+        let done = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $1
              WHERE id = $2 AND status = 'running' AND lease_owner = $3",
         )
         .bind(now)
         .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
+        .bind(&owner)
+        .execute(&mut *conn)
+        .await?) })).await?;
         if done.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
@@ -310,33 +333,35 @@ impl Store for PgStore {
         retry_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let failed = sqlx::query(
+        let (owner, error) = (worker.to_owned(), error.to_owned());
+        let failed = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "UPDATE jobs SET status = CASE WHEN $1 IS NULL THEN 'dead' ELSE 'queued' END,
                              run_at = COALESCE($1, run_at), last_error = $2,
                              lease_owner = NULL, lease_until = NULL, updated_at = $3
              WHERE id = $4 AND status = 'running' AND lease_owner = $5",
         )
         .bind(retry_at)
-        .bind(error)
+        .bind(&error)
         .bind(now)
         .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
+        .bind(&owner)
+        .execute(&mut *conn)
+        .await?) })).await?;
         if failed.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
     async fn park_job(&self, id: JobId, worker: &str, review: ReviewId, now: DateTime<Utc>) -> Result<()> {
-        let parked = sqlx::query(
+        let owner = worker.to_owned();
+        let parked = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "UPDATE jobs SET status = 'parked', review_id = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2
              WHERE id = $3 AND status = 'running' AND lease_owner = $4",
         )
         .bind(review)
         .bind(now)
         .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
+        .bind(&owner)
+        .execute(&mut *conn)
+        .await?) })).await?;
         if parked.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
@@ -409,7 +434,8 @@ impl Store for PgStore {
     // ----- links -----
 
     async fn put_link(&self, link: &Link) -> Result<()> {
-        sqlx::query(
+        let link = link.clone();
+        self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "INSERT INTO links (a_connection, a_object, a_id, b_connection, b_object, b_id,
                                 a_version, b_version, a_hash, b_hash, flow, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -430,8 +456,8 @@ impl Store for PgStore {
         .bind(&link.b_hash)
         .bind(&link.flow)
         .bind(link.updated_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(&mut *conn)
+        .await?) })).await?;
         Ok(())
     }
 
@@ -469,7 +495,8 @@ impl Store for PgStore {
     // ----- write intents -----
 
     async fn begin_intent(&self, intent: &NewWriteIntent) -> Result<WriteIntent> {
-        let row = sqlx::query(
+        let intent = intent.clone();
+        let row = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "INSERT INTO write_intents (key, flow, job_id, connection, object, action, payload, status, attempts,
                                         created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 1, $8)
@@ -484,8 +511,8 @@ impl Store for PgStore {
         .bind(&intent.action)
         .bind(&intent.payload)
         .bind(intent.created_at)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(&mut *conn)
+        .await?) })).await?;
         intent_from_row(&row)
     }
 
@@ -498,16 +525,23 @@ impl Store for PgStore {
     ) -> Result<()> {
         // Completing twice with the same result is harmless (a retried commit); a different result id would mean
         // two external records for one intent, which must surface rather than be papered over.
-        let done = sqlx::query(
-            "UPDATE write_intents SET status = 'done', result_id = $1, response = $2, completed_at = $3
-             WHERE key = $4 AND (status = 'pending' OR result_id = $1)",
-        )
-        .bind(result_id)
-        .bind(response)
-        .bind(now)
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
+        let (id, response, k) = (result_id.to_owned(), response.clone(), key.to_owned());
+        let done = self
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE write_intents SET status = 'done', result_id = $1, response = $2, completed_at = $3
+                         WHERE key = $4 AND (status = 'pending' OR result_id = $1)",
+                    )
+                    .bind(id)
+                    .bind(response)
+                    .bind(now)
+                    .bind(k)
+                    .execute(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         if done.rows_affected() == 1 {
             return Ok(());
         }
@@ -545,7 +579,8 @@ impl Store for PgStore {
     }
 
     async fn put_cursor(&self, cursor: &ChangeCursor) -> Result<()> {
-        sqlx::query(
+        let cursor = cursor.clone();
+        self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "INSERT INTO change_cursors (connection, object, flow, position, seen, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (connection, object, flow) DO UPDATE SET
@@ -557,8 +592,8 @@ impl Store for PgStore {
         .bind(cursor.position)
         .bind(&cursor.seen)
         .bind(cursor.updated_at)
-        .execute(&self.pool)
-        .await?;
+        .execute(&mut *conn)
+        .await?) })).await?;
         Ok(())
     }
 
@@ -598,7 +633,8 @@ impl Store for PgStore {
     // ----- audit log -----
 
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64> {
-        let row = sqlx::query(
+        let entry = entry.clone();
+        let row = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
             "INSERT INTO audit_log (at, flow, job_id, connection, object, record_id, action, outcome, before, after,
                                     error)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -615,8 +651,8 @@ impl Store for PgStore {
         .bind(&entry.before)
         .bind(&entry.after)
         .bind(&entry.error)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(&mut *conn)
+        .await?) })).await?;
         Ok(row.try_get("id")?)
     }
 

@@ -25,9 +25,8 @@ use crate::types::*;
 use crate::{RecordRef, Result, Store, StoreError};
 
 pub(crate) mod platform;
-mod writer;
 
-use writer::{BoxFuture, Writer};
+use crate::group_commit::{BoxFuture, Writer};
 
 /// How long a statement waits for another connection's write lock before failing with "database is locked".
 const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
@@ -39,9 +38,9 @@ const MMAP_SIZE: u64 = 256 * 1024 * 1024;
 #[derive(Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
-    /// The group-committing writer the engine's writes go through (see `writer`); `None` for an in-memory
+    /// The group-committing writer the engine's writes go through (see `group_commit`); `None` for an in-memory
     /// database, whose one pooled connection is the database.
-    writer: Option<Writer>,
+    writer: Option<Writer<sqlx::Sqlite>>,
     cipher: SecretCipher,
 }
 

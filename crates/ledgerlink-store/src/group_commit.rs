@@ -1,18 +1,20 @@
 //! Group commit: the engine's writes, from however many jobs run at once, go through one connection that commits
 //! the writes queued meanwhile together.
 //!
-//! Why: SQLite has one writer at a time, and an autocommit statement pays for a whole transaction of its own —
-//! its pages appended to the WAL, the WAL index updated, a checkpoint every thousand pages — while the other
-//! pooled connections wait out the write lock in `busy_timeout` sleeps and then find their page caches stale.
-//! A job makes about eight writes; a hundred jobs at once made eight hundred transactions where a few dozen do.
+//! Why: an autocommitted statement pays for a whole transaction of its own. On SQLite (one writer at a time)
+//! that is its pages appended to the WAL, the WAL index updated, a checkpoint every thousand pages, while the
+//! other pooled connections wait out the write lock in `busy_timeout` sleeps and then find their page caches
+//! stale. On PostgreSQL it is a WAL flush to disk per commit. A job makes about eight writes; a hundred jobs at
+//! once made eight hundred transactions where a few dozen do.
 //!
 //! How: a write is a closure run against the writer's connection. The writer takes every write waiting (up to
-//! [`MAX_BATCH`]), runs them inside one `BEGIN IMMEDIATE … COMMIT`, each under its own savepoint so a write that
-//! fails is rolled back alone and the others still commit. A caller hears its result only after the `COMMIT`,
-//! so a write that returned is exactly as durable as an autocommitted one was; if the commit itself fails, every
-//! write of the batch fails with it and none of them took effect.
+//! [`MAX_BATCH`]), runs them inside one transaction, each under its own savepoint so a write that fails is rolled
+//! back alone and the others still commit. A caller hears its result only after the `COMMIT`, so a write that
+//! returned is exactly as durable as an autocommitted one was; if the commit itself fails, every write of the
+//! batch fails with it and none of them took effect.
 //!
-//! Reads stay on the pool: WAL readers never wait for the writer, and see each batch once it committed.
+//! Reads stay on the pool: they never wait for the writer (WAL readers on SQLite, MVCC on PostgreSQL) and see
+//! each batch once it committed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,14 +22,27 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Connection, Executor};
+use sqlx::{Connection, Database, Executor};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Result, StoreError};
 
 /// A boxed future that may borrow the writer's connection for `'c`.
 pub(crate) type BoxFuture<'c, T> = Pin<Box<dyn Future<Output = T> + Send + 'c>>;
+
+/// A database the writer can batch for: how it opens the batch's transaction.
+pub(crate) trait Batching: Database {
+    /// SQLite takes the write lock at once (`IMMEDIATE`), so the batch never fails half-way to upgrade its lock.
+    const BEGIN: &'static str;
+}
+
+impl Batching for sqlx::Sqlite {
+    const BEGIN: &'static str = "BEGIN IMMEDIATE";
+}
+
+impl Batching for sqlx::Postgres {
+    const BEGIN: &'static str = "BEGIN";
+}
 
 /// The most writes one transaction carries, so a flood of writes still commits (and answers) in steps.
 const MAX_BATCH: usize = 256;
@@ -37,26 +52,34 @@ type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// One queued write: runs on the writer's connection and says whether it succeeded (its savepoint is released)
 /// or failed (its savepoint is rolled back), and how to answer its caller.
-type Op = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Answer)> + Send>;
+type Op<DB> = Box<dyn for<'c> FnOnce(&'c mut <DB as Database>::Connection) -> BoxFuture<'c, (bool, Answer)> + Send>;
 
 /// The handle writes are sent through; the writer task ends when the last handle is dropped.
-#[derive(Clone)]
-pub(crate) struct Writer {
-    queue: mpsc::UnboundedSender<Op>,
+pub(crate) struct Writer<DB: Database> {
+    queue: mpsc::UnboundedSender<Op<DB>>,
     /// Transactions committed so far (each carrying one or more writes); read by the tests.
     #[cfg_attr(not(test), allow(dead_code))]
     commits: Arc<AtomicU64>,
 }
 
-impl std::fmt::Debug for Writer {
+impl<DB: Database> Clone for Writer<DB> {
+    fn clone(&self) -> Self {
+        Writer { queue: self.queue.clone(), commits: self.commits.clone() }
+    }
+}
+
+impl<DB: Database> std::fmt::Debug for Writer<DB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer").finish_non_exhaustive()
     }
 }
 
-impl Writer {
-    /// Starts the writer on its own connection (opened with the store's options, so the same pragmas apply).
-    pub(crate) fn start(conn: SqliteConnection) -> Writer {
+impl<DB: Batching> Writer<DB>
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    /// Starts the writer on its own connection (opened with the store's options, so the same settings apply).
+    pub(crate) fn start(conn: DB::Connection) -> Writer<DB> {
         let (queue, ops) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(conn, ops, commits.clone()));
@@ -73,10 +96,10 @@ impl Writer {
     pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let queued: Op = Box::new(move |conn| {
+        let queued: Op<DB> = Box::new(move |conn| {
             Box::pin(async move {
                 let result = op(conn).await;
                 let ok = result.is_ok();
@@ -101,8 +124,11 @@ fn commit_error(reason: &str) -> StoreError {
     ))))
 }
 
-async fn run(mut conn: SqliteConnection, mut ops: mpsc::UnboundedReceiver<Op>, commits: Arc<AtomicU64>) {
-    let mut batch: Vec<Op> = Vec::new();
+async fn run<DB: Batching>(mut conn: DB::Connection, mut ops: mpsc::UnboundedReceiver<Op<DB>>, commits: Arc<AtomicU64>)
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut batch: Vec<Op<DB>> = Vec::new();
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
         commit_batch(&mut conn, std::mem::take(&mut batch)).await;
         commits.fetch_add(1, Ordering::Relaxed);
@@ -111,21 +137,39 @@ async fn run(mut conn: SqliteConnection, mut ops: mpsc::UnboundedReceiver<Op>, c
 }
 
 /// Runs one batch in one transaction and answers each write.
-async fn commit_batch(conn: &mut SqliteConnection, batch: Vec<Op>) {
+///
+/// Ending one write's savepoint and opening the next one's go as one command (`RELEASE …; SAVEPOINT …`): each
+/// command is a round trip (to SQLite's connection thread, or to the PostgreSQL server), and this keeps a write
+/// at two of them.
+async fn commit_batch<DB: Batching>(conn: &mut DB::Connection, batch: Vec<Op<DB>>)
+where
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
     // Without the outer transaction (it could not begin), each savepoint is a transaction of its own: the writes
     // still happen, one commit each.
-    let in_transaction = conn.execute("BEGIN IMMEDIATE").await.is_ok();
+    let in_transaction = conn.execute(DB::BEGIN).await.is_ok();
     let mut answers = Vec::with_capacity(batch.len());
-    for op in batch {
-        let saved = conn.execute("SAVEPOINT write").await.is_ok();
+    let mut saved = conn.execute("SAVEPOINT write").await.is_ok();
+    let count = batch.len();
+    for (i, op) in batch.into_iter().enumerate() {
         let (ok, answer) = op(conn).await;
-        if saved {
-            let end = if ok { "RELEASE write" } else { "ROLLBACK TO write; RELEASE write" };
-            if let Err(e) = conn.execute(end).await {
-                tracing::warn!(error = %e, "ending a write's savepoint failed");
+        answers.push(answer);
+        let last = i + 1 == count;
+        let command = match (saved, ok, last) {
+            (true, true, false) => "RELEASE write; SAVEPOINT write",
+            (true, true, true) => "RELEASE write",
+            (true, false, false) => "ROLLBACK TO write; RELEASE write; SAVEPOINT write",
+            (true, false, true) => "ROLLBACK TO write; RELEASE write",
+            (false, _, false) => "SAVEPOINT write",
+            (false, _, true) => continue,
+        };
+        match conn.execute(command).await {
+            Ok(_) => saved = !last,
+            Err(e) => {
+                tracing::warn!(error = %e, "ending or opening a write's savepoint failed");
+                saved = !last && conn.execute("SAVEPOINT write").await.is_ok();
             }
         }
-        answers.push(answer);
     }
     let failed = if in_transaction {
         match conn.execute("COMMIT").await {
@@ -149,6 +193,10 @@ mod tests {
     use sqlx::ConnectOptions;
     use sqlx::sqlite::SqliteConnectOptions;
     use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnection;
+
+    type Writer = super::Writer<sqlx::Sqlite>;
 
     async fn open(dir: &tempfile::TempDir) -> (Writer, SqliteConnection) {
         let url = format!("sqlite://{}", dir.path().join("w.sqlite").display());
