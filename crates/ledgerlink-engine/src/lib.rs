@@ -21,6 +21,7 @@ pub mod reconcile;
 pub mod review;
 pub mod poller;
 pub mod recent;
+pub mod seen;
 pub mod stats;
 pub mod templates;
 pub mod triggers;

@@ -10,13 +10,12 @@
 //! record at exactly the high-water timestamp, so records sharing a timestamp across a page boundary are read
 //! again rather than lost, and the seen versions (or the job keys) make the re-read ones no-ops.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Duration, Utc};
 use ledgerlink_flow::{Flow, Trigger};
 use ledgerlink_store::{ChangeCursor, Enqueued, NewJob};
 use serde_json::{Value, json};
 
+use crate::seen::SeenVersions;
 use crate::{Engine, Stats, keys};
 
 /// The job kind that runs a flow for one source record.
@@ -46,7 +45,7 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
     };
     let conn = engine.connector(connection)?;
     let since = now - overlap(*overlap_seconds);
-    let mut seen = BTreeMap::new();
+    let mut seen = SeenVersions::default();
     let mut high = since;
     let mut read = 0;
     // The cursor is saved once, after the last page: a baseline cut short must not leave a cursor that would
@@ -57,7 +56,7 @@ async fn baseline(engine: &Engine, flow: &Flow, now: DateTime<Utc>) -> anyhow::R
         read += changes.records.len();
         for rec in &changes.records {
             if let (Some(id), Some(ts)) = (conn.record_id(rec), conn.change_timestamp(rec)) {
-                seen.insert(id, keys::version_of(ts, conn.record_version(rec).as_deref()));
+                seen.insert(&id, &keys::version_of(ts, conn.record_version(rec).as_deref()));
                 high = high.max(ts);
             }
         }
@@ -88,7 +87,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
         return baseline(engine, flow, now).await;
     };
     let since = cursor.position - overlap;
-    let mut seen: BTreeMap<String, String> = serde_json::from_value(cursor.seen).unwrap_or_default();
+    let mut seen = SeenVersions::from_json(&cursor.seen);
     let mut high = cursor.position;
     let mut report = PollReport::default();
     let mut at = Next::Changes(None);
@@ -100,7 +99,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
             let Some(id) = conn.record_id(&rec) else { continue };
             let Some(ts) = conn.change_timestamp(&rec) else { continue };
             let version = keys::version_of(ts, conn.record_version(&rec).as_deref());
-            if seen.get(&id) == Some(&version) {
+            if seen.contains(&id, &version) {
                 continue;
             }
             report.new_changes += 1;
@@ -108,7 +107,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
             if enqueue_change(engine, flow, connection, object, &id, &version, rec, now).await? {
                 report.enqueued += 1;
             }
-            seen.insert(id, version);
+            seen.insert(&id, &version);
             high = high.max(ts);
         }
         let last = matches!(next, Next::Done);
@@ -116,7 +115,7 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
         // next overlap window can show again.
         if report.new_changes > before || last {
             let horizon = high - overlap;
-            seen.retain(|_, v| keys::version_time(v).is_some_and(|t| t >= horizon));
+            seen.retain_since(horizon);
             save_cursor(engine, flow, connection, object, high, &seen, now).await?;
         }
         match next {
@@ -221,7 +220,7 @@ async fn save_cursor(
     connection: &str,
     object: &str,
     position: DateTime<Utc>,
-    seen: &BTreeMap<String, String>,
+    seen: &SeenVersions,
     now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let cursor = ChangeCursor {
@@ -229,7 +228,7 @@ async fn save_cursor(
         object: object.to_string(),
         flow: flow.name.clone(),
         position,
-        seen: serde_json::to_value(seen)?,
+        seen: seen.to_json(),
         updated_at: now,
     };
     Ok(engine.store.put_cursor(&cursor).await?)

@@ -317,9 +317,12 @@ async fn concurrent_reads_share_calls_and_each_caller_gets_its_own_answer() {
     let retrieves = count(&calls, "GET", |p| p.ends_with("/composite/sobjects/Account"));
     let queries = count(&calls, "GET", is_query);
     assert_eq!(count(&calls, "GET", |p| p.contains("/sobjects/Account/")), 0, "no single reads: {calls:?}");
-    // At most two calls of a shape are out at once; every other read waits for one and shares the next.
-    assert!(retrieves >= 1 && retrieves <= 8, "{retrieves} retrieves for {} gets", asked.len());
-    assert!(queries >= 1 && queries <= 8, "{queries} queries for {} finds", asked.len());
+    // At most two calls of a shape are out at once; every other read waits for one and shares the next. Usually
+    // that is 3 calls for the 62 reads; the bound leaves room for a test thread descheduled while it starts them
+    // on a loaded machine (reads that start after the first calls came back go in further calls).
+    let bound = asked.len() / 4;
+    assert!(retrieves >= 1 && retrieves <= bound, "{retrieves} retrieves for {} gets", asked.len());
+    assert!(queries >= 1 && queries <= bound, "{queries} queries for {} finds", asked.len());
     eprintln!("{} gets and {} finds: {retrieves} retrieves and {queries} queries", asked.len(), asked.len());
 }
 
