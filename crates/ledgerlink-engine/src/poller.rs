@@ -11,12 +11,16 @@
 //! again rather than lost, and the seen versions (or the job keys) make the re-read ones no-ops.
 
 use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt;
 use ledgerlink_flow::{Flow, Trigger};
 use ledgerlink_store::{ChangeCursor, Enqueued, NewJob};
 use serde_json::{Value, json};
 
 use crate::seen::SeenVersions;
 use crate::{Engine, Stats, keys};
+
+/// How many of a page's jobs are being queued at once.
+const ENQUEUE_AT_ONCE: usize = 256;
 
 /// The job kind that runs a flow for one source record.
 pub const JOB_FLOW_RECORD: &str = "flow.record";
@@ -95,6 +99,8 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
         let (changes, next) = read_page(conn, &flow.trigger, since, at).await?;
         report.read += changes.records.len();
         let before = report.new_changes;
+        let mut fresh = Vec::new();
+        let mut records = Vec::new();
         for rec in changes.records {
             let Some(id) = conn.record_id(&rec) else { continue };
             let Some(ts) = conn.change_timestamp(&rec) else { continue };
@@ -102,9 +108,20 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
             if seen.contains(&id, &version) {
                 continue;
             }
+            fresh.push((id, version, ts));
+            records.push(rec);
+        }
+        // The page's jobs are queued concurrently (handed to the store in page order), so they share the store's
+        // group commits instead of waiting for one commit each.
+        let mut pending = Vec::with_capacity(fresh.len());
+        for ((id, version, _), rec) in fresh.iter().zip(records) {
+            pending.push(enqueue_change(engine, flow, connection, object, id, version, rec, now));
+        }
+        let queued: Vec<anyhow::Result<bool>> = futures::stream::iter(pending).buffered(ENQUEUE_AT_ONCE).collect().await;
+        for ((id, version, ts), inserted) in fresh.into_iter().zip(queued) {
             report.new_changes += 1;
             Stats::inc(&engine.stats.changes_seen);
-            if enqueue_change(engine, flow, connection, object, &id, &version, rec, now).await? {
+            if inserted? {
                 report.enqueued += 1;
             }
             seen.insert(&id, &version);
