@@ -313,14 +313,9 @@ pub fn add_custom_field(org: &mut Org, mut field: CustomField) -> Result<CustomF
             field.name, def.name
         ));
     }
-    for rec in org
-        .records
-        .get_mut(def.name)
-        .into_iter()
-        .flat_map(|m| m.values_mut())
-    {
+    org.records.edit_all(def.name, |rec| {
         rec.insert(field.name.clone(), super::value::FieldValue::Null);
-    }
+    });
     org.custom_fields.push(field.clone());
     Ok(field)
 }

@@ -23,7 +23,7 @@ use tower::ServiceExt;
 
 use super::error::SfError;
 use super::records::{self, Ctx, UpsertOutcome};
-use super::state::{Org, Record};
+use super::state::Org;
 use super::value::{JsonIn, parse_body};
 use super::{App, Session};
 
@@ -33,24 +33,6 @@ pub const MAX_COLLECTION: usize = 200;
 pub const MAX_SUBREQUESTS: usize = 25;
 
 type ApiResult = Result<Response, SfError>;
-
-/// What the org looked like before a transaction, to undo it.
-struct Snapshot {
-    records: std::collections::BTreeMap<String, std::collections::BTreeMap<String, Record>>,
-    next_seq: u64,
-}
-
-fn snapshot(org: &Org) -> Snapshot {
-    Snapshot {
-        records: org.records.clone(),
-        next_seq: org.next_seq,
-    }
-}
-
-fn restore(org: &mut Org, snap: Snapshot) {
-    org.records = snap.records;
-    org.next_seq = snap.next_seq;
-}
 
 #[derive(Deserialize)]
 struct CollectionBody {
@@ -155,12 +137,14 @@ fn run_collection(
     mut each: impl FnMut(&mut Org, InRecord) -> Outcome,
 ) -> Response {
     let mut org = app.lock();
-    let snap = all_or_none.then(|| snapshot(&org));
+    let undo = all_or_none.then(|| org.begin_undo());
     let outcomes: Vec<Outcome> = items.into_iter().map(|r| each(&mut org, r)).collect();
     let failed = outcomes.iter().any(|o| matches!(o, Outcome::Failed { .. }));
     let rolled_back = all_or_none && failed;
-    if rolled_back && let Some(snap) = snap {
-        restore(&mut org, snap);
+    match undo {
+        Some(undo) if rolled_back => org.roll_back(undo),
+        Some(undo) => org.keep(undo),
+        None => {}
     }
     if !rolled_back && outcomes.iter().any(|o| matches!(o, Outcome::Ok { .. })) {
         app.persist(&org);
@@ -594,7 +578,7 @@ pub async fn composite(
             ));
         }
     }
-    let snap = parsed.all_or_none.then(|| snapshot(&app.lock()));
+    let snap = parsed.all_or_none.then(|| app.lock().snapshot());
     let router = app.inner_router();
     let mut answers: HashMap<String, Value> = HashMap::new();
     let mut out: Vec<Value> = Vec::new();
@@ -677,7 +661,7 @@ pub async fn composite(
     if let (Some(failed), Some(snap)) = (failed_at, snap) {
         {
             let mut org = app.lock();
-            restore(&mut org, snap);
+            org.restore(snap);
             app.persist(&org);
         }
         for (i, answer) in out.iter_mut().enumerate() {

@@ -434,10 +434,7 @@ pub fn create(
     apply_rules(org, &def, &mut rec, &explicit, None)?;
     let id = org.new_id(def.prefix);
     rec.insert("Id".into(), FieldValue::text(id.clone()));
-    org.records
-        .entry(def.name.to_string())
-        .or_default()
-        .insert(id.clone(), rec);
+    org.records.put(def.name, &id, rec);
     after_write(org, ctx, def.name, &id);
     Ok(id)
 }
@@ -491,9 +488,7 @@ pub fn update(
         "LastModifiedById".into(),
         FieldValue::text(ctx.user_id.clone()),
     );
-    if let Some(slot) = org.get_mut(def.name, &id) {
-        *slot = rec;
-    }
+    org.records.put(def.name, &id, rec);
     after_write(org, ctx, def.name, &id);
     Ok(())
 }
@@ -519,8 +514,10 @@ pub fn delete(org: &mut Org, ctx: &Ctx, object: &str, id: &str) -> Result<(), Sf
 }
 
 fn children(org: &Org, object: &str, field: &str, parent: &str) -> Vec<String> {
-    org.all(object)
-        .filter(|r| !Org::is_deleted(r) && str_of(r, field) == Some(parent))
+    org.records
+        .referencing(object, field, parent)
+        .into_iter()
+        .filter(|r| !Org::is_deleted(r))
         .filter_map(|r| str_of(r, "Id").map(str::to_string))
         .collect()
 }
@@ -545,12 +542,12 @@ fn mark_deleted(org: &mut Org, ctx: &Ctx, object: &str, id: &str) {
         )],
         _ => vec![],
     };
-    if let Some(rec) = org.get_mut(object, id) {
-        let stamp = FieldValue::text(format_datetime(ctx.now));
+    let stamp = FieldValue::text(format_datetime(ctx.now));
+    org.records.edit(object, id, |rec| {
         rec.insert("IsDeleted".into(), FieldValue::Bool(true));
         rec.insert("LastModifiedDate".into(), stamp.clone());
         rec.insert("SystemModstamp".into(), stamp);
-    }
+    });
     for (child_object, ids) in cascade {
         for child in ids {
             mark_deleted(org, ctx, child_object, &child);
@@ -754,8 +751,10 @@ fn price_book_entry_rules(org: &Org, rec: &mut Record) -> Result<(), SfError> {
         .and_then(FieldValue::as_bool)
         == Some(true);
     let live_entries: Vec<&Record> = org
-        .all("PricebookEntry")
-        .filter(|e| !Org::is_deleted(e) && str_of(e, "Product2Id") == Some(product_id.as_str()))
+        .records
+        .referencing("PricebookEntry", "Product2Id", &product_id)
+        .into_iter()
+        .filter(|e| !Org::is_deleted(e))
         .collect();
     if live_entries
         .iter()
@@ -820,8 +819,10 @@ fn after_write(org: &mut Org, ctx: &Ctx, object: &str, id: &str) {
         .unwrap_or_default()
         .to_string();
     let lines: Vec<Decimal> = org
-        .all("OpportunityLineItem")
-        .filter(|l| !Org::is_deleted(l) && str_of(l, "OpportunityId") == Some(opp_id.as_str()))
+        .records
+        .referencing("OpportunityLineItem", "OpportunityId", &opp_id)
+        .into_iter()
+        .filter(|l| !Org::is_deleted(l))
         .map(|l| num_of(l, "TotalPrice").unwrap_or_default())
         .collect();
     let entry_pricebook = str_of(&line, "PricebookEntryId")
@@ -829,25 +830,24 @@ fn after_write(org: &mut Org, ctx: &Ctx, object: &str, id: &str) {
         .and_then(|e| e.get("Pricebook2Id"))
         .cloned()
         .unwrap_or_default();
-    let Some(opp) = org.get_mut("Opportunity", &opp_id) else {
-        return;
-    };
-    if Org::is_deleted(opp) {
-        return;
-    }
     let amount: Decimal = lines.iter().copied().sum();
-    opp.insert("Amount".into(), FieldValue::Num(amount));
-    opp.insert(
-        "HasOpportunityLineItem".into(),
-        FieldValue::Bool(!lines.is_empty()),
-    );
-    if opp.get("Pricebook2Id").is_none_or(FieldValue::is_null) {
-        opp.insert("Pricebook2Id".into(), entry_pricebook);
-    }
-    opp.insert(
-        "SystemModstamp".into(),
-        FieldValue::text(format_datetime(ctx.now)),
-    );
+    org.records.edit("Opportunity", &opp_id, |opp| {
+        if Org::is_deleted(opp) {
+            return;
+        }
+        opp.insert("Amount".into(), FieldValue::Num(amount));
+        opp.insert(
+            "HasOpportunityLineItem".into(),
+            FieldValue::Bool(!lines.is_empty()),
+        );
+        if opp.get("Pricebook2Id").is_none_or(FieldValue::is_null) {
+            opp.insert("Pricebook2Id".into(), entry_pricebook);
+        }
+        opp.insert(
+            "SystemModstamp".into(),
+            FieldValue::text(format_datetime(ctx.now)),
+        );
+    });
 }
 
 /// What an external-id upsert did.

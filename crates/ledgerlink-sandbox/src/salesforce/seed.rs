@@ -69,10 +69,7 @@ fn insert_user(
     ] {
         rec.insert(k.to_string(), v);
     }
-    org.records
-        .entry("User".into())
-        .or_default()
-        .insert(id.clone(), rec);
+    org.records.put("User", &id, rec);
     id
 }
 
@@ -120,9 +117,9 @@ fn populate(org: &mut Org, now: DateTime<Utc>, sample_data: bool) {
         "Pricebook2",
         json!({"Name": "Standard Price Book", "IsActive": true}),
     );
-    if let Some(pb) = org.get_mut("Pricebook2", &standard) {
+    org.records.edit("Pricebook2", &standard, |pb| {
         pb.insert("IsStandard".into(), FieldValue::Bool(true));
-    }
+    });
     if !sample_data {
         return;
     }
@@ -336,9 +333,9 @@ fn populate(org: &mut Org, now: DateTime<Utc>, sample_data: bool) {
         );
         account_ids.push(id);
     }
-    if let Some(acme) = org.get_mut("Account", &account_ids[0]) {
+    org.records.edit("Account", &account_ids[0], |acme| {
         acme.insert("QuickBooks_Customer_Id__c".into(), FieldValue::text("58"));
-    }
+    });
 
     let contacts = [
         (0, "Wile", "Coyote", "Purchasing Manager"),

@@ -6,8 +6,14 @@
 //! subquery's FROM names one of the parent's child relationships, e.g. `OpportunityLineItems`), and [`run`] which
 //! filters, orders and renders records, each parent row carrying its children as a nested
 //! `{totalSize, done, records}` (or null when it has none). Errors carry Salesforce's `ERROR at Row:r:Column:c` pointer so a bad query is easy to fix.
+//!
+//! A query costs what it returns rather than the size of its object: a WHERE that pins `Id` or a lookup field to
+//! a few values (`OpportunityId IN (…)`) reads its candidates from the id map or the org's lookup index
+//! ([`narrowed`]), child subqueries read their rows from the same index, and a text `IN` list is a hash set. The
+//! full WHERE still decides every row, so the answers are those of a scan.
 
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use ledgerlink_model::SalesforceId;
@@ -16,7 +22,7 @@ use rust_decimal::Decimal;
 use super::error::SfError;
 use super::objects::{FieldDef, FieldType, ObjectDef};
 use super::records::{Out, OutRecord, attributes};
-use super::state::{Org, Record};
+use super::state::{Org, Record, fold_case};
 use super::value::{FieldValue, parse_date, parse_datetime, parse_decimal};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -741,6 +747,10 @@ enum RCond {
         path: Resolved,
         lits: Vec<Literal>,
         negated: bool,
+        /// The quoted values case-folded, for a text field: membership is then one hash lookup per row, which
+        /// answers as comparing with each value in turn would (text compares case-insensitively; a null value
+        /// and a `null` in the list never match).
+        folded: Option<HashSet<String>>,
     },
 }
 
@@ -973,13 +983,24 @@ fn resolve_cond(query: &str, org: &Org, root: &ObjectDef, cond: &Cond) -> Result
                     lit
                 });
             }
+            let folded = path.field.ty.is_textual().then(|| folded_strings(&lits));
             RCond::In {
                 path,
                 lits,
                 negated: *negated,
+                folded,
             }
         }
     })
+}
+
+fn folded_strings(lits: &[Literal]) -> HashSet<String> {
+    lits.iter()
+        .filter_map(|l| match l {
+            Literal::Str(s) => Some(fold_case(s).into_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The value a resolved path has on a record (null when a lookup on the way is empty).
@@ -1137,12 +1158,19 @@ fn eval(org: &Org, rec: &Record, cond: &RCond, now: DateTime<Utc>) -> bool {
             path,
             lits,
             negated,
+            folded,
         } => {
             let v = path_value(org, rec, path);
-            let hit = !v.is_null()
-                && lits
-                    .iter()
-                    .any(|l| compare(&path.field.ty, &v, "=", l, now));
+            let hit = match (folded, &v) {
+                (Some(set), FieldValue::Text(t)) => set.contains(fold_case(t).as_ref()),
+                (Some(_), _) => false,
+                (None, _) => {
+                    !v.is_null()
+                        && lits
+                            .iter()
+                            .any(|l| compare(&path.field.ty, &v, "=", l, now))
+                }
+            };
             if *negated { !hit } else { hit }
         }
     }
@@ -1393,9 +1421,10 @@ fn render_row(
             PlanItem::Child(i) => {
                 let child = &plan.children[*i];
                 let candidates = org
-                    .all(child.plan.def.name)
-                    .filter(|r| all_rows || !Org::is_deleted(r))
-                    .filter(|r| r.get(child.field).and_then(FieldValue::as_str) == Some(id));
+                    .records
+                    .referencing(child.plan.def.name, child.field, id)
+                    .into_iter()
+                    .filter(|r| all_rows || !Org::is_deleted(r));
                 let rows: Vec<OutRecord> = select_rows(org, &child.plan, candidates, now)
                     .into_iter()
                     .map(|r| render_row(org, &child.plan, r, all_rows, now, version))
@@ -1410,6 +1439,98 @@ fn render_row(
         }
     }
     OutRecord(out)
+}
+
+/// The only records a WHERE can match, in creation order as a scan meets them, when one of its top-level
+/// conjuncts pins `Id` or a reference field to quoted values (`=` or `IN`); the smallest such set wins. `None`
+/// when nothing narrows (no WHERE, an OR at the top, a field reached through a relationship, `!=`, `NOT IN`, a
+/// comparison with null), and every record of the object is a candidate.
+fn narrowed<'o>(org: &'o Org, object: &str, filter: Option<&RCond>) -> Option<Vec<&'o Record>> {
+    let conjuncts = match filter? {
+        RCond::And(parts) => parts.as_slice(),
+        single => std::slice::from_ref(single),
+    };
+    conjuncts
+        .iter()
+        .filter_map(|c| pinned(org, object, c))
+        .min_by_key(BTreeMap::len)
+        .map(|found| found.into_values().collect())
+}
+
+/// The records one conjunct can match, keyed (and so ordered) by id, or `None` when it does not pin its field.
+fn pinned<'o>(org: &'o Org, object: &str, cond: &RCond) -> Option<BTreeMap<&'o str, &'o Record>> {
+    let (path, values): (&Resolved, Vec<&str>) = match cond {
+        RCond::Cmp {
+            path,
+            op: "=",
+            lit: Literal::Str(s),
+        } => (path, vec![s.as_str()]),
+        // `null` in the list matches nothing, so only the quoted values can.
+        RCond::In {
+            path,
+            lits,
+            negated: false,
+            ..
+        } => (
+            path,
+            lits.iter()
+                .filter_map(|l| match l {
+                    Literal::Str(s) => Some(s.as_str()),
+                    _ => None,
+                })
+                .collect(),
+        ),
+        _ => return None,
+    };
+    if !path.hops.is_empty() {
+        return None;
+    }
+    let mut found = BTreeMap::new();
+    match path.field.ty {
+        FieldType::Id => {
+            for value in values {
+                let hit =
+                    id_with_case(&fold_case(value)).and_then(|id| org.records.entry(object, &id));
+                if let Some((id, rec)) = hit {
+                    found.insert(id, rec);
+                }
+            }
+        }
+        FieldType::Reference(_) => {
+            for value in values {
+                for id in org.records.holders(object, &path.field.name, value)? {
+                    if let Some((id, rec)) = org.records.entry(object, id) {
+                        found.insert(id, rec);
+                    }
+                }
+            }
+        }
+        _ => return None,
+    }
+    Some(found)
+}
+
+/// The one id whose case-folded form is `folded`: an 18-character id's last three characters record which of
+/// its first fifteen are upper case, so SOQL's case-insensitive `Id = '…'` can be answered by one map lookup.
+/// `None` when no id the org issues folds to this text.
+fn id_with_case(folded: &str) -> Option<String> {
+    const CASE_BITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let bytes = folded.as_bytes();
+    if bytes.len() != 18 || !folded.is_ascii() {
+        return None;
+    }
+    let mut out = bytes.to_vec();
+    for block in 0..3 {
+        let check = bytes[15 + block].to_ascii_uppercase();
+        let bits = CASE_BITS.iter().position(|c| *c == check)?;
+        out[15 + block] = check;
+        for i in 0..5 {
+            if bits & (1 << i) != 0 {
+                out[block * 5 + i].make_ascii_uppercase();
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Parses, checks and runs a query. `all_rows` is `queryAll` (deleted records included).
@@ -1430,10 +1551,13 @@ pub fn run(
         )
     })?;
     let plan = plan(query, org, def, &q)?;
-    let candidates = org
-        .all(plan.def.name)
-        .filter(|r| all_rows || !Org::is_deleted(r));
-    let picked = select_rows(org, &plan, candidates, now);
+    let few = narrowed(org, plan.def.name, plan.filter.as_ref());
+    let candidates: Box<dyn Iterator<Item = &Record>> = match &few {
+        Some(few) => Box::new(few.iter().copied()),
+        None => Box::new(org.all(plan.def.name)),
+    };
+    let live = candidates.filter(|r| all_rows || !Org::is_deleted(r));
+    let picked = select_rows(org, &plan, live, now);
     if plan.count {
         return Ok(QueryResult {
             total_size: picked.len(),
@@ -1543,6 +1667,196 @@ mod tests {
             &like_pattern("100\\%"),
             &"1000".chars().collect::<Vec<_>>()
         ));
+    }
+
+    #[test]
+    fn a_folded_id_names_the_one_id_it_came_from() {
+        let mut org = Org::empty();
+        for seq in [1, 61, 62 * 36 + 11, 62u64.pow(5) + 3_721, 62u64.pow(8) * 61] {
+            org.next_seq = seq;
+            let id = org.new_id("006");
+            assert_eq!(
+                id_with_case(&id.to_lowercase()).as_deref(),
+                Some(id.as_str())
+            );
+            assert_eq!(
+                id_with_case(&fold_case(&id.to_uppercase())).as_deref(),
+                Some(id.as_str())
+            );
+        }
+        assert_eq!(id_with_case("006hs0000000001"), None, "15 characters");
+        assert_eq!(
+            id_with_case("006hs000000000199a"),
+            None,
+            "a check character no id has"
+        );
+        assert_eq!(id_with_case("006hs000000000\u{e9}1aa"), None);
+    }
+
+    fn text_in(org: &Org, field: &str, lits: Vec<Literal>, negated: bool) -> [RCond; 2] {
+        let def = org.def("Account").unwrap();
+        let path = Resolved {
+            hops: Vec::new(),
+            field: def.field(field).unwrap().clone(),
+        };
+        let with_set = RCond::In {
+            path: path.clone(),
+            folded: Some(folded_strings(&lits)),
+            lits: lits.clone(),
+            negated,
+        };
+        let one_by_one = RCond::In {
+            path,
+            lits,
+            negated,
+            folded: None,
+        };
+        [with_set, one_by_one]
+    }
+
+    #[test]
+    fn a_text_in_list_answers_as_comparing_each_value_would() {
+        let org = Org::empty();
+        let now = parse_datetime("2024-03-10T12:00:00Z").unwrap();
+        let lits = vec![
+            Literal::Str("acme".into()),
+            Literal::Str("ÄRGER GmbH".into()),
+            Literal::Str("\u{212a}elvin".into()),
+            Literal::Null,
+            Literal::Str("acme".into()),
+        ];
+        let values = [
+            FieldValue::text("ACME"),
+            FieldValue::text("Acme "),
+            FieldValue::text("ärger gmbh"),
+            FieldValue::text("KELVIN"),
+            FieldValue::text("kelvin"),
+            FieldValue::Null,
+            FieldValue::Num(Decimal::ONE),
+            FieldValue::Bool(true),
+        ];
+        let mut hits = [0, 0];
+        for negated in [false, true] {
+            let [with_set, one_by_one] = text_in(&org, "Name", lits.clone(), negated);
+            for v in &values {
+                let mut rec = Record::new();
+                rec.insert("Name".into(), v.clone());
+                let expected = eval(&org, &rec, &one_by_one, now);
+                assert_eq!(
+                    eval(&org, &rec, &with_set, now),
+                    expected,
+                    "{v:?} negated={negated}"
+                );
+                hits[usize::from(negated)] += usize::from(expected);
+            }
+        }
+        assert_eq!(
+            hits,
+            [4, 4],
+            "ACME, ärger gmbh, KELVIN and kelvin are in the list; the rest are not"
+        );
+        let [with_set, _] = text_in(&org, "Name", vec![Literal::Null], false);
+        let mut rec = Record::new();
+        rec.insert("Name".into(), FieldValue::Null);
+        assert!(!eval(&org, &rec, &with_set, now), "null is in no list");
+    }
+
+    /// Runs a query as written and again with `OR Id = null` at the top, which no row meets but which leaves
+    /// nothing to narrow on, and checks both answer alike.
+    fn assert_answers_like_a_scan(org: &Org, object: &str, filter: &str, all_rows: bool) -> usize {
+        let now = parse_datetime("2030-01-01T00:00:00Z").unwrap();
+        let select = "Id, Name, (SELECT Id FROM Contacts)";
+        let select = if object == "Account" { select } else { "Id" };
+        let pinned = format!("SELECT {select} FROM {object} WHERE {filter}");
+        let scanned = format!("SELECT {select} FROM {object} WHERE ({filter}) OR Id = null");
+        let a = run(org, &pinned, all_rows, now, "v59.0").unwrap();
+        let b = run(org, &scanned, all_rows, now, "v59.0").unwrap();
+        assert_eq!(a.rows, b.rows, "{pinned}");
+        assert_eq!(a.total_size, b.total_size, "{pinned}");
+        a.total_size
+    }
+
+    #[test]
+    fn narrowed_queries_answer_as_a_scan_over_the_sample_org() {
+        use crate::salesforce::records::{self, Ctx};
+        use crate::salesforce::value::JsonIn;
+        let now = parse_datetime("2024-03-10T12:00:00Z").unwrap();
+        let mut org = crate::salesforce::seed::new_org(now, true);
+        let ctx = Ctx {
+            now,
+            user_id: org.api_user_id.clone(),
+        };
+        let ids = |org: &Org, object: &str| -> Vec<String> {
+            org.all(object)
+                .filter_map(|r| r.get("Id").and_then(FieldValue::as_str).map(str::to_string))
+                .collect()
+        };
+        let accounts = ids(&org, "Account");
+        let contacts = ids(&org, "Contact");
+        let opps = ids(&org, "Opportunity");
+        // Move one contact, delete another and an opportunity, and undo a write, so the index has followed
+        // every kind of change.
+        let to = |a: &str| vec![("AccountId".to_string(), JsonIn::Str(a.to_string()))];
+        records::update(&mut org, &ctx, "Contact", &contacts[0], to(&accounts[3])).unwrap();
+        records::delete(&mut org, &ctx, "Contact", &contacts[1]).unwrap();
+        records::delete(&mut org, &ctx, "Opportunity", &opps[0]).unwrap();
+        let undo = org.begin_undo();
+        records::update(&mut org, &ctx, "Contact", &contacts[2], to(&accounts[4])).unwrap();
+        org.roll_back(undo);
+
+        let list = |ids: &[String]| {
+            ids.iter()
+                .map(|i| format!("'{}'", i.to_lowercase()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let some_accounts = list(&accounts[..5]);
+        let some_opps = list(&opps[..4]);
+        let mut seen = 0;
+        for all_rows in [false, true] {
+            for (object, filter) in [
+                ("Contact", format!("AccountId IN ({some_accounts})")),
+                ("Contact", format!("AccountId = '{}'", &accounts[3][..15])),
+                (
+                    "Contact",
+                    format!(
+                        "AccountId IN ({some_accounts}) AND Id IN ({})",
+                        list(&contacts)
+                    ),
+                ),
+                (
+                    "Contact",
+                    format!("Id IN ({}) AND LastName != 'x'", list(&contacts[..4])),
+                ),
+                ("Contact", format!("AccountId NOT IN ({some_accounts})")),
+                ("Account", format!("Id IN ({some_accounts})")),
+                (
+                    "Account",
+                    format!("Id = '{}' AND Name LIKE '%'", accounts[2]),
+                ),
+                (
+                    "OpportunityLineItem",
+                    format!("OpportunityId IN ({some_opps})"),
+                ),
+                (
+                    "OpportunityLineItem",
+                    format!(
+                        "OpportunityId IN ({some_opps}) AND Opportunity.AccountId IN ({some_accounts})"
+                    ),
+                ),
+                (
+                    "Opportunity",
+                    format!("AccountId IN ({some_accounts}) OR Id IN ({some_opps})"),
+                ),
+                (
+                    "Opportunity",
+                    format!("Pricebook2Id != null AND AccountId = '{}'", accounts[0]),
+                ),
+            ] {
+                seen += assert_answers_like_a_scan(&org, object, &filter, all_rows);
+            }
+        }
+        assert!(seen > 20, "the queries found rows to compare ({seen})");
     }
 
     #[test]
