@@ -8,10 +8,13 @@
 //! once made eight hundred transactions where a few dozen do.
 //!
 //! How: a write is a closure run against the writer's connection. The writer takes every write waiting (up to
-//! [`MAX_BATCH`]), runs them inside one transaction, each under its own savepoint so a write that fails is rolled
-//! back alone and the others still commit. A caller hears its result only after the `COMMIT`, so a write that
-//! returned is exactly as durable as an autocommitted one was; if the commit itself fails, every write of the
-//! batch fails with it and none of them took effect.
+//! [`MAX_BATCH`]) and runs them inside one transaction. A caller hears its result only after the `COMMIT`, so a
+//! write that returned is exactly as durable as an autocommitted one was; if the commit itself fails, every write
+//! of the batch fails with it and none of them took effect. When a write of the batch fails, the transaction is
+//! rolled back and each of its writes runs again alone, in a transaction of its own, so the failure stays that
+//! write's and the others take effect as if they had never shared a transaction. That is why a write must be
+//! safe to run twice after a rollback (it is: it only talks to the database). Savepoints would do the same per
+//! write, but each is one more round trip to the connection for every write, to serve the rare failure.
 //!
 //! Reads stay on the pool: they never wait for the writer (WAL readers on SQLite, MVCC on PostgreSQL) and see
 //! each batch once it committed.
@@ -19,8 +22,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sqlx::{Connection, Database, Executor};
 use tokio::sync::{mpsc, oneshot};
@@ -50,9 +53,14 @@ const MAX_BATCH: usize = 256;
 /// Answers a write's caller once the fate of its batch is known (`None`: committed; `Some`: the commit failed).
 type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 
-/// One queued write: runs on the writer's connection and says whether it succeeded (its savepoint is released)
-/// or failed (its savepoint is rolled back), and how to answer its caller.
-type Op<DB> = Box<dyn for<'c> FnOnce(&'c mut <DB as Database>::Connection) -> BoxFuture<'c, (bool, Answer)> + Send>;
+/// Runs a write against the connection, keeping its result for the answer; says whether it succeeded.
+type Run<DB> = Box<dyn for<'c> FnMut(&'c mut <DB as Database>::Connection) -> BoxFuture<'c, bool> + Send>;
+
+/// One queued write.
+struct Op<DB: Database> {
+    run: Run<DB>,
+    answer: Answer,
+}
 
 /// The handle writes are sent through; the writer task ends when the last handle is dropped.
 pub(crate) struct Writer<DB: Database> {
@@ -92,28 +100,36 @@ where
         self.commits.load(Ordering::Relaxed)
     }
 
-    /// Runs `op` in the next batch and returns its result once that batch committed.
+    /// Runs `op` in the next batch and returns its result once that batch committed. `op` may be run a second
+    /// time, alone, if another write of its batch failed (see the module docs).
     pub(crate) async fn write<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> Fn(&'c mut DB::Connection) -> BoxFuture<'c, Result<T>> + Send + Sync + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let queued: Op<DB> = Box::new(move |conn| {
+        let slot: Arc<Mutex<Option<Result<T>>>> = Arc::new(Mutex::new(None));
+        let op = Arc::new(op);
+        let kept = slot.clone();
+        let run: Run<DB> = Box::new(move |conn| {
+            let (op, kept) = (op.clone(), kept.clone());
             Box::pin(async move {
                 let result = op(conn).await;
                 let ok = result.is_ok();
-                let answer: Answer = Box::new(move |commit_failed: Option<&str>| {
-                    let result = match commit_failed {
-                        Some(reason) if ok => Err(commit_error(reason)),
-                        _ => result,
-                    };
-                    let _ = tx.send(result);
-                });
-                (ok, answer)
+                *kept.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                ok
             })
         });
-        self.queue.send(queued).map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
+        let answer: Answer = Box::new(move |commit_failed: Option<&str>| {
+            let result = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let result = match (commit_failed, result) {
+                (_, None) => Err(StoreError::Database(sqlx::Error::WorkerCrashed)),
+                (Some(reason), Some(Ok(_))) => Err(commit_error(reason)),
+                (_, Some(result)) => result,
+            };
+            let _ = tx.send(result);
+        });
+        self.queue.send(Op { run, answer }).map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?;
         rx.await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))?
     }
 }
@@ -130,61 +146,65 @@ where
 {
     let mut batch: Vec<Op<DB>> = Vec::new();
     while ops.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit_batch(&mut conn, std::mem::take(&mut batch)).await;
-        commits.fetch_add(1, Ordering::Relaxed);
+        let transactions = commit_batch(&mut conn, std::mem::take(&mut batch)).await;
+        commits.fetch_add(transactions, Ordering::Relaxed);
     }
     let _ = conn.close().await;
 }
 
-/// Runs one batch in one transaction and answers each write.
-///
-/// Ending one write's savepoint and opening the next one's go as one command (`RELEASE …; SAVEPOINT …`): each
-/// command is a round trip (to SQLite's connection thread, or to the PostgreSQL server), and this keeps a write
-/// at two of them.
-async fn commit_batch<DB: Batching>(conn: &mut DB::Connection, batch: Vec<Op<DB>>)
+/// Runs one batch in one transaction and answers each write; see the module docs for a write that fails.
+/// Returns how many transactions that took.
+async fn commit_batch<DB: Batching>(conn: &mut DB::Connection, mut batch: Vec<Op<DB>>) -> u64
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    // Without the outer transaction (it could not begin), each savepoint is a transaction of its own: the writes
-    // still happen, one commit each.
-    let in_transaction = conn.execute(DB::BEGIN).await.is_ok();
-    let mut answers = Vec::with_capacity(batch.len());
-    let mut saved = conn.execute("SAVEPOINT write").await.is_ok();
-    let count = batch.len();
-    for (i, op) in batch.into_iter().enumerate() {
-        let (ok, answer) = op(conn).await;
-        answers.push(answer);
-        let last = i + 1 == count;
-        let command = match (saved, ok, last) {
-            (true, true, false) => "RELEASE write; SAVEPOINT write",
-            (true, true, true) => "RELEASE write",
-            (true, false, false) => "ROLLBACK TO write; RELEASE write; SAVEPOINT write",
-            (true, false, true) => "ROLLBACK TO write; RELEASE write",
-            (false, _, false) => "SAVEPOINT write",
-            (false, _, true) => continue,
-        };
-        match conn.execute(command).await {
-            Ok(_) => saved = !last,
-            Err(e) => {
-                tracing::warn!(error = %e, "ending or opening a write's savepoint failed");
-                saved = !last && conn.execute("SAVEPOINT write").await.is_ok();
+    if conn.execute(DB::BEGIN).await.is_ok() {
+        let mut all_ok = true;
+        for op in batch.iter_mut() {
+            if !(op.run)(conn).await {
+                all_ok = false;
+                break;
             }
         }
+        if all_ok {
+            let failed = match conn.execute("COMMIT").await {
+                Ok(_) => None,
+                Err(e) => {
+                    let _ = conn.execute("ROLLBACK").await;
+                    Some(e.to_string())
+                }
+            };
+            for op in batch {
+                (op.answer)(failed.as_deref());
+            }
+            return 1;
+        }
+        if let Err(e) = conn.execute("ROLLBACK").await {
+            tracing::warn!(error = %e, "rolling back a batch of writes failed");
+        }
     }
-    let failed = if in_transaction {
-        match conn.execute("COMMIT").await {
-            Ok(_) => None,
-            Err(e) => {
+    // One at a time, each in a transaction of its own (a write may be several statements).
+    let transactions = batch.len() as u64;
+    for mut op in batch {
+        let begun = conn.execute(DB::BEGIN).await.is_ok();
+        let ok = (op.run)(conn).await;
+        let failed = match (begun, ok) {
+            (false, _) => None,
+            (true, false) => {
                 let _ = conn.execute("ROLLBACK").await;
-                Some(e.to_string())
+                None
             }
-        }
-    } else {
-        None
-    };
-    for answer in answers {
-        answer(failed.as_deref());
+            (true, true) => match conn.execute("COMMIT").await {
+                Ok(_) => None,
+                Err(e) => {
+                    let _ = conn.execute("ROLLBACK").await;
+                    Some(e.to_string())
+                }
+            },
+        };
+        (op.answer)(failed.as_deref());
     }
+    transactions
 }
 
 #[cfg(test)]
@@ -202,7 +222,10 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("w.sqlite").display());
         let options = SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true);
         let mut setup = options.connect().await.unwrap();
-        setup.execute("PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)").await.unwrap();
+        setup
+            .execute("PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+            .await
+            .unwrap();
         (Writer::start(options.connect().await.unwrap()), setup)
     }
 
@@ -212,17 +235,43 @@ mod tests {
             writer
                 .write(move |conn| {
                     Box::pin(async move {
-                        // Two statements: a failure in the second must undo the first (the savepoint).
-                        sqlx::query("INSERT INTO t (k, v) VALUES (?1, 'placeholder')").bind(k + 1000).execute(&mut *conn).await?;
-                        Ok(sqlx::query("INSERT INTO t (k, v) VALUES (?1, ?2)").bind(k).bind(v).execute(&mut *conn).await?.rows_affected())
+                        // Two statements: a failure in the second must undo the first (the rollback).
+                        sqlx::query("INSERT INTO t (k, v) VALUES (?1, 'placeholder')")
+                            .bind(k + 1000)
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(sqlx::query("INSERT INTO t (k, v) VALUES (?1, ?2)")
+                            .bind(k)
+                            .bind(v)
+                            .execute(&mut *conn)
+                            .await?
+                            .rows_affected())
                     })
                 })
                 .await
         }
     }
 
+    async fn keys(reader: &mut SqliteConnection) -> Vec<i64> {
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT k FROM t ORDER BY k").fetch_all(reader).await.unwrap();
+        rows.into_iter().map(|r| r.0).collect()
+    }
+
     #[tokio::test]
-    async fn concurrent_writes_share_commits_and_a_failing_write_is_undone_alone() {
+    async fn concurrent_writes_share_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reader) = open(&dir).await;
+        let tasks: Vec<_> = (0..200i64).map(|k| tokio::spawn(insert(&writer, k, Some("ok")))).collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap().unwrap(), 1);
+        }
+        // Every write that returned is visible to another connection.
+        assert_eq!(keys(&mut reader).await.len(), 400);
+        assert!(writer.commits() < 50, "200 concurrent writes took {} transactions", writer.commits());
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_is_undone_alone_and_the_others_of_its_batch_take_effect() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, mut reader) = open(&dir).await;
         // 200 writes at once; every tenth violates NOT NULL in its second statement.
@@ -234,13 +283,10 @@ mod tests {
             }
         }
         assert_eq!(failed, (0..200).filter(|k| k % 10 == 0).collect::<Vec<_>>());
-        // Every write that returned Ok is visible to another connection, and nothing of a failed one is.
-        let rows: Vec<(i64,)> = sqlx::query_as("SELECT k FROM t ORDER BY k").fetch_all(&mut reader).await.unwrap();
-        let expected: Vec<i64> =
-            (0..200).filter(|k| k % 10 != 0).chain((0..200).filter(|k| k % 10 != 0).map(|k| k + 1000)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        assert_eq!(rows.into_iter().map(|r| r.0).collect::<Vec<_>>(), expected);
-        // They were committed together, not one transaction each.
-        assert!(writer.commits() < 200, "200 concurrent writes took {} commits", writer.commits());
+        // Nothing of a failed write (not even its first statement), everything of the others.
+        let ok: Vec<i64> = (0..200).filter(|k| k % 10 != 0).collect();
+        let expected: Vec<i64> = ok.iter().copied().chain(ok.iter().map(|k| k + 1000)).collect();
+        assert_eq!(keys(&mut reader).await, expected);
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection as _, Row};
 use sqlx::types::Json;
+use sqlx::{Connection as _, Row};
 
 use crate::crypto::SecretCipher;
 use crate::group_commit::{BoxFuture, Writer};
@@ -103,6 +103,7 @@ impl PgStore {
         let now = Utc::now();
         let job = job.clone();
         self.write(move |conn| {
+            let job = job.clone();
             Box::pin(async move {
                 let inserted = sqlx::query(
                     "INSERT INTO jobs (kind, idempotency_key, flow, connection, payload, status, run_at, attempts,
@@ -139,7 +140,7 @@ impl PgStore {
     async fn write<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + Sync + 'static,
     {
         self.writer.write(op).await
     }
@@ -240,7 +241,11 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let owner = worker.to_owned();
-        let rows = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
+        let rows = self
+            .write(move |conn| {
+                let owner = owner.clone();
+                Box::pin(async move {
+                    Ok(sqlx::query(
             "UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
                              updated_at = $3
              WHERE id IN (
@@ -256,7 +261,10 @@ impl Store for PgStore {
         .bind(now)
         .bind(i64::from(limit))
         .fetch_all(&mut *conn)
-        .await?) })).await?;
+        .await?)
+                })
+            })
+            .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (j.run_at, j.id));
         Ok(jobs)
@@ -274,7 +282,11 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let (owner, connections) = (worker.to_owned(), connections.to_vec());
-        let rows = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
+        let rows = self
+            .write(move |conn| {
+                let (owner, connections) = (owner.clone(), connections.clone());
+                Box::pin(async move {
+                    Ok(sqlx::query(
             "UPDATE jobs SET status = 'running', lease_owner = $1, lease_until = $2, attempts = attempts + 1,
                              updated_at = $3
              WHERE id IN (
@@ -292,7 +304,10 @@ impl Store for PgStore {
         .bind(i64::from(limit))
         .bind(&connections)
         .fetch_all(&mut *conn)
-        .await?) })).await?;
+        .await?)
+                })
+            })
+            .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (j.run_at, j.id));
         Ok(jobs)
@@ -313,15 +328,22 @@ impl Store for PgStore {
 
     async fn complete_job(&self, id: JobId, worker: &str, now: DateTime<Utc>) -> Result<()> {
         let owner = worker.to_owned();
-        let done = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
-            "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $1
+        let done = self
+            .write(move |conn| {
+                let owner = owner.clone();
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, updated_at = $1
              WHERE id = $2 AND status = 'running' AND lease_owner = $3",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(&owner)
-        .execute(&mut *conn)
-        .await?) })).await?;
+                    )
+                    .bind(now)
+                    .bind(id)
+                    .bind(&owner)
+                    .execute(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         if done.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
@@ -334,25 +356,36 @@ impl Store for PgStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let (owner, error) = (worker.to_owned(), error.to_owned());
-        let failed = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
-            "UPDATE jobs SET status = CASE WHEN $1 IS NULL THEN 'dead' ELSE 'queued' END,
+        let failed = self
+            .write(move |conn| {
+                let (owner, error) = (owner.clone(), error.clone());
+                Box::pin(async move {
+                    Ok(sqlx::query(
+                        "UPDATE jobs SET status = CASE WHEN $1 IS NULL THEN 'dead' ELSE 'queued' END,
                              run_at = COALESCE($1, run_at), last_error = $2,
                              lease_owner = NULL, lease_until = NULL, updated_at = $3
              WHERE id = $4 AND status = 'running' AND lease_owner = $5",
-        )
-        .bind(retry_at)
-        .bind(&error)
-        .bind(now)
-        .bind(id)
-        .bind(&owner)
-        .execute(&mut *conn)
-        .await?) })).await?;
+                    )
+                    .bind(retry_at)
+                    .bind(&error)
+                    .bind(now)
+                    .bind(id)
+                    .bind(&owner)
+                    .execute(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
         if failed.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
     async fn park_job(&self, id: JobId, worker: &str, review: ReviewId, now: DateTime<Utc>) -> Result<()> {
         let owner = worker.to_owned();
-        let parked = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
+        let parked = self
+            .write(move |conn| {
+                let owner = owner.clone();
+                Box::pin(async move {
+                    Ok(sqlx::query(
             "UPDATE jobs SET status = 'parked', review_id = $1, lease_owner = NULL, lease_until = NULL, updated_at = $2
              WHERE id = $3 AND status = 'running' AND lease_owner = $4",
         )
@@ -361,7 +394,10 @@ impl Store for PgStore {
         .bind(id)
         .bind(&owner)
         .execute(&mut *conn)
-        .await?) })).await?;
+        .await?)
+                })
+            })
+            .await?;
         if parked.rows_affected() == 1 { Ok(()) } else { Err(self.lease_conflict(id, worker).await) }
     }
 
@@ -435,29 +471,35 @@ impl Store for PgStore {
 
     async fn put_link(&self, link: &Link) -> Result<()> {
         let link = link.clone();
-        self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
-            "INSERT INTO links (a_connection, a_object, a_id, b_connection, b_object, b_id,
+        self.write(move |conn| {
+            let link = link.clone();
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "INSERT INTO links (a_connection, a_object, a_id, b_connection, b_object, b_id,
                                 a_version, b_version, a_hash, b_hash, flow, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (a_connection, a_object, a_id, b_connection, b_object) DO UPDATE SET
                  b_id = excluded.b_id, a_version = excluded.a_version, b_version = excluded.b_version,
                  a_hash = excluded.a_hash, b_hash = excluded.b_hash, flow = excluded.flow,
                  updated_at = excluded.updated_at",
-        )
-        .bind(&link.a.connection)
-        .bind(&link.a.object)
-        .bind(&link.a.id)
-        .bind(&link.b.connection)
-        .bind(&link.b.object)
-        .bind(&link.b.id)
-        .bind(&link.a_version)
-        .bind(&link.b_version)
-        .bind(&link.a_hash)
-        .bind(&link.b_hash)
-        .bind(&link.flow)
-        .bind(link.updated_at)
-        .execute(&mut *conn)
-        .await?) })).await?;
+                )
+                .bind(&link.a.connection)
+                .bind(&link.a.object)
+                .bind(&link.a.id)
+                .bind(&link.b.connection)
+                .bind(&link.b.object)
+                .bind(&link.b.id)
+                .bind(&link.a_version)
+                .bind(&link.b_version)
+                .bind(&link.a_hash)
+                .bind(&link.b_hash)
+                .bind(&link.flow)
+                .bind(link.updated_at)
+                .execute(&mut *conn)
+                .await?)
+            })
+        })
+        .await?;
         Ok(())
     }
 
@@ -496,7 +538,11 @@ impl Store for PgStore {
 
     async fn begin_intent(&self, intent: &NewWriteIntent) -> Result<WriteIntent> {
         let intent = intent.clone();
-        let row = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
+        let row = self
+            .write(move |conn| {
+                let intent = intent.clone();
+                Box::pin(async move {
+                    Ok(sqlx::query(
             "INSERT INTO write_intents (key, flow, job_id, connection, object, action, payload, status, attempts,
                                         created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 1, $8)
@@ -512,7 +558,10 @@ impl Store for PgStore {
         .bind(&intent.payload)
         .bind(intent.created_at)
         .fetch_one(&mut *conn)
-        .await?) })).await?;
+        .await?)
+                })
+            })
+            .await?;
         intent_from_row(&row)
     }
 
@@ -528,6 +577,7 @@ impl Store for PgStore {
         let (id, response, k) = (result_id.to_owned(), response.clone(), key.to_owned());
         let done = self
             .write(move |conn| {
+                let (id, response, k) = (id.clone(), response.clone(), k.clone());
                 Box::pin(async move {
                     Ok(sqlx::query(
                         "UPDATE write_intents SET status = 'done', result_id = $1, response = $2, completed_at = $3
@@ -580,20 +630,26 @@ impl Store for PgStore {
 
     async fn put_cursor(&self, cursor: &ChangeCursor) -> Result<()> {
         let cursor = cursor.clone();
-        self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
-            "INSERT INTO change_cursors (connection, object, flow, position, seen, updated_at)
+        self.write(move |conn| {
+            let cursor = cursor.clone();
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "INSERT INTO change_cursors (connection, object, flow, position, seen, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (connection, object, flow) DO UPDATE SET
                  position = excluded.position, seen = excluded.seen, updated_at = excluded.updated_at",
-        )
-        .bind(&cursor.connection)
-        .bind(&cursor.object)
-        .bind(&cursor.flow)
-        .bind(cursor.position)
-        .bind(&cursor.seen)
-        .bind(cursor.updated_at)
-        .execute(&mut *conn)
-        .await?) })).await?;
+                )
+                .bind(&cursor.connection)
+                .bind(&cursor.object)
+                .bind(&cursor.flow)
+                .bind(cursor.position)
+                .bind(&cursor.seen)
+                .bind(cursor.updated_at)
+                .execute(&mut *conn)
+                .await?)
+            })
+        })
+        .await?;
         Ok(())
     }
 
@@ -634,7 +690,11 @@ impl Store for PgStore {
 
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64> {
         let entry = entry.clone();
-        let row = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
+        let row = self
+            .write(move |conn| {
+                let entry = entry.clone();
+                Box::pin(async move {
+                    Ok(sqlx::query(
             "INSERT INTO audit_log (at, flow, job_id, connection, object, record_id, action, outcome, before, after,
                                     error)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -652,7 +712,10 @@ impl Store for PgStore {
         .bind(&entry.after)
         .bind(&entry.error)
         .fetch_one(&mut *conn)
-        .await?) })).await?;
+        .await?)
+                })
+            })
+            .await?;
         Ok(row.try_get("id")?)
     }
 
@@ -698,7 +761,10 @@ impl Store for PgStore {
     }
 
     async fn reviews_for_job(&self, job_id: JobId) -> Result<Vec<ReviewItem>> {
-        let rows = sqlx::query("SELECT * FROM review_items WHERE job_id = $1 ORDER BY id").bind(job_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM review_items WHERE job_id = $1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(review_from_row).collect()
     }
 
@@ -776,11 +842,13 @@ impl Store for PgStore {
     }
 
     async fn list_reports(&self, flow: Option<&str>, limit: u32) -> Result<Vec<Report>> {
-        let rows = sqlx::query("SELECT * FROM reports WHERE ($1::TEXT IS NULL OR flow = $1) ORDER BY created_at DESC, id DESC LIMIT $2")
-            .bind(flow)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM reports WHERE ($1::TEXT IS NULL OR flow = $1) ORDER BY created_at DESC, id DESC LIMIT $2",
+        )
+        .bind(flow)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(report_from_row).collect()
     }
 

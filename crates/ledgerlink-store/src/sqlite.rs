@@ -15,10 +15,11 @@ use std::time::Duration as StdDuration;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
-use sqlx::{ConnectOptions, Row};
 use sqlx::sqlite::{
-    SqliteConnection, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Row};
 
 use crate::crypto::SecretCipher;
 use crate::types::*;
@@ -101,7 +102,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, op: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> Fn(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T>> + Send + Sync + 'static,
     {
         match &self.writer {
             Some(writer) => writer.write(op).await,
@@ -145,6 +146,7 @@ impl SqliteStore {
         let now = ts(Utc::now());
         let job = job.clone();
         self.write(move |conn| {
+            let (job, now) = (job.clone(), now.clone());
             Box::pin(async move {
                 let inserted = sqlx::query(
                     "INSERT INTO jobs (kind, idempotency_key, flow, connection, payload, status, run_at, attempts,
@@ -275,6 +277,7 @@ impl Store for SqliteStore {
         let worker = worker.to_string();
         let rows = self
             .write(move |conn| {
+                let worker = worker.clone();
                 Box::pin(async move {
                     Ok(sqlx::query(
                         "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2,
@@ -317,6 +320,7 @@ impl Store for SqliteStore {
         let worker = worker.to_string();
         let rows = self
             .write(move |conn| {
+                let (worker, names) = (worker.clone(), names.clone());
                 Box::pin(async move {
                     Ok(sqlx::query(
                         "UPDATE jobs SET status = 'running', lease_owner = ?1, lease_until = ?2,
@@ -361,6 +365,7 @@ impl Store for SqliteStore {
         let owner = worker.to_string();
         let done = self
             .write(move |conn| {
+                let owner = owner.clone();
                 Box::pin(async move {
                     Ok(sqlx::query(
                         "UPDATE jobs SET status = 'done', lease_owner = NULL, lease_until = NULL, updated_at = ?1
@@ -388,6 +393,7 @@ impl Store for SqliteStore {
         let (owner, error) = (worker.to_string(), error.to_string());
         let failed = self
             .write(move |conn| {
+                let (owner, error) = (owner.clone(), error.clone());
                 Box::pin(async move {
                     Ok(sqlx::query(
                         "UPDATE jobs SET status = CASE WHEN ?1 IS NULL THEN 'dead' ELSE 'queued' END,
@@ -412,6 +418,7 @@ impl Store for SqliteStore {
         let owner = worker.to_string();
         let parked = self
             .write(move |conn| {
+                let owner = owner.clone();
                 Box::pin(async move {
                     Ok(sqlx::query(
                         "UPDATE jobs SET status = 'parked', review_id = ?1, lease_owner = NULL, lease_until = NULL,
@@ -500,30 +507,35 @@ impl Store for SqliteStore {
 
     async fn put_link(&self, link: &Link) -> Result<()> {
         let link = link.clone();
-        self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
-            "INSERT INTO links (a_connection, a_object, a_id, b_connection, b_object, b_id,
+        self.write(move |conn| {
+            let link = link.clone();
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "INSERT INTO links (a_connection, a_object, a_id, b_connection, b_object, b_id,
                                 a_version, b_version, a_hash, b_hash, flow, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (a_connection, a_object, a_id, b_connection, b_object) DO UPDATE SET
                  b_id = excluded.b_id, a_version = excluded.a_version, b_version = excluded.b_version,
                  a_hash = excluded.a_hash, b_hash = excluded.b_hash, flow = excluded.flow,
                  updated_at = excluded.updated_at",
-        )
-        .bind(&link.a.connection)
-        .bind(&link.a.object)
-        .bind(&link.a.id)
-        .bind(&link.b.connection)
-        .bind(&link.b.object)
-        .bind(&link.b.id)
-        .bind(&link.a_version)
-        .bind(&link.b_version)
-        .bind(&link.a_hash)
-        .bind(&link.b_hash)
-        .bind(&link.flow)
-        .bind(ts(link.updated_at))
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())?) }))
+                )
+                .bind(&link.a.connection)
+                .bind(&link.a.object)
+                .bind(&link.a.id)
+                .bind(&link.b.connection)
+                .bind(&link.b.object)
+                .bind(&link.b.id)
+                .bind(&link.a_version)
+                .bind(&link.b_version)
+                .bind(&link.a_hash)
+                .bind(&link.b_hash)
+                .bind(&link.flow)
+                .bind(ts(link.updated_at))
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())?)
+            })
+        })
         .await
     }
 
@@ -562,7 +574,11 @@ impl Store for SqliteStore {
 
     async fn begin_intent(&self, intent: &NewWriteIntent) -> Result<WriteIntent> {
         let intent = intent.clone();
-        let row = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
+        let row = self
+            .write(move |conn| {
+                let intent = intent.clone();
+                Box::pin(async move {
+                    Ok(sqlx::query(
             "INSERT INTO write_intents (key, flow, job_id, connection, object, action, payload, status, attempts,
                                         created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 1, ?8)
@@ -578,8 +594,10 @@ impl Store for SqliteStore {
         .bind(json(&intent.payload))
         .bind(ts(intent.created_at))
         .fetch_one(&mut *conn)
-        .await?) }))
-        .await?;
+        .await?)
+                })
+            })
+            .await?;
         intent_from_row(&row)
     }
 
@@ -595,6 +613,7 @@ impl Store for SqliteStore {
         let (id, response, k) = (result_id.to_string(), json(response), key.to_string());
         let done = self
             .write(move |conn| {
+                let (id, response, k) = (id.clone(), response.clone(), k.clone());
                 Box::pin(async move {
                     Ok(sqlx::query(
                         "UPDATE write_intents SET status = 'done', result_id = ?1, response = ?2, completed_at = ?3
@@ -647,21 +666,26 @@ impl Store for SqliteStore {
 
     async fn put_cursor(&self, cursor: &ChangeCursor) -> Result<()> {
         let cursor = cursor.clone();
-        self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
-            "INSERT INTO change_cursors (connection, object, flow, position, seen, updated_at)
+        self.write(move |conn| {
+            let cursor = cursor.clone();
+            Box::pin(async move {
+                Ok(sqlx::query(
+                    "INSERT INTO change_cursors (connection, object, flow, position, seen, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (connection, object, flow) DO UPDATE SET
                  position = excluded.position, seen = excluded.seen, updated_at = excluded.updated_at",
-        )
-        .bind(&cursor.connection)
-        .bind(&cursor.object)
-        .bind(&cursor.flow)
-        .bind(ts(cursor.position))
-        .bind(json(&cursor.seen))
-        .bind(ts(cursor.updated_at))
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())?) }))
+                )
+                .bind(&cursor.connection)
+                .bind(&cursor.object)
+                .bind(&cursor.flow)
+                .bind(ts(cursor.position))
+                .bind(json(&cursor.seen))
+                .bind(ts(cursor.updated_at))
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())?)
+            })
+        })
         .await
     }
 
@@ -703,7 +727,11 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64> {
         let entry = entry.clone();
-        let row = self.write(move |conn| Box::pin(async move { Ok(sqlx::query(
+        let row = self
+            .write(move |conn| {
+                let entry = entry.clone();
+                Box::pin(async move {
+                    Ok(sqlx::query(
             "INSERT INTO audit_log (at, flow, job_id, connection, object, record_id, action, outcome, before, after,
                                     error)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
@@ -721,8 +749,10 @@ impl Store for SqliteStore {
         .bind(entry.after.as_ref().map(json))
         .bind(&entry.error)
         .fetch_one(&mut *conn)
-        .await?) }))
-        .await?;
+        .await?)
+                })
+            })
+            .await?;
         Ok(row.try_get("id")?)
     }
 
@@ -768,7 +798,10 @@ impl Store for SqliteStore {
     }
 
     async fn reviews_for_job(&self, job_id: JobId) -> Result<Vec<ReviewItem>> {
-        let rows = sqlx::query("SELECT * FROM review_items WHERE job_id = ?1 ORDER BY id").bind(job_id).fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM review_items WHERE job_id = ?1 ORDER BY id")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(review_from_row).collect()
     }
 
@@ -846,11 +879,13 @@ impl Store for SqliteStore {
     }
 
     async fn list_reports(&self, flow: Option<&str>, limit: u32) -> Result<Vec<Report>> {
-        let rows = sqlx::query("SELECT * FROM reports WHERE (?1 IS NULL OR flow = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2")
-            .bind(flow)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM reports WHERE (?1 IS NULL OR flow = ?1) ORDER BY created_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(flow)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(report_from_row).collect()
     }
 
@@ -908,10 +943,8 @@ impl Store for SqliteStore {
     }
 
     async fn release_leases_of(&self, owner: Option<&str>) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM leases WHERE ?1 IS NULL OR owner = ?1")
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM leases WHERE ?1 IS NULL OR owner = ?1").bind(owner).execute(&self.pool).await?;
         Ok(done.rows_affected())
     }
 }
@@ -925,7 +958,9 @@ pub(crate) fn add_count(counts: &mut JobCounts, status: &str, n: i64) -> Result<
         Some(JobStatus::Done) => counts.done = n,
         Some(JobStatus::Dead) => counts.dead = n,
         Some(JobStatus::Parked) => counts.parked = n,
-        None => return Err(StoreError::Corrupt(format!("jobs.status holds unknown value `{status}`"))),
+        None => {
+            return Err(StoreError::Corrupt(format!("jobs.status holds unknown value `{status}`")));
+        }
     }
     Ok(())
 }
