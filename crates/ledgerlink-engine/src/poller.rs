@@ -111,8 +111,8 @@ pub async fn poll_once(engine: &Engine, flow: &Flow) -> anyhow::Result<PollRepor
             fresh.push((id, version, ts));
             records.push(rec);
         }
-        // The page's jobs are queued concurrently, so they share the store's group commits instead of waiting for
-        // one commit each (their ids may then interleave; jobs of different records need no order).
+        // The page's jobs are queued concurrently (handed to the store in page order), so they share the store's
+        // group commits instead of waiting for one commit each.
         let mut pending = Vec::with_capacity(fresh.len());
         for ((id, version, _), rec) in fresh.iter().zip(records) {
             pending.push(enqueue_change(engine, flow, connection, object, id, version, rec, now));

@@ -27,19 +27,14 @@ const JOBS_CHANNEL: &str = "ledgerlink_jobs";
 mod platform;
 
 const POOL_SIZE: u32 = 8;
-/// Group-committing writer connections (see `PgStore::writers`).
-const WRITERS: usize = 4;
 
 /// The PostgreSQL-backed [`Store`].
 #[derive(Clone)]
 pub struct PgStore {
     pub(crate) pool: PgPool,
-    /// The group-committing writers the engine's writes go through (see `group_commit`), each on a connection
-    /// of its own beside the pool. Several, unlike SQLite's one: PostgreSQL runs transactions side by side, and a
-    /// writer's statements are network round trips one after the other, so one writer would cap the store.
-    writers: std::sync::Arc<[Writer<sqlx::Postgres>]>,
-    /// Which writer the next write goes to (round robin).
-    next_writer: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The group-committing writer the engine's writes go through (see `group_commit`), on a connection of its
+    /// own beside the pool.
+    writer: Writer<sqlx::Postgres>,
     cipher: SecretCipher,
 }
 
@@ -70,11 +65,8 @@ impl PgStore {
     pub async fn open(url: &str, cipher: SecretCipher) -> Result<PgStore> {
         let pool = PgPoolOptions::new().max_connections(POOL_SIZE).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let mut writers = Vec::with_capacity(WRITERS);
-        for _ in 0..WRITERS {
-            writers.push(Writer::start(PgConnection::connect(url).await?));
-        }
-        Ok(PgStore { pool, writers: writers.into(), next_writer: Default::default(), cipher })
+        let writer = Writer::start(PgConnection::connect(url).await?);
+        Ok(PgStore { pool, writer, cipher })
     }
 
     /// The stored (sealed) `credentials` column of a connection, exactly as written. For tests that prove
@@ -150,8 +142,7 @@ impl PgStore {
         T: Send + 'static,
         F: for<'c> Fn(&'c mut PgConnection) -> BoxFuture<'c, Result<T>> + Send + Sync + 'static,
     {
-        let i = self.next_writer.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.writers.len();
-        self.writers[i].write(op).await
+        self.writer.write(op).await
     }
 }
 
