@@ -178,20 +178,15 @@ struct Stat {
     max: Duration,
 }
 
-/// Time spent per operation, summed over all calls (concurrent calls overlap, so sums can exceed wall time), and
-/// optionally the completion instant of every QuickBooks call (for per-minute counts).
+/// Time spent per operation, summed over all calls (concurrent calls overlap, so sums can exceed wall time).
 #[derive(Debug)]
 pub struct Timings {
-    started: Instant,
     stats: Mutex<BTreeMap<String, Stat>>,
-    /// (completed after `started`, is a write) per QuickBooks call; only kept when `keep_events`.
-    qbo_events: Mutex<Vec<(Duration, bool)>>,
-    keep_events: bool,
 }
 
 impl Timings {
-    fn new(keep_events: bool) -> Arc<Self> {
-        Arc::new(Timings { started: Instant::now(), stats: Mutex::default(), qbo_events: Mutex::default(), keep_events })
+    fn new() -> Arc<Self> {
+        Arc::new(Timings { stats: Mutex::default() })
     }
 
     fn record(&self, key: &str, took: Duration) {
@@ -207,18 +202,10 @@ impl Timings {
 
     fn reset(&self) {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.qbo_events.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     fn snapshot(&self) -> BTreeMap<String, Stat> {
         self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    fn qbo_event(&self, write: bool) {
-        if self.keep_events {
-            let at = self.started.elapsed();
-            self.qbo_events.lock().unwrap_or_else(|p| p.into_inner()).push((at, write));
-        }
     }
 }
 
@@ -234,11 +221,8 @@ impl TimedConnector {
         Arc::new(TimedConnector { name: name.to_string(), inner, timings: timings.clone() })
     }
 
-    fn done(&self, op: &str, object: &str, started: Instant, write: bool) {
+    fn done(&self, op: &str, object: &str, started: Instant) {
         self.timings.record(&format!("{} {op} {object}", self.name), started.elapsed());
-        if self.inner.system() == "quickbooks" {
-            self.timings.qbo_event(write);
-        }
     }
 }
 
@@ -256,31 +240,31 @@ impl Connector for TimedConnector {
     async fn get(&self, object: &str, id: &str, fields: &[String]) -> Result<Option<Record>, ConnectorError> {
         let t = Instant::now();
         let r = self.inner.get(object, id, fields).await;
-        self.done("get", object, t, false);
+        self.done("get", object, t);
         r
     }
     async fn find(&self, query: &FindQuery) -> Result<Vec<Record>, ConnectorError> {
         let t = Instant::now();
         let r = self.inner.find(query).await;
-        self.done("find", &query.object, t, false);
+        self.done("find", &query.object, t);
         r
     }
     async fn create(&self, object: &str, record: &Record, idempotency_key: &str) -> Result<Record, ConnectorError> {
         let t = Instant::now();
         let r = self.inner.create(object, record, idempotency_key).await;
-        self.done("create", object, t, true);
+        self.done("create", object, t);
         r
     }
     async fn update(&self, object: &str, id: &str, fields: &Record) -> Result<Record, ConnectorError> {
         let t = Instant::now();
         let r = self.inner.update(object, id, fields).await;
-        self.done("update", object, t, true);
+        self.done("update", object, t);
         r
     }
     async fn delete(&self, object: &str, id: &str) -> Result<bool, ConnectorError> {
         let t = Instant::now();
         let r = self.inner.delete(object, id).await;
-        self.done("delete", object, t, true);
+        self.done("delete", object, t);
         r
     }
     async fn changes_page(
@@ -292,7 +276,7 @@ impl Connector for TimedConnector {
     ) -> Result<Changes, ConnectorError> {
         let t = Instant::now();
         let r = self.inner.changes_page(object, since, fields, page).await;
-        self.done("changes_page", object, t, false);
+        self.done("changes_page", object, t);
         r
     }
     fn change_timestamp(&self, record: &Record) -> Option<DateTime<Utc>> {
@@ -745,7 +729,6 @@ struct WorldSpec {
     speedup: f64,
     /// Serve Salesforce from a child process instead of this one.
     salesforce_child: bool,
-    keep_qbo_events: bool,
     label: &'static str,
 }
 
@@ -774,7 +757,7 @@ async fn world(opts: &BenchOptions, spec: WorldSpec) -> anyhow::Result<World> {
     std::fs::create_dir_all(&key_dir)?;
     let key = MasterKey::load(&key_dir, None)?;
     let raw_store = ledgerlink_store::open(&url, SecretCipher::new(key)).await?;
-    let timings = Timings::new(spec.keep_qbo_events);
+    let timings = Timings::new();
     let store: Arc<dyn Store> = Arc::new(TimedStore { inner: raw_store.clone(), timings: timings.clone() });
 
     let http = ledgerlink_connectors::http::client();
@@ -853,6 +836,26 @@ impl World {
         drop(self.raw_store);
         self.home.remove().await;
     }
+}
+
+/// The QuickBooks API requests the sandbox logged after its first `skip` (OAuth and admin calls left out): when
+/// each arrived, counted from the first, and whether it was a write (a POST: a create, an update or a batch).
+async fn qbo_requests_since(w: &World, skip: usize) -> anyhow::Result<Vec<(Duration, bool)>> {
+    let calls: Vec<Value> = w.team.http.get(format!("{}/sandbox/admin/calls", w.qbo_base())).send().await?.error_for_status()?.json().await?;
+    anyhow::ensure!(calls.len() < 10_000, "the sandbox's call log (10,000 calls) overflowed: use a smaller --n");
+    let mut out = Vec::new();
+    let mut first = None;
+    for c in calls.iter().skip(skip) {
+        let path = c["path"].as_str().unwrap_or_default();
+        if !path.starts_with("/v3/company/") {
+            continue;
+        }
+        let Some(at) = c["time"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else { continue };
+        let first = *first.get_or_insert(at);
+        let offset = (at - first).to_std().unwrap_or_default();
+        out.push((offset, c["method"] == "POST"));
+    }
+    Ok(out)
 }
 
 /// `GET /v3/company/1/query` → `GET query`, `POST …/invoice` → `POST invoice`.
@@ -958,7 +961,7 @@ async fn throughput(opts: &BenchOptions, kind: StoreKind) -> anyhow::Result<Repo
     let n = opts.n.unwrap_or(2000);
     say(&format!("throughput on {}: preparing {n} closed opportunities", kind.name()));
     let limits = quickbooks::QuickbooksLimits { enabled: false, ..Default::default() };
-    let w = world(opts, WorldSpec { store: kind, qbo_limits: Some(limits), speedup: 1e6, salesforce_child: false, keep_qbo_events: false, label: "throughput" }).await?;
+    let w = world(opts, WorldSpec { store: kind, qbo_limits: Some(limits), speedup: 1e6, salesforce_child: false, label: "throughput" }).await?;
     let flow = templates::load(INVOICE_FLOW, &BTreeMap::new())?;
     let engine = w.engine(vec![flow], opts, Some(Duration::from_secs(1)))?;
     engine.prime().await?;
@@ -1030,7 +1033,7 @@ async fn limits(opts: &BenchOptions) -> anyhow::Result<Report> {
     anyhow::ensure!(scale.is_finite() && scale > 0.0, "--time-scale must be a positive number, got {scale}");
     say(&format!("limits: QuickBooks at 500 requests/min on a clock {scale}× faster; preparing {n} closed opportunities"));
     let limits = quickbooks::QuickbooksLimits { time_scale: scale, ..Default::default() };
-    let w = world(opts, WorldSpec { store: opts.store, qbo_limits: Some(limits), speedup: scale, salesforce_child: false, keep_qbo_events: true, label: "limits" }).await?;
+    let w = world(opts, WorldSpec { store: opts.store, qbo_limits: Some(limits), speedup: scale, salesforce_child: false, label: "limits" }).await?;
     let flow = templates::load(INVOICE_FLOW, &BTreeMap::new())?;
     let engine = w.engine(vec![flow], opts, Some(Duration::from_secs(1)))?;
     engine.prime().await?;
@@ -1052,7 +1055,9 @@ async fn limits(opts: &BenchOptions) -> anyhow::Result<Report> {
     let _ = stop_tx.send(true);
     runner.await??;
 
-    let events = w.timings.qbo_events.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // What counts against Intuit's limit is HTTP requests (a batch of 30 invoices is one), so they are counted
+    // where they arrive: the sandbox's call log, each with its arrival time.
+    let events = qbo_requests_since(&w, log_before).await?;
     let minute = Duration::from_secs(60).div_f64(scale);
     // Steady state: leave out the first and the last scaled minute (warm-up: customers and items are looked up
     // and created; tail: the last deals trickle out), where the limit does not bind.
@@ -1144,7 +1149,7 @@ async fn latency(opts: &BenchOptions) -> anyhow::Result<Report> {
     let total = opts.n.unwrap_or(rate as usize * opts.seconds as usize).max(1);
     say(&format!("latency: {total} QuickBooks webhook events at {rate}/s; preparing their invoices"));
     let limits = quickbooks::QuickbooksLimits { enabled: false, ..Default::default() };
-    let w = world(opts, WorldSpec { store: opts.store, qbo_limits: Some(limits), speedup: 1e6, salesforce_child: false, keep_qbo_events: false, label: "latency" }).await?;
+    let w = world(opts, WorldSpec { store: opts.store, qbo_limits: Some(limits), speedup: 1e6, salesforce_child: false, label: "latency" }).await?;
     let qbo = w.qbo.as_ref().ok_or_else(|| anyhow::anyhow!("no QuickBooks sandbox"))?;
     let realm = qbo.info_str("realm_id").to_string();
     let verifier = qbo.info_str("verifier_token").to_string();
@@ -1318,7 +1323,7 @@ type Posted = BTreeMap<String, (DateTime<Utc>, Duration, u16)>;
 async fn backfill(opts: &BenchOptions) -> anyhow::Result<Report> {
     let n = opts.n.unwrap_or(100_000);
     say(&format!("backfill: {n} changed Salesforce accounts (Salesforce sandbox in a child process)"));
-    let w = world(opts, WorldSpec { store: opts.store, qbo_limits: None, speedup: 1.0, salesforce_child: true, keep_qbo_events: false, label: "backfill" }).await?;
+    let w = world(opts, WorldSpec { store: opts.store, qbo_limits: None, speedup: 1.0, salesforce_child: true, label: "backfill" }).await?;
     let flow = ledgerlink_flow::parse_flow(BACKFILL_FLOW, "bench-account-backfill.toml", &BTreeMap::new()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = w.engine(vec![flow], opts, None)?;
     engine.prime().await?;
