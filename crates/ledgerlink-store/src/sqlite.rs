@@ -32,8 +32,6 @@ use crate::group_commit::{BoxFuture, Writer};
 /// How long a statement waits for another connection's write lock before failing with "database is locked".
 const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 const POOL_SIZE: u32 = 8;
-/// Bytes of the database file read through `mmap` (SQLite maps at most the file's size).
-const MMAP_SIZE: u64 = 256 * 1024 * 1024;
 
 /// The SQLite-backed [`Store`].
 #[derive(Clone)]
@@ -60,11 +58,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            // Reads through a shared memory map instead of a `pread` per page: with several pooled connections,
-            // each one's private page cache is invalidated whenever another writes, so without it a busy engine
-            // spends much of its store time re-reading pages it just had.
-            .pragma("mmap_size", MMAP_SIZE.to_string());
+            .busy_timeout(BUSY_TIMEOUT);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if !in_memory && let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
