@@ -18,7 +18,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{MAX_BATCH_ITEMS, QuickbooksConnector, classify, query, unexpected};
 use crate::retry::{self, RetryPolicy};
@@ -252,16 +252,9 @@ impl BatchWriter {
     }
 }
 
-/// How many batches may be out at once (sent, or waiting for the limiter): QuickBooks' 10 requests in flight.
-const BATCHES_OUT: usize = 10;
-
 /// Gathers pending writes into batches: the first write opens a batch, which is sent when it holds 30 items or
 /// the linger has passed. A write whose `bId` is already in the open batch (the same key submitted twice) waits
 /// for the next one.
-///
-/// A batch leaves only when fewer than [`BATCHES_OUT`] are out; until then it keeps filling (up to 30). Why: when
-/// the company's allowance (120 batch calls a minute) is spent, batches closed at the linger would queue at the
-/// limiter a few items each, and the allowance would carry a fraction of the writes it could.
 async fn gather(
     connector: Arc<QuickbooksConnector>,
     mut rx: mpsc::UnboundedReceiver<Pending>,
@@ -270,7 +263,6 @@ async fn gather(
     calls: Arc<AtomicU64>,
 ) {
     let mut carried: VecDeque<Pending> = VecDeque::new();
-    let slots = Arc::new(Semaphore::new(BATCHES_OUT));
     loop {
         let first = match carried.pop_front() {
             Some(p) => p,
@@ -291,7 +283,6 @@ async fn gather(
         }
         carried = later;
         let deadline = tokio::time::Instant::now() + linger;
-        let mut open = true;
         while batch.len() < MAX_BATCH_ITEMS {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(p)) => {
@@ -301,40 +292,10 @@ async fn gather(
                         carried.push_back(p);
                     }
                 }
-                Ok(None) => {
-                    open = false;
-                    break;
-                }
-                Err(_) => break,
+                Ok(None) | Err(_) => break,
             }
         }
-        // Wait for room to send, taking in more writes meanwhile.
-        let room = loop {
-            if batch.len() >= MAX_BATCH_ITEMS || !open {
-                break slots.clone().acquire_owned().await;
-            }
-            tokio::select! {
-                biased;
-                room = slots.clone().acquire_owned() => break room,
-                next = rx.recv() => match next {
-                    Some(p) => {
-                        if ids.insert(p.item.b_id.clone()) {
-                            batch.push(p);
-                        } else {
-                            carried.push_back(p);
-                        }
-                    }
-                    None => open = false,
-                },
-            }
-        };
-        // The semaphore is never closed.
-        let Ok(room) = room else { return };
-        let (connector, policy, calls) = (connector.clone(), policy.clone(), calls.clone());
-        tokio::spawn(async move {
-            send_batch(connector, batch, policy, calls).await;
-            drop(room);
-        });
+        tokio::spawn(send_batch(connector.clone(), batch, policy.clone(), calls.clone()));
     }
 }
 
