@@ -38,34 +38,72 @@ pub const WINDOW_MARGIN_FACTOR: f64 = 1.02;
 struct Window {
     limit: usize,
     period: Duration,
-    grants: Mutex<VecDeque<Instant>>,
+    /// Held by the caller being served, also while it waits for room, so callers are served in arrival order
+    /// (tokio's mutex is fair) and a late caller cannot overtake an early one.
+    turn: Mutex<()>,
+    /// The grant instants; locked only for a moment, so [`Window::usage`] can read them while a caller waits.
+    grants: std::sync::Mutex<VecDeque<Instant>>,
+}
+
+/// How full a window is right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowUsage {
+    /// Grants within the last window.
+    pub used: usize,
+    /// The most the window allows.
+    pub limit: usize,
+    /// When the oldest of those grants leaves the window (`None` when it is empty).
+    pub next_room_at: Option<Instant>,
 }
 
 impl Window {
     fn new(limit: u32, period: Duration) -> Self {
         let limit = limit.max(1) as usize;
-        Window { limit, period, grants: Mutex::new(VecDeque::with_capacity(limit)) }
+        Window {
+            limit,
+            period,
+            turn: Mutex::new(()),
+            grants: std::sync::Mutex::new(VecDeque::with_capacity(limit)),
+        }
     }
 
-    /// Waits until one more grant fits, then records it. The lock is held while waiting, so waiters are served
-    /// in arrival order (tokio's mutex is fair) and a late caller cannot overtake an early one.
+    fn lock_grants(&self) -> std::sync::MutexGuard<'_, VecDeque<Instant>> {
+        self.grants.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops the grants that have left the window by `now`.
+    fn expire(&self, grants: &mut VecDeque<Instant>, now: Instant) {
+        while grants.front().is_some_and(|t| now.duration_since(*t) >= self.period) {
+            grants.pop_front();
+        }
+    }
+
+    /// Waits until one more grant fits, then records it; says whether it had to wait.
     async fn grant(&self) -> bool {
-        let mut grants = self.grants.lock().await;
+        let _turn = self.turn.lock().await;
         let mut waited = false;
         loop {
             let now = Instant::now();
-            while grants.front().is_some_and(|t| now.duration_since(*t) >= self.period) {
-                grants.pop_front();
-            }
-            if grants.len() < self.limit {
-                grants.push_back(now);
-                return waited;
-            }
+            let oldest = {
+                let mut grants = self.lock_grants();
+                self.expire(&mut grants, now);
+                if grants.len() < self.limit {
+                    grants.push_back(now);
+                    return waited;
+                }
+                *grants.front().expect("a full window is not empty")
+            };
             // Full: the oldest grant leaves the window at `oldest + period`.
-            let oldest = *grants.front().expect("a full window is not empty");
             waited = true;
             tokio::time::sleep_until(oldest + self.period).await;
         }
+    }
+
+    fn usage(&self) -> WindowUsage {
+        let now = Instant::now();
+        let mut grants = self.lock_grants();
+        self.expire(&mut grants, now);
+        WindowUsage { used: grants.len(), limit: self.limit, next_room_at: grants.front().map(|t| *t + self.period) }
     }
 }
 
@@ -131,6 +169,18 @@ impl Limiter {
     /// How much faster than real time this limiter's clock runs (1.0 = real time).
     pub fn speedup(&self) -> f64 {
         self.inner.speedup
+    }
+
+    /// How full the batch allowance is right now (`None`: this connection has no batch allowance). A batch
+    /// writer reads it to decide whether a partial batch may leave or should keep filling: while the allowance
+    /// is scarce, each batch call it spends should carry as many items as it can.
+    pub fn batch_usage(&self) -> Option<WindowUsage> {
+        self.inner.batches.as_ref().map(Window::usage)
+    }
+
+    /// How long this limiter's windows last (a minute, divided by the speed-up, plus the margin).
+    pub fn window_period(&self) -> Duration {
+        WINDOW.div_f64(self.inner.speedup).mul_f64(WINDOW_MARGIN_FACTOR)
     }
 
     /// Waits for leave to send one single call.
@@ -236,6 +286,22 @@ mod tests {
         let t = Instant::now();
         let _p = lim.acquire().await;
         assert!(t.elapsed() < WINDOW.mul_f64(0.005));
+    }
+
+    #[tokio::test]
+    async fn batch_usage_reports_the_grants_of_the_last_window() {
+        let lim = Limiter::with_speedup(&policy(Some(100), None, Some(4)), 10.0); // window 6.12 s
+        assert_eq!(lim.batch_usage(), Some(WindowUsage { used: 0, limit: 4, next_room_at: None }));
+        let before = Instant::now();
+        drop(lim.acquire_batch().await);
+        let after = Instant::now();
+        drop(lim.acquire_batch().await);
+        drop(lim.acquire().await); // single calls do not count against the batch allowance
+        let usage = lim.batch_usage().unwrap();
+        assert_eq!((usage.used, usage.limit), (2, 4));
+        let room = usage.next_room_at.unwrap();
+        assert!(room >= before + lim.window_period() && room <= after + lim.window_period(), "the first grant leaves first");
+        assert_eq!(Limiter::unlimited().batch_usage(), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,14 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let sandbox = start(QuickbooksOptions::default()).await.unwrap();
+    let qbo = connector(&sandbox, Limiter::with_speedup(&quickbooks_policy(), SANDBOX_LIMIT_SPEEDUP));
+    let f = Fixture { sandbox, qbo: Arc::new(qbo) };
+    f.admin(reqwest::Method::POST, "limits", Some(json!({"time_scale": SANDBOX_LIMIT_SPEEDUP}))).await;
+    f
+}
+
+/// A connector to the sandbox's company that draws on `limiter`.
+fn connector(sandbox: &RunningSandbox, limiter: Limiter) -> QuickbooksConnector {
     let store = Arc::new(MemoryTokenStore::with_tokens(
         sandbox.info_str("access_token"),
         sandbox.info_str("refresh_token"),
@@ -44,11 +52,7 @@ async fn fixture() -> Fixture {
         client_secret: sandbox.info_str("client_secret").into(),
         minor_version: 75,
     };
-    let qbo = QuickbooksConnector::new(config, store as Arc<dyn TokenStore>, http::client())
-        .with_limiter(Limiter::with_speedup(&quickbooks_policy(), SANDBOX_LIMIT_SPEEDUP));
-    let f = Fixture { sandbox, qbo: Arc::new(qbo) };
-    f.admin(reqwest::Method::POST, "limits", Some(json!({"time_scale": SANDBOX_LIMIT_SPEEDUP}))).await;
-    f
+    QuickbooksConnector::new(config, store as Arc<dyn TokenStore>, http::client()).with_limiter(limiter)
 }
 
 impl Fixture {
@@ -232,6 +236,44 @@ async fn batch_writer_coalesces_100_creates_into_at_most_4_calls() {
     );
     assert!(matches!(dup, Err(ConnectorError::Validation { ref code, .. }) if code == "6240"), "{dup:?}");
     assert!(fresh.is_ok());
+}
+
+/// Sends 40 creates 5 ms apart through a writer with a 1 ms linger on `qbo`; returns the batch calls it made.
+async fn trickle_creates(qbo: Arc<QuickbooksConnector>, tag: &str) -> u64 {
+    let writer = BatchWriter::new(qbo, Duration::from_millis(1), RetryPolicy::default().scaled(0.001));
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut pending = Vec::new();
+    for i in 0..40 {
+        tick.tick().await;
+        let w = writer.clone();
+        let (name, key) = (format!("Trickle {tag} {i:02}"), format!("trickle-{tag}-{i}"));
+        pending.push(tokio::spawn(async move { w.create("Customer", customer_body(&name), &key).await }));
+    }
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+    writer.batch_calls()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_batches_keep_filling_while_the_batch_allowance_is_scarce() {
+    let f = fixture().await;
+    // A minute lasts 12 s for these limiters; a partial batch is held at most 4 of 120 of it (408 ms).
+    let policy = quickbooks_policy();
+    let spent = Limiter::with_speedup(&policy, 5.0);
+    for _ in 0..60 {
+        drop(spent.acquire_batch().await);
+    }
+    assert_eq!(spent.batch_usage().map(|u| (u.used, u.limit)), Some((60, 120)));
+    // Half the allowance is spent: writes arriving every 5 ms wait for company, so 40 of them fill one batch of
+    // 30 and one of 10 (sent when its hold ends).
+    let calls = trickle_creates(Arc::new(connector(&f.sandbox, spent.clone())), "spent").await;
+    assert!(calls <= 2, "{calls} batch calls for 40 creates while the allowance was scarce");
+    assert_eq!(spent.batch_usage().map(|u| u.used), Some(60 + calls as usize));
+    // With the allowance untouched, each write leaves at its linger instead of waiting for company.
+    let fresh = Limiter::with_speedup(&policy, 5.0);
+    let calls = trickle_creates(Arc::new(connector(&f.sandbox, fresh)), "fresh").await;
+    assert!(calls >= 20, "only {calls} batch calls for 40 creates 5 ms apart with a 1 ms linger and room to spare");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,9 @@
 //!
 //! Layout: [`QuickbooksConnector::batch`] sends one batch and maps each item's answer (the entity, or a per-item
 //! `Fault` classified like a single call's) back to its `bId`; [`BatchWriter`] takes single writes from many
-//! callers through an async API, gathers what is pending (30 items, or whatever arrived within a short linger)
-//! into one batch call, and hands each caller its own item's result.
+//! callers through an async API, gathers what is pending (30 items, or whatever arrived within a short linger;
+//! longer while the realm's batch allowance is scarce) into one batch call, and hands each caller its own item's
+//! result.
 //!
 //! Exactly once: a batch carries a `requestid` (at most 36 characters) derived from its items' idempotency keys,
 //! and a failed batch call is retried whole with the same `requestid`, so QuickBooks answers a repeat with the
@@ -19,8 +20,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::{MAX_BATCH_ITEMS, QuickbooksConnector, classify, query, unexpected};
+use crate::limiter::Limiter;
 use crate::retry::{self, RetryPolicy};
 use crate::{ConnectorError, Record};
 
@@ -253,7 +256,7 @@ impl BatchWriter {
 }
 
 /// Gathers pending writes into batches: the first write opens a batch, which is sent when it holds 30 items or
-/// the linger has passed. A write whose `bId` is already in the open batch (the same key submitted twice) waits
+/// the linger has passed (later while the batch allowance is scarce: see [`keep_filling`]). A write whose `bId` is already in the open batch (the same key submitted twice) waits
 /// for the next one.
 async fn gather(
     connector: Arc<QuickbooksConnector>,
@@ -282,9 +285,18 @@ async fn gather(
             }
         }
         carried = later;
-        let deadline = tokio::time::Instant::now() + linger;
+        let lingered = Instant::now() + linger;
+        let held = lingered + max_hold(connector.limiter());
         while batch.len() < MAX_BATCH_ITEMS {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            let until = if Instant::now() < lingered {
+                lingered
+            } else {
+                match keep_filling(connector.limiter(), held) {
+                    Some(until) => until,
+                    None => break,
+                }
+            };
+            match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(p)) => {
                     if ids.insert(p.item.b_id.clone()) {
                         batch.push(p);
@@ -292,11 +304,37 @@ async fn gather(
                         carried.push_back(p);
                     }
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                // The linger or a wait for room ended: look again.
+                Err(_) => {}
             }
         }
         tokio::spawn(send_batch(connector.clone(), batch, policy.clone(), calls.clone()));
     }
+}
+
+/// The longest a partial batch is held past its linger while the batch allowance is scarce: the time four batch
+/// calls' worth of allowance takes to come back (2 s at QuickBooks' 120 a minute). It bounds the wait of the last
+/// writes of a burst, when no more arrive to fill their batch.
+fn max_hold(limiter: &Limiter) -> Duration {
+    match limiter.batch_usage() {
+        Some(usage) => limiter.window_period() * 4 / u32::try_from(usage.limit).unwrap_or(u32::MAX).max(1),
+        None => Duration::ZERO,
+    }
+}
+
+/// Whether a partial batch whose linger has passed keeps filling, and until when before looking again (`None`:
+/// send it now). It keeps filling while half or more of the batch allowance was spent in the last window: the
+/// calls left are then worth more full than early. A burst of partial batches would otherwise spend the
+/// allowance, and since the window gives room back in the rhythm it was spent in, the next minute's calls
+/// would go out as partial batches again. With room to spare (and always when limits are off) a partial batch
+/// leaves at its linger, as the lowest latency wants.
+fn keep_filling(limiter: &Limiter, held: Instant) -> Option<Instant> {
+    let usage = limiter.batch_usage()?;
+    if Instant::now() >= held || usage.used * 2 < usage.limit {
+        return None;
+    }
+    Some(usage.next_room_at.map_or(held, |t| t.min(held)))
 }
 
 /// Sends one gathered batch, retrying the whole call with the same `requestid`, and answers every caller.
