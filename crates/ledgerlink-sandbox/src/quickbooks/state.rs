@@ -7,8 +7,9 @@
 //! in memory only. [`save`] writes the document atomically (temporary file, then rename) so a crash never leaves
 //! a half-written state file behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -136,10 +137,83 @@ pub struct Tombstone {
 }
 
 /// The company's data: one table per entity name (`"Customer"`, `"Invoice"`, …).
+///
+/// Rows are added, replaced and removed through [`Company::put`] and [`Company::remove`], which keep the
+/// [`Lookup`] index current; [`Company::get_mut`] is for fields the index does not cover.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Company {
     pub tables: BTreeMap<String, Table>,
     pub deleted: Vec<Tombstone>,
+    /// Built from the tables the first time it is asked (after a load, too), kept up to date from then on.
+    #[serde(skip)]
+    lookup: OnceLock<Lookup>,
+}
+
+/// The fields a write looks rows up by, indexed: without it, creating an invoice read every invoice of the
+/// company twice (for a DocNumber already in use, and for its customer's balance), and a sandbox holding a few
+/// thousand invoices spent most of its time there.
+#[derive(Debug, Clone, Default)]
+struct Lookup {
+    /// (entity, DocNumber) → keys of the rows carrying it.
+    doc_numbers: HashMap<(String, String), BTreeSet<u64>>,
+    /// (entity, reference field, referenced Id) → keys of the rows naming it, for [`INDEXED_REFS`].
+    refs: HashMap<(String, &'static str, String), BTreeSet<u64>>,
+}
+
+/// The reference fields indexed: whose transactions count in a customer's or a vendor's balance.
+pub const INDEXED_REFS: [&str; 2] = ["CustomerRef", "VendorRef"];
+
+impl Lookup {
+    fn build(tables: &BTreeMap<String, Table>) -> Lookup {
+        let mut lookup = Lookup::default();
+        for (entity, table) in tables {
+            for (key, row) in &table.rows {
+                lookup.add(entity, *key, row);
+            }
+        }
+        lookup
+    }
+
+    /// The index entries of one row: its DocNumber and its indexed references.
+    fn entries(row: &Value) -> (Option<&str>, impl Iterator<Item = (&'static str, &str)>) {
+        let doc = row.get("DocNumber").and_then(Value::as_str);
+        let refs = INDEXED_REFS
+            .into_iter()
+            .filter_map(move |field| row.get(field)?.get("value")?.as_str().map(|id| (field, id)));
+        (doc, refs)
+    }
+
+    fn add(&mut self, entity: &str, key: u64, row: &Value) {
+        let (doc, refs) = Lookup::entries(row);
+        if let Some(doc) = doc {
+            self.doc_numbers.entry((entity.to_string(), doc.to_string())).or_default().insert(key);
+        }
+        for (field, id) in refs {
+            self.refs.entry((entity.to_string(), field, id.to_string())).or_default().insert(key);
+        }
+    }
+
+    fn drop_row(&mut self, entity: &str, key: u64, row: &Value) {
+        let (doc, refs) = Lookup::entries(row);
+        if let Some(doc) = doc {
+            let k = (entity.to_string(), doc.to_string());
+            if let Some(keys) = self.doc_numbers.get_mut(&k) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.doc_numbers.remove(&k);
+                }
+            }
+        }
+        for (field, id) in refs {
+            let k = (entity.to_string(), field, id.to_string());
+            if let Some(keys) = self.refs.get_mut(&k) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.refs.remove(&k);
+                }
+            }
+        }
+    }
 }
 
 impl Company {
@@ -154,6 +228,8 @@ impl Company {
         self.tables.get(entity)?.rows.get(&key)
     }
 
+    /// The row `id`, to change in place. Must not change the fields the index covers (`DocNumber` and the
+    /// [`INDEXED_REFS`]): a write changing those replaces the row with [`Company::put`].
     pub fn get_mut(&mut self, entity: &str, id: &str) -> Option<&mut Value> {
         let key = self.key_of(entity, id)?;
         self.tables.get_mut(entity)?.rows.get_mut(&key)
@@ -190,12 +266,48 @@ impl Company {
     pub fn put(&mut self, entity: &str, id: u64, row: Value) {
         let table = self.tables.entry(entity.to_string()).or_default();
         table.next_id = table.next_id.max(id + 1);
-        table.rows.insert(id, row);
+        let old = table.rows.insert(id, row);
+        if let Some(lookup) = self.lookup.get_mut() {
+            if let Some(old) = &old {
+                lookup.drop_row(entity, id, old);
+            }
+            if let Some(row) = table.rows.get(&id) {
+                lookup.add(entity, id, row);
+            }
+        }
     }
 
     pub fn remove(&mut self, entity: &str, id: &str) -> Option<Value> {
         let key = self.key_of(entity, id)?;
-        self.tables.get_mut(entity)?.rows.remove(&key)
+        let row = self.tables.get_mut(entity)?.rows.remove(&key)?;
+        if let Some(lookup) = self.lookup.get_mut() {
+            lookup.drop_row(entity, key, &row);
+        }
+        Some(row)
+    }
+
+    fn lookup(&self) -> &Lookup {
+        self.lookup.get_or_init(|| Lookup::build(&self.tables))
+    }
+
+    /// The rows of `entity` whose `DocNumber` is `doc`.
+    pub fn rows_with_doc_number<'a>(&'a self, entity: &str, doc: &str) -> impl Iterator<Item = &'a Value> {
+        self.rows_at(entity, self.lookup().doc_numbers.get(&(entity.to_string(), doc.to_string())))
+    }
+
+    /// The rows of `entity` whose reference `field` (one of [`INDEXED_REFS`]) names `id`.
+    pub fn rows_referencing<'a>(&'a self, entity: &str, field: &str, id: &str) -> impl Iterator<Item = &'a Value> {
+        let keys = INDEXED_REFS
+            .into_iter()
+            .find(|f| *f == field)
+            .and_then(|f| self.lookup().refs.get(&(entity.to_string(), f, id.to_string())));
+        debug_assert!(INDEXED_REFS.contains(&field), "{field} is not an indexed reference");
+        self.rows_at(entity, keys)
+    }
+
+    fn rows_at<'a>(&'a self, entity: &str, keys: Option<&'a BTreeSet<u64>>) -> impl Iterator<Item = &'a Value> {
+        let table = self.tables.get(entity);
+        keys.into_iter().flatten().filter_map(move |k| table?.rows.get(k))
     }
 
     /// All rows of `entity` in id order.
@@ -328,4 +440,79 @@ pub async fn save(path: &Path, state: &SandboxState) -> Result<(), StateFileErro
     tokio::fs::write(&tmp, &text).await.map_err(err)?;
     tokio::fs::rename(&tmp, path).await.map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use serde_json::json;
+
+    /// What the index must answer, found by reading every row.
+    fn scanned<'a>(co: &'a Company, entity: &str, field: &str, value: &str) -> Vec<&'a Value> {
+        co.rows(entity)
+            .filter(|r| {
+                if field == "DocNumber" {
+                    r.get("DocNumber").and_then(Value::as_str) == Some(value)
+                } else {
+                    r.get(field).and_then(|f| f.get("value")).and_then(Value::as_str) == Some(value)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lookups_agree_with_a_scan_through_puts_replacements_and_removals() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut co = Company::default();
+        // Rows stored before the index is first asked for are indexed when it is built.
+        co.put("Invoice", 1, json!({"Id": "1", "DocNumber": "D1", "CustomerRef": {"value": "C1"}}));
+        for step in 0..600 {
+            let entity = ["Invoice", "Bill", "CreditMemo"][rng.random_range(0..3)];
+            let key = rng.random_range(1..40u64);
+            match rng.random_range(0..4) {
+                0 => {
+                    co.remove(entity, &key.to_string());
+                }
+                _ => {
+                    let mut row = json!({"Id": key.to_string()});
+                    if rng.random_bool(0.8) {
+                        row["DocNumber"] = json!(format!("D{}", rng.random_range(0..8)));
+                    }
+                    let field = if entity == "Bill" { "VendorRef" } else { "CustomerRef" };
+                    if rng.random_bool(0.9) {
+                        row[field] = json!({"value": format!("C{}", rng.random_range(0..5))});
+                    }
+                    co.put(entity, key, row);
+                }
+            }
+            for entity in ["Invoice", "Bill", "CreditMemo"] {
+                for v in 0..8 {
+                    let doc = format!("D{v}");
+                    let got: Vec<&Value> = co.rows_with_doc_number(entity, &doc).collect();
+                    assert_eq!(got, scanned(&co, entity, "DocNumber", &doc), "step {step}: {entity} {doc}");
+                }
+                for field in INDEXED_REFS {
+                    for v in 0..5 {
+                        let id = format!("C{v}");
+                        let got: Vec<&Value> = co.rows_referencing(entity, field, &id).collect();
+                        assert_eq!(got, scanned(&co, entity, field, &id), "step {step}: {entity} {field} {id}");
+                    }
+                }
+            }
+        }
+        // A copy carries its index; a loaded company builds its own.
+        let copy = co.clone();
+        let loaded: Company = serde_json::from_value(serde_json::to_value(&co).unwrap()).unwrap();
+        for c in [&copy, &loaded] {
+            for v in 0..8 {
+                let doc = format!("D{v}");
+                assert_eq!(
+                    c.rows_with_doc_number("Invoice", &doc).collect::<Vec<_>>(),
+                    scanned(&co, "Invoice", "DocNumber", &doc)
+                );
+            }
+        }
+    }
 }

@@ -328,10 +328,9 @@ fn doc_number(
             }
             if !allow_duplicate
                 && previous_doc.as_deref() != Some(doc.as_str())
-                && let Some(other) = co.rows(kind.name()).find(|row| {
-                    !same_id(row, previous)
-                        && row.get("DocNumber").and_then(Value::as_str) == Some(doc.as_str())
-                })
+                && let Some(other) = co
+                    .rows_with_doc_number(kind.name(), &doc)
+                    .find(|row| !same_id(row, previous))
             {
                 let other_id = other.get("Id").and_then(Value::as_str).unwrap_or_default();
                 return Err(
@@ -2028,11 +2027,9 @@ fn party_balance(co: &Company, field: &str, id: &str) -> Decimal {
         if party != field {
             continue;
         }
-        for row in co.rows(entity) {
-            if ref_value(row, party) == Some(id) {
-                let a = row.get(amount).and_then(decimal_of).unwrap_or_default();
-                balance += if adds { a } else { -a };
-            }
+        for row in co.rows_referencing(entity, party, id) {
+            let a = row.get(amount).and_then(decimal_of).unwrap_or_default();
+            balance += if adds { a } else { -a };
         }
     }
     balance
