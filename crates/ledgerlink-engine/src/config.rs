@@ -8,7 +8,7 @@
 //! listen = "127.0.0.1:8080"                   # health, status API, metrics
 //!
 //! [engine]
-//! concurrency = 4                             # jobs run at once by this process
+//! concurrency = 128                           # jobs run at once by this process (the default)
 //! max_attempts = 8                            # then the job is dead-lettered
 //! # connection_leases = true                  # one worker per connection (default: on with PostgreSQL)
 //! # connection_lease_seconds = 30             # a dead worker's connections move after this

@@ -62,12 +62,19 @@ pub struct Engine {
     pub recent: Arc<recent::RecentRecords>,
 }
 
+/// Jobs run at once by default. At 4 or 16 the engine spent most of its time waiting with its CPU idle (in
+/// `ledgerlink bench throughput`, 16 jobs made a fifth of the rate of 128; see `docs/benchmarks.md`), and a job in
+/// flight costs little memory.
+pub const DEFAULT_CONCURRENCY: usize = 128;
+
 /// Runtime knobs (part of [`Config`]).
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Identifies this process in job leases.
     pub worker_id: String,
-    /// Jobs run at once by this process.
+    /// Jobs run at once by this process. Most of a job's time is waiting (for a QuickBooks batch, a Salesforce
+    /// Collections call, a group commit), so throughput grows with it far past the number of cores; the
+    /// connectors' limiters, not this number, keep the APIs within their limits.
     pub concurrency: usize,
     /// How long a claimed job is leased before another worker may take it over.
     pub lease: chrono::Duration,
@@ -96,7 +103,7 @@ impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
             worker_id: format!("worker-{}", std::process::id()),
-            concurrency: 4,
+            concurrency: DEFAULT_CONCURRENCY,
             lease: chrono::Duration::seconds(60),
             max_attempts: 8,
             retry_base: chrono::Duration::milliseconds(500),

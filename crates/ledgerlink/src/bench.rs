@@ -92,7 +92,7 @@ impl Default for BenchOptions {
             n: None,
             json: false,
             postgres_url: None,
-            concurrency: 16,
+            concurrency: ledgerlink_engine::DEFAULT_CONCURRENCY,
             time_scale: 10.0,
             rate: 100,
             seconds: 20,

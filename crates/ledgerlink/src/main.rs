@@ -8,6 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: a job allocates and frees many small JSON and expression values
+/// from several threads, where glibc's malloc spent about 40% of the engine's CPU (see `docs/benchmarks.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ledgerlink", version, about = "Keeps QuickBooks Online in sync with Salesforce and the systems a business runs on.")]
 struct Cli {
@@ -48,8 +53,8 @@ enum Command {
         /// A PostgreSQL server to create a fresh database on for the run (dropped afterwards).
         #[arg(long, env = "LEDGERLINK_TEST_POSTGRES_URL")]
         postgres_url: Option<String>,
-        /// Jobs the engine runs at once.
-        #[arg(long, default_value_t = 16)]
+        /// Jobs the engine runs at once (the engine's default unless given).
+        #[arg(long, default_value_t = ledgerlink_engine::DEFAULT_CONCURRENCY)]
         concurrency: usize,
         /// `limits`: how much faster than real time QuickBooks' limit minute passes (sandbox and connector).
         #[arg(long, default_value_t = 10.0)]
