@@ -63,7 +63,7 @@ pub struct Engine {
 }
 
 /// Jobs run at once by default. At 4 or 16 the engine spent most of its time waiting with its CPU idle (in
-/// `ledgerlink bench throughput`, 16 jobs made a fifth of the rate of 128; see `docs/benchmarks.md`), and a job in
+/// `ledgerlink bench throughput`, 16 jobs made a quarter of the rate of 128; see `docs/benchmarks.md`), and a job in
 /// flight costs little memory.
 pub const DEFAULT_CONCURRENCY: usize = 128;
 
