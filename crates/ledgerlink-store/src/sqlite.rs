@@ -686,24 +686,41 @@ impl Store for SqliteStore {
     // ----- runs -----
 
     async fn start_run(&self, run: &NewRun) -> Result<RunId> {
-        let row = sqlx::query("INSERT INTO runs (flow, trigger, started_at) VALUES (?1, ?2, ?3) RETURNING id")
-            .bind(&run.flow)
-            .bind(&run.trigger)
-            .bind(ts(run.started_at))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get("id")?)
+        let run = run.clone();
+        self.write(move |conn| {
+            let run = run.clone();
+            Box::pin(async move {
+                let row = sqlx::query("INSERT INTO runs (flow, trigger, started_at) VALUES (?1, ?2, ?3) RETURNING id")
+                    .bind(&run.flow)
+                    .bind(&run.trigger)
+                    .bind(ts(run.started_at))
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(row.try_get("id")?)
+            })
+        })
+        .await
     }
 
     async fn finish_run(&self, id: RunId, outcome: &RunOutcome, now: DateTime<Utc>) -> Result<()> {
         let outcome = serde_json::to_string(outcome).map_err(|e| StoreError::Corrupt(format!("run outcome: {e}")))?;
-        let done = sqlx::query("UPDATE runs SET finished_at = ?1, outcome = ?2 WHERE id = ?3")
-            .bind(ts(now))
-            .bind(outcome)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::NotFound { what: "run", id: id.to_string() }) }
+        self.write(move |conn| {
+            let outcome = outcome.clone();
+            Box::pin(async move {
+                let done = sqlx::query("UPDATE runs SET finished_at = ?1, outcome = ?2 WHERE id = ?3")
+                    .bind(ts(now))
+                    .bind(outcome)
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+                if done.rows_affected() == 1 {
+                    Ok(())
+                } else {
+                    Err(StoreError::NotFound { what: "run", id: id.to_string() })
+                }
+            })
+        })
+        .await
     }
 
     async fn list_runs(&self, flow: Option<&str>, limit: u32) -> Result<Vec<Run>> {
