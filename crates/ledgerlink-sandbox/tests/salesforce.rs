@@ -2,73 +2,14 @@
 //! upsert, SOQL with paging, the limit header and the state file.
 
 use chrono::Duration;
-use ledgerlink_sandbox::RunningSandbox;
-use ledgerlink_sandbox::salesforce::{SalesforceOptions, start};
-use reqwest::{Client, StatusCode};
+use ledgerlink_sandbox::salesforce::SalesforceOptions;
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-struct Org {
-    sb: RunningSandbox,
-    http: Client,
-    token: String,
-}
+mod support;
+use support::Org;
 
 impl Org {
-    async fn start(opts: SalesforceOptions) -> Org {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let sb = start(opts).await.expect("sandbox starts");
-        let token = sb.info_str("access_token").to_string();
-        Org {
-            sb,
-            http: Client::new(),
-            token,
-        }
-    }
-
-    async fn default() -> Org {
-        Org::start(SalesforceOptions::default()).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/services/data/v59.0{path}", self.sb.base_url)
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request is served");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-        };
-        (status, json)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(reqwest::Method::PATCH, path, Some(body)).await
-    }
-
     async fn query(&self, soql: &str) -> (StatusCode, Value) {
         self.get(&format!("/query?q={}", urlencoding::encode(soql)))
             .await

@@ -5,91 +5,14 @@
 use std::time::{Duration as StdDuration, Instant};
 
 use base64::Engine;
-use ledgerlink_sandbox::RunningSandbox;
-use ledgerlink_sandbox::salesforce::{SalesforceOptions, start};
+use ledgerlink_sandbox::salesforce::SalesforceOptions;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
-struct Org {
-    sb: RunningSandbox,
-    http: Client,
-    token: String,
-}
-
-fn install_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+mod support;
+use support::Org;
 
 impl Org {
-    async fn start(opts: SalesforceOptions) -> Org {
-        install_provider();
-        let tls = opts.tls;
-        let sb = start(opts).await.expect("sandbox starts");
-        let mut builder = Client::builder().redirect(reqwest::redirect::Policy::none());
-        if tls {
-            let pem = std::fs::read(sb.info_str("cert_pem_path"))
-                .expect("the certificate PEM was written");
-            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
-        }
-        let token = sb.info_str("access_token").to_string();
-        Org {
-            sb,
-            http: builder.build().unwrap(),
-            token,
-        }
-    }
-
-    async fn default() -> Org {
-        Org::start(SalesforceOptions::default()).await
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/services/data/v59.0{path}", self.sb.base_url)
-    }
-
-    async fn try_send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> reqwest::Result<reqwest::Response> {
-        let mut req = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        req.send().await
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let resp = self
-            .try_send(method, path, body)
-            .await
-            .expect("request is served");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-        };
-        (status, json)
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::POST, path, Some(body)).await
-    }
-
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::PATCH, path, Some(body)).await
-    }
-
     async fn rows(&self, soql: &str) -> Vec<Value> {
         let (status, body) = self
             .get(&format!("/query?q={}", urlencoding::encode(soql)))

@@ -4,47 +4,15 @@
 //! from the state file. Every query is asked twice, once as written and once with `OR Id = null` added at the top
 //! (a condition no row meets, but one that leaves nothing to narrow on), and both must give the expected ids.
 
-use ledgerlink_sandbox::RunningSandbox;
-use ledgerlink_sandbox::salesforce::{SalesforceOptions, start};
-use reqwest::{Client, Method, StatusCode};
+use ledgerlink_sandbox::salesforce::SalesforceOptions;
+use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-struct Org {
-    sb: RunningSandbox,
-    http: Client,
-    token: String,
-}
+mod support;
+use support::Org;
 
 impl Org {
-    async fn start(opts: SalesforceOptions) -> Org {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let sb = start(opts).await.expect("sandbox starts");
-        let token = sb.info_str("access_token").to_string();
-        Org {
-            sb,
-            http: Client::new(),
-            token,
-        }
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let url = format!("{}/services/data/v59.0{path}", self.sb.base_url);
-        let mut req = self.http.request(method, url).bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request is served");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let json = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-        };
-        (status, json)
-    }
-
     async fn create(&self, object: &str, body: Value) -> String {
         let (status, out) = self
             .send(Method::POST, &format!("/sobjects/{object}"), Some(body))
