@@ -86,12 +86,41 @@ impl<DB: Batching> Writer<DB>
 where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
 {
-    /// Starts the writer on its own connection (opened with the store's options, so the same settings apply).
-    pub(crate) fn start(conn: DB::Connection) -> Writer<DB> {
+    /// Opens the writer's connection with `connect` and starts the writer on a thread of its own.
+    ///
+    /// Why a thread of its own: the writer is the one path every job's writes take, one statement after
+    /// another. As a task among the engine's hundreds of jobs, each of its statements waited for its turn on a
+    /// busy worker before the next could be sent. On its own thread, with its own small runtime driving its
+    /// connection, it is woken by the operating system as soon as the database answers. The connection is
+    /// opened there too, so its socket belongs to that runtime.
+    pub(crate) async fn start<C>(connect: C) -> Result<Writer<DB>>
+    where
+        C: Future<Output = Result<DB::Connection>> + Send + 'static,
+    {
         let (queue, ops) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(conn, ops, commits.clone()));
-        Writer { queue, commits }
+        let (opened_tx, opened) = oneshot::channel::<Result<()>>();
+        let counter = commits.clone();
+        let io_error = |e| StoreError::Database(sqlx::Error::Io(e));
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(io_error)?;
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match connect.await {
+                        Ok(conn) => {
+                            let _ = opened_tx.send(Ok(()));
+                            run(conn, ops, counter).await;
+                        }
+                        Err(e) => {
+                            let _ = opened_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(io_error)?;
+        opened.await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))??;
+        Ok(Writer { queue, commits })
     }
 
     /// How many transactions the writer has committed.
@@ -226,7 +255,7 @@ mod tests {
             .execute("PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT NOT NULL)")
             .await
             .unwrap();
-        (Writer::start(options.connect().await.unwrap()), setup)
+        (Writer::start(async move { Ok(options.connect().await?) }).await.unwrap(), setup)
     }
 
     fn insert(writer: &Writer, k: i64, v: Option<&'static str>) -> impl Future<Output = Result<u64>> + use<> {

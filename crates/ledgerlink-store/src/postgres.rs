@@ -60,12 +60,21 @@ impl JobWakeups for PgJobWakeups {
     }
 }
 
+/// A record's link to an object of another connection, whichever side the record is on. The indexes that serve
+/// it lead with the record id (migration 0008): see the test below for why that matters.
+const FIND_LINK: &str = "SELECT * FROM links
+     WHERE (a_connection = $1 AND a_object = $2 AND a_id = $3 AND b_connection = $4 AND b_object = $5)
+        OR (b_connection = $1 AND b_object = $2 AND b_id = $3 AND a_connection = $4 AND a_object = $5)
+     ORDER BY updated_at DESC, id DESC
+     LIMIT 1";
+
 impl PgStore {
     /// Connects to `postgres://…` and brings the schema up to date.
     pub async fn open(url: &str, cipher: SecretCipher) -> Result<PgStore> {
         let pool = PgPoolOptions::new().max_connections(POOL_SIZE).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        let writer = Writer::start(PgConnection::connect(url).await?);
+        let writer_url = url.to_owned();
+        let writer = Writer::start(async move { Ok(PgConnection::connect(&writer_url).await?) }).await?;
         Ok(PgStore { pool, writer, cipher })
     }
 
@@ -504,13 +513,7 @@ impl Store for PgStore {
     }
 
     async fn find_link(&self, from: &RecordRef, to_connection: &str, to_object: &str) -> Result<Option<Link>> {
-        let row = sqlx::query(
-            "SELECT * FROM links
-             WHERE (a_connection = $1 AND a_object = $2 AND a_id = $3 AND b_connection = $4 AND b_object = $5)
-                OR (b_connection = $1 AND b_object = $2 AND b_id = $3 AND a_connection = $4 AND a_object = $5)
-             ORDER BY updated_at DESC, id DESC
-             LIMIT 1",
-        )
+        let row = sqlx::query(FIND_LINK)
         .bind(&from.connection)
         .bind(&from.object)
         .bind(&from.id)
@@ -1104,4 +1107,65 @@ fn lease_from_row(row: &PgRow) -> Result<Lease> {
         until: row.try_get("held_until")?,
         acquired_at: row.try_get("acquired_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+    use sqlx::Executor;
+
+    /// A prepared statement switches to a generic plan after a few runs, planned without the parameters'
+    /// values. With indexes that led with connection and object, that plan took each side's half of the
+    /// look-up through the other side's index, bounded by connections and objects only: every look-up read all
+    /// the links between the two objects (thousands of entries after thousands of invoices). The generic plan
+    /// must bound both halves by the record id.
+    #[tokio::test]
+    async fn link_lookups_are_bounded_by_the_record_id_in_a_generic_plan() {
+        let Some(db) = TestDatabase::create().await else { return };
+        let store = PgStore::open(&db.url, SecretCipher::for_tests()).await.unwrap();
+        for i in 0..200 {
+            let link = Link {
+                a: RecordRef::new("salesforce", "Opportunity", format!("006{i:015}")),
+                b: RecordRef::new("quickbooks", "Invoice", i.to_string()),
+                a_version: None,
+                b_version: None,
+                a_hash: None,
+                b_hash: None,
+                flow: None,
+                updated_at: Utc::now(),
+            };
+            store.put_link(&link).await.unwrap();
+        }
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        conn.execute("SET plan_cache_mode = force_generic_plan").await.unwrap();
+        // Not analysed (as in a young database) and small: without this the table would be read whole, and the
+        // question is which index each half uses.
+        conn.execute("SET enable_seqscan = off").await.unwrap();
+        conn.execute(sqlx::AssertSqlSafe(format!("PREPARE find_link (text, text, text, text, text) AS {FIND_LINK}"))).await.unwrap();
+        let lines: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)
+             EXECUTE find_link('salesforce', 'Opportunity', '006000000000000007', 'quickbooks', 'Invoice')",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let plan = lines.join("\n");
+        let conditions: Vec<&str> = lines.iter().map(String::as_str).filter(|l| l.contains("Index Cond")).collect();
+        assert_eq!(conditions.len(), 2, "one index look-up per side:\n{plan}");
+        assert!(conditions.iter().any(|c| c.contains("a_id = $3")), "the a side is looked up by its id:\n{plan}");
+        assert!(conditions.iter().any(|c| c.contains("b_id = $3")), "the b side is looked up by its id:\n{plan}");
+        let scans = lines.iter().filter(|l| l.contains("Index Scan"));
+        assert!(scans.clone().count() >= 2 && scans.clone().all(|l| l.contains("actual rows=0") || l.contains("actual rows=1")), "each index read at most one entry:\n{plan}");
+        let found = sqlx::query(FIND_LINK)
+            .bind("salesforce")
+            .bind("Opportunity")
+            .bind("006000000000000007")
+            .bind("quickbooks")
+            .bind("Invoice")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(link_from_row(&found).unwrap().b.id, "7");
+    }
 }

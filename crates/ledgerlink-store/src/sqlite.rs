@@ -74,7 +74,12 @@ impl SqliteStore {
         }
         let pool = pool.connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let writer = if in_memory { None } else { Some(Writer::start(options.connect().await?)) };
+        let writer = if in_memory {
+            None
+        } else {
+            let options = options.clone();
+            Some(Writer::start(async move { Ok(options.connect().await?) }).await?)
+        };
         Ok(SqliteStore { pool, writer, cipher })
     }
 
