@@ -44,13 +44,15 @@
 //! optional fields can be cleaned without a guard (`trim(account.Phone)`). Every helper can also be called as a
 //! method: `account.Name.trim()`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use cel::common::ast::{EntryExpr, Expr as Ast, IdedExpr};
 use cel::extractors::{Arguments, This};
-use cel::objects::{Key, Map as CelMap};
+use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap as DefaultMap, CelMapKey, CelNull, CelString, CelUInt};
+use cel::common::value::Val;
+use cel::objects::Key;
 use cel::{Context, Env, ExecutionError, Program, Value};
 
 use crate::def::Pos;
@@ -112,18 +114,29 @@ static HELPER_CONTEXT: LazyLock<Result<Context<'static, 'static>, String>> = Laz
     register_helpers(&mut ctx).map(|()| ctx).map_err(|e| e.to_string())
 });
 
-/// The variables of a run, kept both as JSON (what steps read and write) and as CEL values converted once, when
-/// bound. Why: converting a variable is a deep copy; a run's `record`, `params` and step outputs are read by
-/// most of its expressions, and converting them at every evaluation cost more than evaluating.
+/// The variables of a run, kept as JSON (what steps read and write) and as CEL values converted at most once
+/// each, when an expression first reads them. Why: converting a variable is a deep copy. A run's `record`,
+/// `params` and most step outputs are read by many of its expressions, and converting them at every evaluation
+/// cost more than evaluating; but some outputs are never read at all in a given run (a customer found through
+/// its link needs none of the account fields its `create` mapping reads), and converting those when bound was
+/// wasted.
 ///
 /// Variables bound with [`Scope::set`] stay for the run. Loop variables ([`Scope::push`], [`Scope::pop`]) live in
 /// the JSON only and are converted at each evaluation that reads them: they are small and change every iteration.
 pub struct Scope {
     vars: Vars,
-    /// The `set` variables' CEL values, in a child scope of [`HELPER_CONTEXT`].
-    cel: Option<Context<'static, 'static>>,
+    /// The `set` variables' CEL values, in a child scope of [`HELPER_CONTEXT`], with the names set since they
+    /// were last converted. A lock because evaluation takes `&Scope` (a run is shared across `.await`s), and
+    /// converting on first read changes it; only the run's own task ever takes it.
+    cel: Option<Mutex<Bound>>,
     /// Names bound by `push`, shadowing a `set` variable of the same name while bound.
     pushed: Vec<String>,
+}
+
+struct Bound {
+    ctx: Context<'static, 'static>,
+    /// Set variables whose CEL value in `ctx` is missing or older than their JSON.
+    stale: HashSet<String>,
 }
 
 impl std::fmt::Debug for Scope {
@@ -140,14 +153,14 @@ impl Default for Scope {
 
 impl Scope {
     pub fn new() -> Scope {
-        let cel = HELPER_CONTEXT.as_ref().ok().map(|root| root.new_inner_scope());
+        let cel = HELPER_CONTEXT.as_ref().ok().map(|root| Mutex::new(Bound { ctx: root.new_inner_scope(), stale: HashSet::new() }));
         Scope { vars: Vars::new(), cel, pushed: Vec::new() }
     }
 
     /// Binds `name` for the rest of the run (replacing an earlier value).
     pub fn set(&mut self, name: &str, value: serde_json::Value) {
         if let Some(cel) = &mut self.cel {
-            cel.add_variable_from_value(name, json_to_cel(&value));
+            cel.get_mut().unwrap_or_else(|p| p.into_inner()).stale.insert(name.to_string());
         }
         self.vars.insert(name.to_string(), value);
     }
@@ -335,23 +348,35 @@ impl Expr {
         let mut ctx = root.new_inner_scope();
         for (name, _) in self.refs.iter() {
             if let Some(value) = vars.get(name) {
-                ctx.add_variable_from_value(name.as_str(), json_to_cel(value));
+                ctx.add_variable_as_val(name.as_str(), json_to_val(value));
             }
         }
         self.run(&ctx)
     }
 
-    /// Evaluates the expression against a run's [`Scope`]: only its loop variables are converted here.
+    /// Evaluates the expression against a run's [`Scope`]: the `set` variables it reads are converted if this
+    /// is their first read since they were set, its loop variables each time.
     pub fn eval_in(&self, scope: &Scope) -> Result<serde_json::Value, EvalError> {
-        let Some(base) = &scope.cel else { return self.eval(&scope.vars) };
-        let pushed: Vec<&String> = self.refs.iter().map(|(name, _)| name).filter(|n| scope.pushed.contains(n)).collect();
+        let Some(cel) = &scope.cel else { return self.eval(&scope.vars) };
+        let mut bound = cel.lock().unwrap_or_else(|p| p.into_inner());
+        let Bound { ctx: base, stale } = &mut *bound;
+        let mut pushed = Vec::new();
+        for (name, _) in self.refs.iter() {
+            if scope.pushed.contains(name) {
+                pushed.push(name);
+            } else if stale.remove(name.as_str())
+                && let Some(value) = scope.vars.get(name)
+            {
+                base.add_variable_as_val(name.as_str(), json_to_val(value));
+            }
+        }
         if pushed.is_empty() {
             return self.run(base);
         }
         let mut ctx = base.new_inner_scope();
         for name in pushed {
             if let Some(value) = scope.vars.get(name) {
-                ctx.add_variable_from_value(name.as_str(), json_to_cel(value));
+                ctx.add_variable_as_val(name.as_str(), json_to_val(value));
             }
         }
         self.run(&ctx)
@@ -666,29 +691,27 @@ fn upper(This(value): This<Value>) -> Result<Value, ExecutionError> {
 
 /// JSON → CEL: objects become maps with string keys, arrays lists, integers `int` (`uint` when they do not fit
 /// an `i64`), other numbers `double`.
-pub fn json_to_cel(value: &serde_json::Value) -> Value {
+///
+/// Built directly in the form the interpreter holds a bound variable in. Why: binding a [`Value`] makes CEL copy
+/// it again, map by map, into this form, so a run's records were converted twice on their way in.
+pub fn json_to_val(value: &serde_json::Value) -> Box<dyn Val> {
     match value {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Null => Box::new(CelNull),
+        serde_json::Value::Bool(b) => Box::new(CelBool::from(*b)),
         serde_json::Value::Number(n) => {
             if let Some(i) = n.as_i64() {
-                Value::Int(i)
+                Box::new(CelInt::from(i))
             } else if let Some(u) = n.as_u64() {
-                Value::UInt(u)
+                Box::new(CelUInt::from(u))
             } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+                Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
             }
         }
-        serde_json::Value::String(s) => Value::from(s.as_str()),
-        serde_json::Value::Array(items) => {
-            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
-        }
+        serde_json::Value::String(s) => Box::new(CelString::from(s.clone())),
+        serde_json::Value::Array(items) => Box::new(CelList::from(items.iter().map(json_to_val).collect::<Vec<_>>())),
         serde_json::Value::Object(map) => {
-            let map: HashMap<Key, Value> = map
-                .iter()
-                .map(|(k, v)| (Key::from(k.as_str()), json_to_cel(v)))
-                .collect();
-            Value::Map(CelMap { map: Arc::new(map) })
+            let map: HashMap<CelMapKey, Box<dyn Val>> = map.iter().map(|(k, v)| (CelMapKey::from(k.clone()), json_to_val(v))).collect();
+            Box::new(DefaultMap::from(map))
         }
     }
 }
@@ -752,5 +775,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.variables(), vec!["lines", "record", "params"]);
+    }
+
+    fn eval(scope: &Scope, source: &str) -> serde_json::Value {
+        Expr::compile(source, Pos::default()).unwrap().eval_in(scope).unwrap()
+    }
+
+    fn stale(scope: &Scope) -> Vec<String> {
+        let mut names: Vec<String> = scope.cel.as_ref().unwrap().lock().unwrap().stale.iter().cloned().collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn set_variables_are_converted_when_first_read_and_again_after_being_set_again() {
+        let mut scope = Scope::new();
+        scope.set("record", serde_json::json!({"Name": "Acme", "Amount": 1200}));
+        scope.set("invoice", serde_json::json!({"Id": "7"}));
+        assert_eq!(eval(&scope, "record.Name"), serde_json::json!("Acme"));
+        // `invoice` was not read, so it was not converted.
+        assert_eq!(stale(&scope), ["invoice"]);
+        scope.set("record", serde_json::json!({"Name": "Beta", "Amount": 5}));
+        assert_eq!(eval(&scope, "record.Name + '/' + invoice.Id"), serde_json::json!("Beta/7"));
+        assert!(stale(&scope).is_empty());
+        // A loop variable shadows a set one of the same name while pushed, and is read afresh each time.
+        let shadowed = scope.push("record", serde_json::json!({"Name": "Loop"}));
+        assert_eq!(eval(&scope, "record.Name"), serde_json::json!("Loop"));
+        scope.pop("record", shadowed);
+        assert_eq!(eval(&scope, "record.Name"), serde_json::json!("Beta"));
+    }
+
+    #[test]
+    fn json_values_keep_their_types_through_cel() {
+        let value = serde_json::json!({
+            "int": -3, "big": 18446744073709551615u64, "double": 1.5, "text": "é", "null": null, "yes": true,
+            "list": [1, "two", [3.25], {"four": 4}], "empty": {}
+        });
+        let mut scope = Scope::new();
+        scope.set("v", value.clone());
+        assert_eq!(eval(&scope, "v"), value);
+        assert_eq!(eval(&scope, "type(v.int) == int && type(v.big) == uint && type(v.double) == double"), serde_json::json!(true));
+        assert_eq!(Expr::compile("v.list[3].four", Pos::default()).unwrap().eval(scope.vars()).unwrap(), serde_json::json!(4));
     }
 }
