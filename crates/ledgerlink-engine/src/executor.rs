@@ -1037,19 +1037,21 @@ impl Run<'_> {
         let Some(ts) = conn.change_timestamp(updated) else { return Ok(()) };
         let version = keys::version_of(ts, conn.record_version(updated).as_deref());
         let now = crate::now();
+        let key = keys::change_job_key(&self.flow.name, connection, object, id, &version);
         self.engine
             .store
             .enqueue_done(&ledgerlink_store::NewJob {
                 kind: crate::poller::JOB_OWN_WRITE.into(),
-                idempotency_key: keys::change_job_key(&self.flow.name, connection, object, id, &version),
+                idempotency_key: key.clone(),
                 flow: Some(self.flow.name.clone()),
                 connection: Some(connection.to_string()),
                 payload: json!({"own_write": {"object": object, "id": id, "version": version}}),
                 run_at: now,
                 max_attempts: 1,
             })
-            .await
-            .map(|_| ())
+            .await?;
+        self.engine.own_writes.remember(&key);
+        Ok(())
     }
 
     /// Evaluates a mapping into a record; dotted names build nested objects; null values are left out.

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod locks;
 pub mod matching;
 pub mod notifications;
+pub mod own_writes;
 pub mod reconcile;
 pub mod review;
 pub mod poller;
@@ -60,6 +61,8 @@ pub struct Engine {
     pub work_queued: Arc<tokio::sync::Notify>,
     /// Linked target records read a moment ago (see [`recent`]).
     pub recent: Arc<recent::RecentRecords>,
+    /// Versions this process wrote back and recorded (see [`own_writes`]).
+    pub own_writes: Arc<own_writes::OwnWrites>,
 }
 
 /// Jobs run at once by default. At 4 or 16 the engine spent most of its time waiting with its CPU idle (in
@@ -182,6 +185,7 @@ impl Engine {
             locks: Arc::new(locks::KeyedLocks::default()),
             work_queued: Arc::new(tokio::sync::Notify::new()),
             recent: Arc::new(recent::RecentRecords::new(settings.linked_copy_ttl)),
+            own_writes: Arc::default(),
             settings,
         })
     }

@@ -190,6 +190,12 @@ async fn enqueue_change(
     rec: ledgerlink_connectors::Record,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
+    let idempotency_key = keys::change_job_key(&flow.name, connection, object, id, version);
+    if engine.own_writes.contains(&idempotency_key) {
+        // Our own write-back coming back; the store holds its job already (see `own_writes`).
+        Stats::inc(&engine.stats.changes_already_handled);
+        return Ok(false);
+    }
     let record = Value::Object(rec);
     let wanted = match &flow.condition {
         None => true,
@@ -210,7 +216,7 @@ async fn enqueue_change(
     }
     let job = NewJob {
         kind: JOB_FLOW_RECORD.into(),
-        idempotency_key: keys::change_job_key(&flow.name, connection, object, id, version),
+        idempotency_key,
         flow: Some(flow.name.clone()),
         connection: Some(connection.to_string()),
         payload: json!({"record": record}),
