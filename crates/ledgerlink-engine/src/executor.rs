@@ -620,8 +620,8 @@ impl Run<'_> {
             Ok(created) => {
                 let id = conn.record_id(&created).unwrap_or_default();
                 let now = crate::now();
-                store.complete_intent(key, &id, &Value::Object(created.clone()), now).await?;
-                self.audit(connection, object, Some(id), "create", "ok", None, Some(Value::Object(created.clone())), None).await?;
+                let audit = self.audit_entry(connection, object, Some(id.clone()), "create", "ok", None, Some(Value::Object(created.clone())), None);
+                store.complete_intent(key, &id, &Value::Object(created.clone()), now, &audit).await?;
                 self.writes += 1;
                 self.count(|s| &s.records_created);
                 Ok(created)
@@ -824,8 +824,8 @@ impl Run<'_> {
         let [record] = ours.as_slice() else { return Err(StepError::Invalid(refusal)) };
         let id = conn.record_id(record).unwrap_or_default();
         if self.plan.is_none() {
-            self.engine.store.complete_intent(key, &id, &Value::Object(record.clone()), crate::now()).await?;
-            self.audit(connection, "Invoice", Some(id), "create", "adopted", None, Some(Value::Object(record.clone())), None).await?;
+            let audit = self.audit_entry(connection, "Invoice", Some(id.clone()), "create", "adopted", None, Some(Value::Object(record.clone())), None);
+            self.engine.store.complete_intent(key, &id, &Value::Object(record.clone()), crate::now(), &audit).await?;
         }
         self.count(|s| &s.duplicates_prevented);
         Ok(record.clone())
@@ -1086,6 +1086,34 @@ impl Run<'_> {
             .await
     }
 
+    /// The audit entry of one external write by this run.
+    #[allow(clippy::too_many_arguments)]
+    fn audit_entry(
+        &self,
+        connection: &str,
+        object: &str,
+        record_id: Option<String>,
+        action: &str,
+        outcome: &str,
+        before: Option<Value>,
+        after: Option<Value>,
+        error: Option<String>,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            at: crate::now(),
+            flow: Some(self.flow.name.clone()),
+            job_id: self.job_id,
+            connection: connection.to_string(),
+            object: object.to_string(),
+            record_id,
+            action: action.to_string(),
+            outcome: outcome.to_string(),
+            before,
+            after,
+            error,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn audit(
         &self,
@@ -1101,23 +1129,8 @@ impl Run<'_> {
         if outcome == "error" {
             self.count(|s| &s.errors);
         }
-        self.engine
-            .store
-            .append_audit(&NewAuditEntry {
-                at: crate::now(),
-                flow: Some(self.flow.name.clone()),
-                job_id: self.job_id,
-                connection: connection.to_string(),
-                object: object.to_string(),
-                record_id,
-                action: action.to_string(),
-                outcome: outcome.to_string(),
-                before,
-                after,
-                error,
-            })
-            .await
-            .map(|_| ())
+        let entry = self.audit_entry(connection, object, record_id, action, outcome, before, after, error);
+        self.engine.store.append_audit(&entry).await.map(|_| ())
     }
 }
 

@@ -146,8 +146,8 @@ impl Store for Recording {
     async fn begin_intent(&self, intent: &NewWriteIntent) -> Result<WriteIntent> {
         self.inner.begin_intent(intent).await
     }
-    async fn complete_intent(&self, k: &str, id: &str, r: &serde_json::Value, now: DateTime<Utc>) -> Result<()> {
-        self.inner.complete_intent(k, id, r, now).await
+    async fn complete_intent(&self, k: &str, id: &str, r: &serde_json::Value, now: DateTime<Utc>, a: &NewAuditEntry) -> Result<()> {
+        self.inner.complete_intent(k, id, r, now, a).await
     }
     async fn enqueue_done(&self, job: &NewJob) -> Result<Enqueued> {
         self.inner.enqueue_done(job).await

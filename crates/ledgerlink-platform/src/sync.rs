@@ -418,9 +418,9 @@ impl Platform {
         match ctx.qb.create(object, &payload, ledgerlink_engine::keys::request_key(&intent)).await {
             Ok(created) => {
                 let id = ctx.qb.record_id(&created).ok_or_else(|| SyncError::Retry(format!("QuickBooks returned a {object} without an id")))?;
-                self.store.complete_intent(&key, &id, &Value::Object(created.clone()), now()).await?;
+                let entry = audit("ok", Some(id.clone()), Some(Value::Object(payload)), None);
+                self.store.complete_intent(&key, &id, &Value::Object(created.clone()), now(), &entry).await?;
                 self.link(ctx, source, object, &id).await?;
-                self.store.append_audit(&audit("ok", Some(id), Some(Value::Object(payload)), None)).await?;
                 Ok(created)
             }
             Err(e) => {

@@ -125,7 +125,17 @@ pub trait Store: PlatformStore + Send + Sync + 'static {
     // ----- write intents: recorded before an external create, completed after -----
     /// Records the intent unless one with this key exists; returns the stored intent either way.
     async fn begin_intent(&self, intent: &NewWriteIntent) -> Result<WriteIntent>;
-    async fn complete_intent(&self, key: &str, result_id: &str, response: &serde_json::Value, now: DateTime<Utc>) -> Result<()>;
+    /// Marks the intent done with the record it created, and appends `audit` (the entry for that write) in the same
+    /// transaction: an intent is never done without its audit entry. Completing again with the same result is
+    /// accepted (and audited again); a different result id is a conflict, and then nothing is written.
+    async fn complete_intent(
+        &self,
+        key: &str,
+        result_id: &str,
+        response: &serde_json::Value,
+        now: DateTime<Utc>,
+        audit: &NewAuditEntry,
+    ) -> Result<()>;
     /// Records that the target system refused a pending intent's write outright (nothing was created), and the
     /// request key its next attempt must carry: QuickBooks answers a repeated `requestid` with its first answer,
     /// so a write refused once would be refused forever, even after the cause was fixed. The intent stays pending;

@@ -574,28 +574,49 @@ impl Store for PgStore {
         result_id: &str,
         response: &serde_json::Value,
         now: DateTime<Utc>,
+        audit: &NewAuditEntry,
     ) -> Result<()> {
         // Completing twice with the same result is harmless (a retried commit); a different result id would mean
-        // two external records for one intent, which must surface rather than be papered over.
-        let (id, response, k) = (result_id.to_owned(), response.clone(), key.to_owned());
+        // two external records for one intent, which must surface rather than be papered over. One statement
+        // for both rows: each statement is a round trip on the writer's connection, which every job's writes
+        // share, and the audit entry is written only when the intent was completed.
+        let (id, response, k, audit) = (result_id.to_owned(), response.clone(), key.to_owned(), audit.clone());
         let done = self
             .write(move |conn| {
-                let (id, response, k) = (id.clone(), response.clone(), k.clone());
+                let (id, response, k, audit) = (id.clone(), response.clone(), k.clone(), audit.clone());
                 Box::pin(async move {
                     Ok(sqlx::query(
-                        "UPDATE write_intents SET status = 'done', result_id = $1, response = $2, completed_at = $3
-                         WHERE key = $4 AND (status = 'pending' OR result_id = $1)",
+                        "WITH done AS (
+                             UPDATE write_intents SET status = 'done', result_id = $1, response = $2, completed_at = $3
+                             WHERE key = $4 AND (status = 'pending' OR result_id = $1)
+                             RETURNING key)
+                         INSERT INTO audit_log (at, flow, job_id, connection, object, record_id, action, outcome, before,
+                                                after, error)
+                         SELECT $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM done
+                         RETURNING id",
                     )
                     .bind(id)
                     .bind(response)
                     .bind(now)
                     .bind(k)
-                    .execute(&mut *conn)
-                    .await?)
+                    .bind(audit.at)
+                    .bind(&audit.flow)
+                    .bind(audit.job_id)
+                    .bind(&audit.connection)
+                    .bind(&audit.object)
+                    .bind(&audit.record_id)
+                    .bind(&audit.action)
+                    .bind(&audit.outcome)
+                    .bind(&audit.before)
+                    .bind(&audit.after)
+                    .bind(&audit.error)
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .is_some())
                 })
             })
             .await?;
-        if done.rows_affected() == 1 {
+        if done {
             return Ok(());
         }
         match self.get_intent(key).await? {

@@ -606,15 +606,16 @@ impl Store for SqliteStore {
         result_id: &str,
         response: &serde_json::Value,
         now: DateTime<Utc>,
+        audit: &NewAuditEntry,
     ) -> Result<()> {
         // Completing twice with the same result is harmless (a retried commit); a different result id would mean
         // two external records for one intent, which must surface rather than be papered over.
-        let (id, response, k) = (result_id.to_string(), json(response), key.to_string());
+        let (id, response, k, audit) = (result_id.to_string(), json(response), key.to_string(), audit.clone());
         let done = self
             .write(move |conn| {
-                let (id, response, k) = (id.clone(), response.clone(), k.clone());
+                let (id, response, k, audit) = (id.clone(), response.clone(), k.clone(), audit.clone());
                 Box::pin(async move {
-                    Ok(sqlx::query(
+                    let done = sqlx::query(
                         "UPDATE write_intents SET status = 'done', result_id = ?1, response = ?2, completed_at = ?3
                          WHERE key = ?4 AND (status = 'pending' OR result_id = ?1)",
                     )
@@ -623,11 +624,16 @@ impl Store for SqliteStore {
                     .bind(ts(now))
                     .bind(k)
                     .execute(&mut *conn)
-                    .await?)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Ok(false);
+                    }
+                    insert_audit(conn, &audit).await?;
+                    Ok(true)
                 })
             })
             .await?;
-        if done.rows_affected() == 1 {
+        if done {
             return Ok(());
         }
         match self.get_intent(key).await? {
@@ -743,33 +749,11 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, entry: &NewAuditEntry) -> Result<i64> {
         let entry = entry.clone();
-        let row = self
-            .write(move |conn| {
-                let entry = entry.clone();
-                Box::pin(async move {
-                    Ok(sqlx::query(
-            "INSERT INTO audit_log (at, flow, job_id, connection, object, record_id, action, outcome, before, after,
-                                    error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             RETURNING id",
-        )
-        .bind(ts(entry.at))
-        .bind(&entry.flow)
-        .bind(entry.job_id)
-        .bind(&entry.connection)
-        .bind(&entry.object)
-        .bind(&entry.record_id)
-        .bind(&entry.action)
-        .bind(&entry.outcome)
-        .bind(entry.before.as_ref().map(json))
-        .bind(entry.after.as_ref().map(json))
-        .bind(&entry.error)
-        .fetch_one(&mut *conn)
-        .await?)
-                })
-            })
-            .await?;
-        Ok(row.try_get("id")?)
+        self.write(move |conn| {
+            let entry = entry.clone();
+            Box::pin(async move { insert_audit(conn, &entry).await })
+        })
+        .await
     }
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>> {
@@ -1028,6 +1012,30 @@ pub(crate) fn subject(connection: Option<String>, object: Option<String>, id: Op
 pub(crate) fn text_ts(row: &SqliteRow, col: &str) -> Result<DateTime<Utc>> {
     let text: String = row.try_get(col)?;
     parse_ts(col, &text)
+}
+
+
+/// Appends an audit entry on the writer's connection; returns its id.
+async fn insert_audit(conn: &mut SqliteConnection, entry: &NewAuditEntry) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO audit_log (at, flow, job_id, connection, object, record_id, action, outcome, before, after, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         RETURNING id",
+    )
+    .bind(ts(entry.at))
+    .bind(&entry.flow)
+    .bind(entry.job_id)
+    .bind(&entry.connection)
+    .bind(&entry.object)
+    .bind(&entry.record_id)
+    .bind(&entry.action)
+    .bind(&entry.outcome)
+    .bind(entry.before.as_ref().map(json))
+    .bind(entry.after.as_ref().map(json))
+    .bind(&entry.error)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("id")?)
 }
 
 fn opt_text_ts(row: &SqliteRow, col: &str) -> Result<Option<DateTime<Utc>>> {

@@ -480,16 +480,43 @@ async fn write_intents_are_idempotent(f: &Fixture) {
 
     let response = json!({"Invoice": {"Id": "145", "SyncToken": "0"}});
     let done_at = t0() + Duration::minutes(6);
-    s.complete_intent(&intent.key, "145", &response, done_at).await.unwrap();
+    let audit = |id: &str| NewAuditEntry {
+        at: done_at,
+        flow: Some("opp-to-invoice".into()),
+        job_id: Some(7),
+        connection: "qbo-acme".into(),
+        object: "Invoice".into(),
+        record_id: Some(id.into()),
+        action: "create".into(),
+        outcome: "ok".into(),
+        before: None,
+        after: Some(response.clone()),
+        error: None,
+    };
+    let audited = |id: &str| {
+        let filter = AuditFilter { record_id: Some(id.into()), ..AuditFilter::default() };
+        let s = s.clone();
+        async move { s.list_audit(&filter).await.unwrap() }
+    };
+    s.complete_intent(&intent.key, "145", &response, done_at, &audit("145")).await.unwrap();
     let done = s.get_intent(&intent.key).await.unwrap().unwrap();
     assert_eq!(done.status, IntentStatus::Done);
     assert_eq!(done.result_id.as_deref(), Some("145"));
     assert_eq!(done.response, Some(response.clone()));
     assert_eq!(done.completed_at, Some(done_at));
-    // A retried commit of the same outcome is harmless; a different record for the same intent is not.
-    s.complete_intent(&intent.key, "145", &response, done_at).await.unwrap();
-    assert!(matches!(s.complete_intent(&intent.key, "146", &response, done_at).await, Err(StoreError::Conflict(_))));
-    assert!(matches!(s.complete_intent("nope", "1", &response, done_at).await, Err(StoreError::NotFound { .. })));
+    // The write's audit entry was appended with the completion.
+    let entries = audited("145").await;
+    assert_eq!(entries.len(), 1);
+    let (got, want) = (&entries[0].entry, audit("145"));
+    assert_eq!((got.at, &got.action, &got.outcome, got.job_id, &got.after), (want.at, &want.action, &want.outcome, want.job_id, &want.after));
+    // A retried commit of the same outcome is harmless; a different record for the same intent is not, and
+    // nothing of it is written, not even its audit entry.
+    s.complete_intent(&intent.key, "145", &response, done_at, &audit("145")).await.unwrap();
+    assert!(matches!(s.complete_intent(&intent.key, "146", &response, done_at, &audit("146")).await, Err(StoreError::Conflict(_))));
+    assert!(audited("146").await.is_empty());
+    assert_eq!(s.get_intent(&intent.key).await.unwrap().unwrap().result_id.as_deref(), Some("145"));
+    assert!(matches!(s.complete_intent("nope", "1", &response, done_at, &audit("1")).await, Err(StoreError::NotFound { .. })));
+    assert!(audited("1").await.is_empty());
     assert!(s.get_intent("nope").await.unwrap().is_none());
     // After completion, a re-begin still returns the completed intent, so the caller sees the result.
     let third = s.begin_intent(&intent).await.unwrap();

@@ -387,8 +387,8 @@ impl Store for TimedStore {
     async fn begin_intent(&self, intent: &NewWriteIntent) -> SResult<WriteIntent> {
         timed!(self, "begin_intent", self.inner.begin_intent(intent))
     }
-    async fn complete_intent(&self, key: &str, result_id: &str, response: &Value, now: DateTime<Utc>) -> SResult<()> {
-        timed!(self, "complete_intent", self.inner.complete_intent(key, result_id, response, now))
+    async fn complete_intent(&self, key: &str, result_id: &str, response: &Value, now: DateTime<Utc>, audit: &NewAuditEntry) -> SResult<()> {
+        timed!(self, "complete_intent", self.inner.complete_intent(key, result_id, response, now, audit))
     }
     async fn enqueue_done(&self, job: &NewJob) -> SResult<Enqueued> {
         timed!(self, "enqueue_done", self.inner.enqueue_done(job))

@@ -110,8 +110,8 @@ impl Run<'_> {
         }
         match notifier.send(&message).await {
             Ok(()) => {
-                store.complete_intent(&key, notifier.system(), &payload, crate::now()).await?;
-                self.audit(connection, MESSAGE, None, "notify", "ok", None, Some(payload), None).await?;
+                let audit = self.audit_entry(connection, MESSAGE, None, "notify", "ok", None, Some(payload.clone()), None);
+                store.complete_intent(&key, notifier.system(), &payload, crate::now(), &audit).await?;
                 self.writes += 1;
                 Ok(json!({"sent": true, "key": key}))
             }
