@@ -585,7 +585,7 @@ impl Store for PgStore {
             .write(move |conn| {
                 let (id, response, k, audit) = (id.clone(), response.clone(), k.clone(), audit.clone());
                 Box::pin(async move {
-                    Ok(sqlx::query(
+                    let query = sqlx::query(
                         "WITH done AS (
                              UPDATE write_intents SET status = 'done', result_id = $1, response = $2, completed_at = $3
                              WHERE key = $4 AND (status = 'pending' OR result_id = $1)
@@ -598,18 +598,8 @@ impl Store for PgStore {
                     .bind(id)
                     .bind(response)
                     .bind(now)
-                    .bind(k)
-                    .bind(audit.at)
-                    .bind(&audit.flow)
-                    .bind(audit.job_id)
-                    .bind(&audit.connection)
-                    .bind(&audit.object)
-                    .bind(&audit.record_id)
-                    .bind(&audit.action)
-                    .bind(&audit.outcome)
-                    .bind(&audit.before)
-                    .bind(&audit.after)
-                    .bind(&audit.error)
+                    .bind(k);
+                    Ok(bind_audit(query, &audit)
                     .fetch_optional(&mut *conn)
                     .await?
                     .is_some())
@@ -736,23 +726,13 @@ impl Store for PgStore {
             .write(move |conn| {
                 let entry = entry.clone();
                 Box::pin(async move {
-                    Ok(sqlx::query(
+                    let query = sqlx::query(
             "INSERT INTO audit_log (at, flow, job_id, connection, object, record_id, action, outcome, before, after,
                                     error)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              RETURNING id",
-        )
-        .bind(entry.at)
-        .bind(&entry.flow)
-        .bind(entry.job_id)
-        .bind(&entry.connection)
-        .bind(&entry.object)
-        .bind(&entry.record_id)
-        .bind(&entry.action)
-        .bind(&entry.outcome)
-        .bind(&entry.before)
-        .bind(&entry.after)
-        .bind(&entry.error)
+        );
+                    Ok(bind_audit(query, &entry)
         .fetch_one(&mut *conn)
         .await?)
                 })
@@ -965,6 +945,25 @@ impl Store for PgStore {
 }
 
 // ----- row decoding -----
+
+/// Binds an audit entry's eleven columns, in table order, after the query's other parameters.
+fn bind_audit<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    entry: &'q NewAuditEntry,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(entry.at)
+        .bind(&entry.flow)
+        .bind(entry.job_id)
+        .bind(&entry.connection)
+        .bind(&entry.object)
+        .bind(&entry.record_id)
+        .bind(&entry.action)
+        .bind(&entry.outcome)
+        .bind(&entry.before)
+        .bind(&entry.after)
+        .bind(&entry.error)
+}
 
 fn connection_from_row(row: &PgRow, cipher: &SecretCipher) -> Result<Connection> {
     let sealed: String = row.try_get("credentials")?;
