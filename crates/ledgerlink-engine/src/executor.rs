@@ -627,7 +627,7 @@ impl Run<'_> {
                 Ok(created)
             }
             Err(e) => {
-                self.audit(connection, object, None, "create", "error", None, Some(Value::Object(record.clone())), Some(e.to_string()))
+                self.record_audit(self.audit_entry(connection, object, None, "create", "error", None, Some(Value::Object(record.clone())), Some(e.to_string())))
                     .await?;
                 if let ConnectorError::Validation { code, message, field } = &e {
                     // Nothing was created: the next attempt (after the cause is fixed) must not be answered with
@@ -959,14 +959,14 @@ impl Run<'_> {
                     self.changed_before_run.entry(RecordRef::new(connection, object, id.clone()).to_string()).or_insert(ts);
                 }
                 self.mark_own_write(connection, object, &id, &conn, &updated).await?;
-                self.audit(connection, object, Some(id), "update", "ok", Some(Value::Object(before)), Some(Value::Object(record)), None)
+                self.record_audit(self.audit_entry(connection, object, Some(id), "update", "ok", Some(Value::Object(before)), Some(Value::Object(record)), None))
                     .await?;
                 self.writes += 1;
                 self.count(|s| &s.records_updated);
                 Ok(Value::Object(updated))
             }
             Err(e) => {
-                self.audit(connection, object, Some(id), "update", "error", Some(Value::Object(before)), Some(Value::Object(record.clone())), Some(e.to_string()))
+                self.record_audit(self.audit_entry(connection, object, Some(id), "update", "error", Some(Value::Object(before)), Some(Value::Object(record.clone())), Some(e.to_string())))
                     .await?;
                 if let ConnectorError::Validation { message, code, field } = &e {
                     return Err(StepError::Invalid(Invalid {
@@ -996,14 +996,14 @@ impl Run<'_> {
         match conn.delete(object, &id).await {
             Ok(deleted) => {
                 if deleted {
-                    self.audit(connection, object, Some(id.clone()), "delete", "ok", Some(Value::Object(current)), None, None).await?;
+                    self.record_audit(self.audit_entry(connection, object, Some(id.clone()), "delete", "ok", Some(Value::Object(current)), None, None)).await?;
                     self.writes += 1;
                     self.count(|s| &s.records_deleted);
                 }
                 Ok(if deleted { Value::String(id) } else { Value::Null })
             }
             Err(e) => {
-                self.audit(connection, object, Some(id.clone()), "delete", "error", Some(Value::Object(current)), None, Some(e.to_string())).await?;
+                self.record_audit(self.audit_entry(connection, object, Some(id.clone()), "delete", "error", Some(Value::Object(current)), None, Some(e.to_string()))).await?;
                 if let ConnectorError::Validation { message, code, field } = &e {
                     return Err(StepError::Invalid(Invalid {
                         step: step.id.clone(),
@@ -1114,22 +1114,11 @@ impl Run<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn audit(
-        &self,
-        connection: &str,
-        object: &str,
-        record_id: Option<String>,
-        action: &str,
-        outcome: &str,
-        before: Option<Value>,
-        after: Option<Value>,
-        error: Option<String>,
-    ) -> Result<(), StoreError> {
-        if outcome == "error" {
+    /// Appends `entry` to the audit log, counting a failed write as an error of this run.
+    async fn record_audit(&self, entry: NewAuditEntry) -> Result<(), StoreError> {
+        if entry.outcome == "error" {
             self.count(|s| &s.errors);
         }
-        let entry = self.audit_entry(connection, object, record_id, action, outcome, before, after, error);
         self.engine.store.append_audit(&entry).await.map(|_| ())
     }
 }

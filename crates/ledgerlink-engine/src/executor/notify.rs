@@ -116,7 +116,7 @@ impl Run<'_> {
                 Ok(json!({"sent": true, "key": key}))
             }
             Err(e) => {
-                self.audit(connection, MESSAGE, None, "notify", "error", None, Some(payload.clone()), Some(e.to_string())).await?;
+                self.record_audit(self.audit_entry(connection, MESSAGE, None, "notify", "error", None, Some(payload.clone()), Some(e.to_string()))).await?;
                 if let ConnectorError::Validation { code, message, field } = &e {
                     return Err(StepError::Invalid(Invalid {
                         step: step.id.clone(),

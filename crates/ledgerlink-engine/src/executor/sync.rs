@@ -401,13 +401,13 @@ impl Run<'_> {
         match side.conn.update(&r.object, &r.id, fields).await {
             Ok(updated) => {
                 self.mark_own_write(&r.connection, &r.object, &r.id, &side.conn, &updated).await?;
-                self.audit(&r.connection, &r.object, Some(r.id.clone()), "update", "ok", Some(Value::Object(before)), Some(Value::Object(fields.clone())), None).await?;
+                self.record_audit(self.audit_entry(&r.connection, &r.object, Some(r.id.clone()), "update", "ok", Some(Value::Object(before)), Some(Value::Object(fields.clone())), None)).await?;
                 self.writes += 1;
                 self.count(|s| &s.records_updated);
                 Ok(())
             }
             Err(e) => {
-                self.audit(&r.connection, &r.object, Some(r.id.clone()), "update", "error", Some(Value::Object(before)), Some(Value::Object(fields.clone())), Some(e.to_string())).await?;
+                self.record_audit(self.audit_entry(&r.connection, &r.object, Some(r.id.clone()), "update", "error", Some(Value::Object(before)), Some(Value::Object(fields.clone())), Some(e.to_string()))).await?;
                 if let ledgerlink_connectors::ConnectorError::Validation { message, .. } = &e {
                     return Err(invalid(step, format!("{} refused to update {r}: {message}", r.connection)));
                 }
@@ -429,14 +429,14 @@ impl Run<'_> {
             Ok(deleted) => {
                 // Already gone (deleted by hand, or by an earlier attempt of this job): the outcome holds, no write.
                 if deleted {
-                    self.audit(&r.connection, &r.object, Some(r.id.clone()), "delete", "ok", before, None, None).await?;
+                    self.record_audit(self.audit_entry(&r.connection, &r.object, Some(r.id.clone()), "delete", "ok", before, None, None)).await?;
                     self.writes += 1;
                 }
                 side.life = Life::Deleted;
                 Ok(())
             }
             Err(e) => {
-                self.audit(&r.connection, &r.object, Some(r.id.clone()), "delete", "error", before, None, Some(e.to_string())).await?;
+                self.record_audit(self.audit_entry(&r.connection, &r.object, Some(r.id.clone()), "delete", "error", before, None, Some(e.to_string()))).await?;
                 if let ledgerlink_connectors::ConnectorError::Validation { message, .. } = &e {
                     return Err(invalid(step, format!("{} refused to delete {r}: {message}", r.connection)));
                 }
